@@ -1,0 +1,442 @@
+// wharf-bench: a load generator for wharfd.
+//
+// N producers (each with its own channel, stream and thread) send generated JSON records
+// (id, ts, user, amount, two tags, a nested object and a filler padding the record to
+// --record-size) for --duration seconds or --count records, optionally paced to --rate
+// records/s overall. Every record carries "bench_ts_us", its send time in microseconds since
+// the epoch; with --handoff-dir, a watcher reads the *.jsonl files a file destination writes
+// there and measures handoff latency (file seen - bench_ts_us).
+//
+// Output: a human-readable report and a final line "RESULT key=value ...".
+
+#include <rapidjson/document.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/channel.h"
+#include "client/producer.h"
+
+namespace wharf::bench {
+namespace {
+
+using client::Producer;
+using client::ProducerOptions;
+using client::SendResult;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_interrupted{false};
+
+void OnSignal(int /*signal*/) { g_interrupted.store(true); }
+
+struct Options {
+  std::string server = "127.0.0.1:7400";
+  std::string dataset = "bench";
+  int producers = 1;
+  size_t record_size = 200;
+  size_t batch_size = 100;
+  double duration_s = 0;
+  uint64_t count = 0;
+  double rate = 0;
+  size_t max_inflight = 8;
+  std::string handoff_dir;
+  double handoff_timeout_s = 30;
+};
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Builds one JSON record of about `target_size` bytes.
+// Thread safety: not thread-safe; use one per thread.
+class RecordGenerator {
+ public:
+  RecordGenerator(int producer, size_t target_size)
+      : producer_(producer), target_size_(target_size), rng_(0x5eed + producer) {}
+
+  wharf::v1::Record Next(uint64_t id, int64_t now_us) {
+    const time_t seconds = static_cast<time_t>(now_us / 1'000'000);
+    struct tm utc;
+    gmtime_r(&seconds, &utc);
+    char ts[64];
+    std::snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", utc.tm_year + 1900,
+                  utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+                  static_cast<int>(now_us % 1'000'000));
+    char user[16];
+    std::snprintf(user, sizeof(user), "user_%04u", static_cast<unsigned>(rng_() % 10000));
+    const unsigned cents = static_cast<unsigned>(rng_() % 1'000'000);
+    static const char* const kTags[] = {"alpha", "beta", "gamma", "delta", "omega", "sigma"};
+    static const char* const kRegions[] = {"eu-west-1", "us-east-1", "ap-south-1"};
+    std::string json =
+        absl::StrCat("{\"id\":", id, ",\"ts\":\"", ts, "\",\"bench_ts_us\":", now_us,
+                     ",\"user\":\"", user, "\",\"amount\":", cents / 100, ".",
+                     cents % 100 < 10 ? "0" : "", cents % 100, ",\"tags\":[\"", kTags[rng_() % 6],
+                     "\",\"", kTags[rng_() % 6], "\"],\"nested\":{\"producer\":", producer_,
+                     ",\"region\":\"", kRegions[rng_() % 3], "\",\"score\":", rng_() % 100, "}");
+    constexpr size_t kFillerOverhead = sizeof(",\"filler\":\"\"") - 1;
+    if (json.size() + kFillerOverhead + 1 < target_size_) {
+      absl::StrAppend(&json, ",\"filler\":\"",
+                      std::string(target_size_ - json.size() - kFillerOverhead - 1, 'x'), "\"");
+    }
+    json += "}";
+    wharf::v1::Record record;
+    record.set_key(user);
+    record.set_payload(std::move(json));
+    return record;
+  }
+
+ private:
+  const int producer_;
+  const size_t target_size_;
+  std::mt19937_64 rng_;
+};
+
+// Latency samples in microseconds. Thread safety: thread-safe.
+class Samples {
+ public:
+  void Add(int64_t us) {
+    std::lock_guard<std::mutex> lock(mu_);
+    values_.push_back(us);
+  }
+  void AddAll(const std::vector<int64_t>& us) {
+    std::lock_guard<std::mutex> lock(mu_);
+    values_.insert(values_.end(), us.begin(), us.end());
+  }
+  size_t size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return values_.size();
+  }
+  // Sorted copy.
+  std::vector<int64_t> Sorted() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<int64_t> sorted = values_;
+    std::sort(sorted.begin(), sorted.end());
+    return sorted;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<int64_t> values_;
+};
+
+// The q-quantile (0 < q <= 1) of sorted samples, in milliseconds; 0 when empty.
+double QuantileMs(const std::vector<int64_t>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  rank = std::clamp<size_t>(rank, 1, sorted.size());
+  return static_cast<double>(sorted[rank - 1]) / 1000.0;
+}
+
+std::string Ms(double ms) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.2f", ms);
+  return buffer;
+}
+
+struct Totals {
+  std::atomic<uint64_t> records_sent{0};
+  std::atomic<uint64_t> records_acked{0};
+  std::atomic<uint64_t> bytes_acked{0};
+  std::atomic<uint64_t> records_failed{0};
+  std::atomic<uint64_t> retries{0};
+  std::atomic<uint64_t> reconnects{0};
+  std::atomic<int> errors_printed{0};
+};
+
+void ReportError(Totals& totals, const std::string& message) {
+  if (totals.errors_printed.fetch_add(1) < 10) std::cerr << "wharf-bench: " << message << "\n";
+}
+
+// Sends `target` records (0: until `deadline`) from one producer.
+void RunProducer(int index, const Options& options, uint64_t target, Clock::time_point start,
+                 Clock::time_point deadline, Totals& totals, Samples& ack_latency) {
+  client::ChannelOptions channel_options;
+  channel_options.dedicated_connection = true;
+  ProducerOptions producer_options;
+  producer_options.dataset = options.dataset;
+  producer_options.max_inflight_requests = options.max_inflight;
+  producer_options.retry_timeout = std::chrono::seconds(60);
+  auto producer = Producer::Create(client::CreateChannel(options.server, channel_options),
+                                   std::move(producer_options));
+  if (!producer.ok()) {
+    ReportError(totals, producer.status().ToString());
+    totals.records_failed += target;
+    return;
+  }
+  RecordGenerator generator(index, options.record_size);
+  const double rate = options.rate / options.producers;  // records/s of this producer
+  uint64_t sent = 0;
+  while (!g_interrupted.load()) {
+    if (target > 0 && sent >= target) break;
+    if (target == 0 && Clock::now() >= deadline) break;
+    size_t n = options.batch_size;
+    if (target > 0) n = static_cast<size_t>(std::min<uint64_t>(n, target - sent));
+    if (rate > 0) {
+      const auto due = start + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double>(sent / rate));
+      if (target == 0 && due >= deadline) break;
+      std::this_thread::sleep_until(due);
+    }
+    std::vector<wharf::v1::Record> records;
+    records.reserve(n);
+    uint64_t bytes = 0;
+    const int64_t now_us = NowMicros();
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t id = (static_cast<uint64_t>(index) << 40) | (sent + i);
+      records.push_back(generator.Next(id, now_us));
+      bytes += records.back().payload().size();
+    }
+    absl::Status status = (*producer)->Send(
+        std::move(records), [&totals, &ack_latency, n, bytes](const SendResult& result) {
+          if (result.status.ok()) {
+            totals.records_acked += n;
+            totals.bytes_acked += bytes;
+            ack_latency.Add(std::chrono::duration_cast<std::chrono::microseconds>(
+                                Clock::now() - result.queued_time)
+                                .count());
+          } else {
+            totals.records_failed += n;
+            ReportError(totals, result.status.ToString());
+          }
+        });
+    sent += n;
+    totals.records_sent += n;
+    if (!status.ok()) {
+      totals.records_failed += n;
+      ReportError(totals, status.ToString());
+      break;
+    }
+  }
+  absl::Status flushed = (*producer)->Flush(std::chrono::minutes(10));
+  if (!flushed.ok()) ReportError(totals, flushed.ToString());
+  (*producer)->Close();
+  const client::ProducerStats stats = (*producer)->stats();
+  totals.retries += stats.retries;
+  totals.reconnects += stats.reconnects;
+}
+
+// Polls a directory tree every 5 ms for new *.jsonl files and measures, for every line with a
+// "bench_ts_us" of this run, now - bench_ts_us.
+// Thread safety: Stop() and the accessors may be called from any thread.
+class HandoffWatcher {
+ public:
+  HandoffWatcher(std::string dir, int64_t run_start_us)
+      : dir_(std::move(dir)), run_start_us_(run_start_us) {
+    // Files of earlier runs are not ours.
+    Scan(/*record=*/false);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~HandoffWatcher() { Stop(); }
+
+  void Stop() {
+    if (stop_.exchange(true)) return;
+    thread_.join();
+    Scan(/*record=*/true);  // whatever arrived since the last poll
+  }
+  uint64_t records() const { return latencies_.size(); }
+  uint64_t files() const { return files_.load(); }
+  const Samples& latencies() const { return latencies_; }
+
+ private:
+  void Run() {
+    while (!stop_.load()) {
+      Scan(/*record=*/true);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  void Scan(bool record) {
+    std::error_code ec;
+    std::filesystem::recursive_directory_iterator it(
+        dir_, std::filesystem::directory_options::skip_permission_denied, ec);
+    if (ec) return;
+    for (; it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      if (ec) return;
+      const std::filesystem::path& path = it->path();
+      if (path.extension() != ".jsonl" || path.filename().string().front() == '.') continue;
+      if (!it->is_regular_file(ec)) continue;
+      if (!seen_.insert(path.string()).second) continue;
+      if (record) ReadFile(path);
+    }
+  }
+
+  void ReadFile(const std::filesystem::path& path) {
+    const int64_t seen_us = NowMicros();
+    std::ifstream in(path, std::ios::binary);
+    std::string line;
+    std::vector<int64_t> latencies;
+    rapidjson::Document document;
+    while (std::getline(in, line)) {
+      document.Parse(line.data(), line.size());
+      if (document.HasParseError() || !document.IsObject()) continue;
+      const auto member = document.FindMember("bench_ts_us");
+      if (member == document.MemberEnd() || !member->value.IsInt64()) continue;
+      const int64_t ts = member->value.GetInt64();
+      if (ts < run_start_us_) continue;
+      latencies.push_back(std::max<int64_t>(seen_us - ts, 0));
+    }
+    latencies_.AddAll(latencies);
+    ++files_;
+  }
+
+  const std::string dir_;
+  const int64_t run_start_us_;
+  std::unordered_set<std::string> seen_;  // used by the watcher thread only (and before/after)
+  Samples latencies_;
+  std::atomic<uint64_t> files_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+int Main(int argc, char** argv) {
+  CLI::App app{"wharf-bench: load generator for wharfd"};
+  Options options;
+  app.add_option("--server", options.server, "wharfd address HOST:PORT")->capture_default_str();
+  app.add_option("--dataset", options.dataset, "dataset to produce to")->capture_default_str();
+  app.add_option("--producers", options.producers, "concurrent producers (one stream each)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--record-size", options.record_size, "approximate bytes per JSON record")
+      ->check(CLI::Range(size_t{1}, size_t{64} << 20))
+      ->capture_default_str();
+  app.add_option("--batch-size", options.batch_size, "records per request")
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->capture_default_str();
+  auto* duration = app.add_option("--duration", options.duration_s,
+                                  "seconds to send for (default 10 when --count is absent)")
+                       ->check(CLI::PositiveNumber);
+  app.add_option("--count", options.count, "total records to send")
+      ->check(CLI::PositiveNumber)
+      ->excludes(duration);
+  app.add_option("--rate", options.rate, "target records/s overall; 0: as fast as possible")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-inflight", options.max_inflight, "requests in flight per producer")
+      ->check(CLI::Range(size_t{1}, size_t{64}))
+      ->capture_default_str();
+  app.add_option("--handoff-dir", options.handoff_dir,
+                 "directory a file destination writes *.jsonl to; measures handoff latency");
+  app.add_option("--handoff-timeout", options.handoff_timeout_s,
+                 "seconds to wait after the last ack for the records to reach --handoff-dir")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (options.count == 0 && options.duration_s == 0) options.duration_s = 10;
+
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  {
+    auto probe = client::CreateChannel(options.server);
+    if (!probe->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+      std::cerr << "wharf-bench: cannot reach " << options.server << "\n";
+      return 2;
+    }
+  }
+
+  std::unique_ptr<HandoffWatcher> watcher;
+  if (!options.handoff_dir.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(options.handoff_dir, ec)) {
+      std::cerr << "wharf-bench: --handoff-dir " << options.handoff_dir << " is not a directory\n";
+      return 2;
+    }
+    watcher = std::make_unique<HandoffWatcher>(options.handoff_dir, NowMicros());
+  }
+
+  Totals totals;
+  Samples ack_latency;
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                                 std::chrono::duration<double>(options.duration_s));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < options.producers; ++i) {
+    uint64_t target = 0;
+    if (options.count > 0) {
+      target = options.count / options.producers +
+               (static_cast<uint64_t>(i) < options.count % options.producers ? 1 : 0);
+      if (target == 0) continue;
+    }
+    threads.emplace_back(RunProducer, i, std::cref(options), target, start, deadline,
+                         std::ref(totals), std::ref(ack_latency));
+  }
+  for (std::thread& thread : threads) thread.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+
+  if (watcher != nullptr) {
+    const auto handoff_deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(options.handoff_timeout_s));
+    while (watcher->records() < totals.records_acked.load() && Clock::now() < handoff_deadline &&
+           !g_interrupted.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    watcher->Stop();
+  }
+
+  const uint64_t records = totals.records_acked;
+  const uint64_t bytes = totals.bytes_acked;
+  const uint64_t failures = totals.records_failed;
+  const double records_per_s = seconds > 0 ? records / seconds : 0;
+  const double mb_per_s = seconds > 0 ? bytes / seconds / 1e6 : 0;
+  const std::vector<int64_t> acks = ack_latency.Sorted();
+
+  std::printf("records     %" PRIu64 " acked, %" PRIu64 " failed (%" PRIu64 " sent)\n", records,
+              failures, totals.records_sent.load());
+  std::printf("bytes       %" PRIu64 " (%.2f MB)\n", bytes, bytes / 1e6);
+  std::printf("seconds     %.3f\n", seconds);
+  std::printf("throughput  %.0f records/s, %.2f MB/s\n", records_per_s, mb_per_s);
+  std::printf("ack latency p50 %s ms, p90 %s ms, p99 %s ms, max %s ms (%zu requests)\n",
+              Ms(QuantileMs(acks, 0.5)).c_str(), Ms(QuantileMs(acks, 0.9)).c_str(),
+              Ms(QuantileMs(acks, 0.99)).c_str(), Ms(QuantileMs(acks, 1.0)).c_str(), acks.size());
+  std::string result = absl::StrCat(
+      "RESULT records=", records, " bytes=", bytes, " seconds=", Ms(seconds),
+      " records_per_s=", Ms(records_per_s), " mb_per_s=", Ms(mb_per_s),
+      " ack_p50_ms=", Ms(QuantileMs(acks, 0.5)), " ack_p90_ms=", Ms(QuantileMs(acks, 0.9)),
+      " ack_p99_ms=", Ms(QuantileMs(acks, 0.99)), " ack_max_ms=", Ms(QuantileMs(acks, 1.0)));
+  if (watcher != nullptr) {
+    const std::vector<int64_t> handoff = watcher->latencies().Sorted();
+    std::printf("handoff     p50 %s ms, p95 %s ms, p99 %s ms (%zu of %" PRIu64
+                " records seen in %" PRIu64 " files)\n",
+                Ms(QuantileMs(handoff, 0.5)).c_str(), Ms(QuantileMs(handoff, 0.95)).c_str(),
+                Ms(QuantileMs(handoff, 0.99)).c_str(), handoff.size(), records, watcher->files());
+    absl::StrAppend(&result, " handoff_records=", handoff.size(),
+                    " handoff_p50_ms=", Ms(QuantileMs(handoff, 0.5)),
+                    " handoff_p95_ms=", Ms(QuantileMs(handoff, 0.95)),
+                    " handoff_p99_ms=", Ms(QuantileMs(handoff, 0.99)));
+  }
+  std::printf("retries     %" PRIu64 " (%" PRIu64 " reconnects)\n", totals.retries.load(),
+              totals.reconnects.load());
+  absl::StrAppend(&result, " failures=", failures, " retries=", totals.retries.load(),
+                  " reconnects=", totals.reconnects.load(), " producers=", options.producers);
+  std::printf("%s\n", result.c_str());
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace wharf::bench
+
+int main(int argc, char** argv) { return wharf::bench::Main(argc, argv); }

@@ -1,0 +1,68 @@
+#include "client/control_client.h"
+
+#include <grpcpp/client_context.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "client/rpc_status.h"
+
+namespace wharf::client {
+namespace {
+
+constexpr uint32_t kMaxPageSize = 1000;
+
+void SetDeadline(grpc::ClientContext& context, std::chrono::milliseconds timeout) {
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+}  // namespace
+
+ControlClient::ControlClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(wharf::v1::Control::NewStub(std::move(channel))) {}
+
+ControlClient::ControlClient(std::unique_ptr<wharf::v1::Control::StubInterface> stub)
+    : stub_(std::move(stub)) {}
+
+absl::StatusOr<wharf::v1::GetStatusResponse> ControlClient::GetStatus(
+    const wharf::v1::GetStatusRequest& request, std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::GetStatusResponse response;
+  grpc::Status status = stub_->GetStatus(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<wharf::v1::ListQuarantineResponse> ControlClient::ListQuarantine(
+    const wharf::v1::ListQuarantineRequest& request, std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::ListQuarantineResponse response;
+  grpc::Status status = stub_->ListQuarantine(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<wharf::v1::ListQuarantineResponse> ControlClient::ListAllQuarantine(
+    const std::string& dataset, uint32_t limit, std::chrono::milliseconds timeout) const {
+  wharf::v1::ListQuarantineResponse all;
+  wharf::v1::ListQuarantineRequest request;
+  request.set_dataset(dataset);
+  while (static_cast<uint32_t>(all.entries_size()) < limit) {
+    request.set_limit(std::min(limit - static_cast<uint32_t>(all.entries_size()), kMaxPageSize));
+    absl::StatusOr<wharf::v1::ListQuarantineResponse> page = ListQuarantine(request, timeout);
+    if (!page.ok()) return page.status();
+    for (wharf::v1::QuarantineEntry& entry : *page->mutable_entries()) {
+      if (static_cast<uint32_t>(all.entries_size()) >= limit) break;
+      *all.add_entries() = std::move(entry);
+    }
+    all.set_next_page_token(page->next_page_token());
+    // A server that returns an empty page with a token would otherwise loop forever.
+    if (page->next_page_token().empty() || page->entries_size() == 0) break;
+    request.set_page_token(page->next_page_token());
+  }
+  return all;
+}
+
+}  // namespace wharf::client

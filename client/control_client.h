@@ -1,0 +1,42 @@
+#pragma once
+
+#include <grpcpp/channel.h>
+
+#include <chrono>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "wharf/v1/control.grpc.pb.h"
+#include "wharf/v1/control.pb.h"
+
+namespace wharf::client {
+
+// Blocking calls of the Control service (status and quarantine listing).
+//
+// Thread safety: thread-safe; calls may be made concurrently from any number of threads.
+class ControlClient {
+ public:
+  explicit ControlClient(std::shared_ptr<grpc::Channel> channel);
+  // For tests: any stub implementation.
+  explicit ControlClient(std::unique_ptr<wharf::v1::Control::StubInterface> stub);
+
+  absl::StatusOr<wharf::v1::GetStatusResponse> GetStatus(
+      const wharf::v1::GetStatusRequest& request,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+
+  // One page of quarantined records.
+  absl::StatusOr<wharf::v1::ListQuarantineResponse> ListQuarantine(
+      const wharf::v1::ListQuarantineRequest& request,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+
+  // Up to `limit` entries of `dataset`, oldest first, following page tokens. The returned
+  // response's next_page_token is the token to continue after the last returned entry.
+  absl::StatusOr<wharf::v1::ListQuarantineResponse> ListAllQuarantine(
+      const std::string& dataset, uint32_t limit,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+
+ private:
+  std::unique_ptr<wharf::v1::Control::StubInterface> stub_;
+};
+
+}  // namespace wharf::client

@@ -1,0 +1,647 @@
+// wharfctl: the Wharf command line client.
+//
+//   wharfctl [--server HOST:PORT] [-o table|json] produce --dataset D [--file PATH] ...
+//   wharfctl status [--dataset D]...
+//   wharfctl quarantine list --dataset D [--limit N]
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "client/channel.h"
+#include "client/control_client.h"
+#include "client/producer.h"
+
+namespace wharf::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct GlobalOptions {
+  std::string server = "127.0.0.1:7400";
+  std::string output = "table";
+  double timeout_s = 10;
+
+  bool json() const { return output == "json"; }
+  std::chrono::milliseconds timeout() const {
+    return std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  }
+};
+
+struct ProduceOptions {
+  std::string dataset;
+  std::string file;
+  size_t batch_size = 500;
+  size_t max_batch_bytes = 3 << 20;
+  size_t max_inflight = 8;
+  std::string producer_id;
+  uint64_t first_sequence = 0;
+  std::string key_field;
+  size_t max_record_bytes = 1 << 20;
+  double retry_timeout_s = 60;
+};
+
+struct StatusOptions {
+  std::vector<std::string> datasets;
+};
+
+struct QuarantineOptions {
+  std::string dataset;
+  uint32_t limit = 100;
+};
+
+// Serializes writes to stderr between the progress line, error messages and the summary.
+std::mutex stderr_mu;
+
+void PrintError(const std::string& message) {
+  std::lock_guard<std::mutex> lock(stderr_mu);
+  std::cerr << "wharfctl: " << message << "\n";
+}
+
+// An RPC failure, worded for a person.
+std::string DescribeRpcError(const GlobalOptions& global, const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kUnavailable ||
+      status.code() == absl::StatusCode::kDeadlineExceeded) {
+    return absl::StrCat("cannot reach ", global.server, ": ", status.message());
+  }
+  return absl::StatusCodeToString(status.code()) + ": " + std::string(status.message());
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  char buffer[32];
+  if (unit == 0) {
+    std::snprintf(buffer, sizeof(buffer), "%llu B", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(buffer, sizeof(buffer), "%.1f %s", value, kUnits[unit]);
+  }
+  return buffer;
+}
+
+std::string HumanDuration(int64_t ms) {
+  char buffer[32];
+  if (ms < 1000) {
+    std::snprintf(buffer, sizeof(buffer), "%lldms", static_cast<long long>(ms));
+  } else if (ms < 60'000) {
+    std::snprintf(buffer, sizeof(buffer), "%.1fs", static_cast<double>(ms) / 1000);
+  } else if (ms < 3'600'000) {
+    std::snprintf(buffer, sizeof(buffer), "%lldm%02llds", static_cast<long long>(ms / 60'000),
+                  static_cast<long long>(ms / 1000 % 60));
+  } else if (ms < 86'400'000) {
+    std::snprintf(buffer, sizeof(buffer), "%lldh%02lldm", static_cast<long long>(ms / 3'600'000),
+                  static_cast<long long>(ms / 60'000 % 60));
+  } else {
+    std::snprintf(buffer, sizeof(buffer), "%lldd%02lldh", static_cast<long long>(ms / 86'400'000),
+                  static_cast<long long>(ms / 3'600'000 % 24));
+  }
+  return buffer;
+}
+
+std::string FormatDouble(double value, int precision) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), "%.*f", precision, value);
+  return buffer;
+}
+
+// Cuts `text` to `width` characters (on a UTF-8 boundary) and keeps it on one line.
+std::string Truncate(const std::string& text, size_t width) {
+  std::string line = text;
+  std::replace(line.begin(), line.end(), '\n', ' ');
+  std::replace(line.begin(), line.end(), '\t', ' ');
+  if (line.size() <= width) return line;
+  size_t cut = width > 3 ? width - 3 : 0;
+  while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+  return line.substr(0, cut) + "...";
+}
+
+// A plain text table: columns padded to their widest cell.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void Print(std::ostream& out) const {
+    std::vector<size_t> widths;
+    for (const auto& row : rows_) {
+      if (widths.size() < row.size()) widths.resize(row.size(), 0);
+      for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    }
+    for (const auto& row : rows_) {
+      std::string line;
+      for (size_t i = 0; i < row.size(); ++i) {
+        line += row[i];
+        if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+      }
+      out << line << "\n";
+    }
+  }
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.add_whitespace = true;
+  std::string json;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) return absl::InternalError(std::string(status.message()));
+  return json;
+}
+
+// ---------------------------------------------------------------------------------------------
+// produce
+
+// The key of a JSON Lines record: the top-level field `field` as text. Strings are taken as they
+// are, numbers as written in the line; other values as compact JSON. Empty when the line is not
+// a JSON object or has no such field.
+std::string ExtractKey(const std::string& line, const std::string& field) {
+  rapidjson::Document document;
+  document.Parse<rapidjson::kParseNumbersAsStringsFlag>(line.data(), line.size());
+  if (document.HasParseError() || !document.IsObject()) return "";
+  const rapidjson::Value name(rapidjson::StringRef(field.data(), field.size()));
+  const auto member = document.FindMember(name);
+  if (member == document.MemberEnd()) return "";
+  const rapidjson::Value& value = member->value;
+  if (value.IsString()) return std::string(value.GetString(), value.GetStringLength());
+  if (value.IsNull()) return "";
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+bool IsBlank(const std::string& line) {
+  return std::all_of(line.begin(), line.end(),
+                     [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f'; });
+}
+
+// Counters shared between the reading loop, producer callbacks and the progress line.
+struct ProduceCounters {
+  std::atomic<uint64_t> records_sent{0};
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> records_acked{0};
+  std::atomic<uint64_t> bytes_acked{0};
+  std::atomic<uint64_t> records_failed{0};
+  std::atomic<uint64_t> duplicates{0};
+  std::atomic<int> errors_printed{0};
+};
+
+constexpr int kMaxPrintedErrors = 20;
+
+void ReportFailure(ProduceCounters& counters, const std::string& message) {
+  const int printed = counters.errors_printed.fetch_add(1);
+  if (printed < kMaxPrintedErrors) {
+    PrintError(message);
+  } else if (printed == kMaxPrintedErrors) {
+    PrintError("more failures; not printing them");
+  }
+}
+
+// Redraws a progress line on stderr twice a second until stopped.
+class ProgressLine {
+ public:
+  ProgressLine(const ProduceCounters& counters, Clock::time_point start)
+      : counters_(counters), start_(start), thread_([this] { Run(); }) {}
+  ~ProgressLine() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    std::lock_guard<std::mutex> lock(stderr_mu);
+    std::cerr << "\r\033[K" << std::flush;
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; })) {
+      const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+      const uint64_t acked = counters_.records_acked.load();
+      std::string line =
+          absl::StrCat("\r\033[K", acked, " records acked (", HumanBytes(counters_.bytes_acked),
+                       "), ", FormatDouble(seconds > 0 ? acked / seconds : 0, 0), " records/s");
+      if (const uint64_t failed = counters_.records_failed.load(); failed > 0) {
+        absl::StrAppend(&line, ", ", failed, " failed");
+      }
+      std::lock_guard<std::mutex> err_lock(stderr_mu);
+      std::cerr << line << std::flush;
+    }
+  }
+
+  const ProduceCounters& counters_;
+  const Clock::time_point start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+int RunProduce(const GlobalOptions& global, const ProduceOptions& options) {
+  std::ifstream file;
+  std::istream* input = &std::cin;
+  std::string input_name = "stdin";
+  if (!options.file.empty() && options.file != "-") {
+    file.open(options.file, std::ios::binary);
+    if (!file) {
+      PrintError(absl::StrCat("cannot open ", options.file));
+      return 1;
+    }
+    input = &file;
+    input_name = options.file;
+  }
+
+  std::shared_ptr<grpc::Channel> channel = CreateChannel(global.server);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + global.timeout())) {
+    PrintError(absl::StrCat("cannot reach ", global.server, ": no connection within ",
+                            FormatDouble(global.timeout_s, 0), " s"));
+    return 1;
+  }
+  ProducerOptions producer_options;
+  producer_options.dataset = options.dataset;
+  producer_options.producer_id = options.producer_id;
+  producer_options.first_sequence = options.first_sequence;
+  producer_options.max_inflight_requests = options.max_inflight;
+  producer_options.retry_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(options.retry_timeout_s * 1000));
+  absl::StatusOr<std::unique_ptr<Producer>> created =
+      Producer::Create(channel, std::move(producer_options));
+  if (!created.ok()) {
+    PrintError(std::string(created.status().message()));
+    return 1;
+  }
+  Producer& producer = **created;
+
+  ProduceCounters counters;
+  const Clock::time_point start = Clock::now();
+  std::unique_ptr<ProgressLine> progress;
+  if (isatty(STDERR_FILENO)) progress = std::make_unique<ProgressLine>(counters, start);
+
+  std::vector<wharf::v1::Record> batch;
+  size_t batch_bytes = 0;
+  uint64_t batch_first_line = 0;
+  uint64_t batch_last_line = 0;
+  absl::Status fatal;
+
+  auto send_batch = [&]() {
+    if (batch.empty()) return;
+    const size_t records = batch.size();
+    const size_t bytes = batch_bytes;
+    const uint64_t first_line = batch_first_line;
+    const uint64_t last_line = batch_last_line;
+    counters.records_sent += records;
+    counters.bytes_sent += bytes;
+    absl::Status status = producer.Send(
+        std::move(batch),
+        [&counters, records, bytes, first_line, last_line, &input_name](const SendResult& result) {
+          if (result.status.ok()) {
+            counters.records_acked += records;
+            counters.bytes_acked += bytes;
+            if (result.duplicate) ++counters.duplicates;
+            return;
+          }
+          counters.records_failed += records;
+          ReportFailure(counters,
+                        absl::StrCat(input_name, ": lines ", first_line, "-", last_line, " (",
+                                     records, " records) failed: ", result.status.ToString()));
+        });
+    batch.clear();
+    batch_bytes = 0;
+    if (!status.ok()) {
+      counters.records_failed += records;
+      fatal = status;
+    }
+  };
+
+  std::string line;
+  uint64_t line_no = 0;
+  while (fatal.ok() && std::getline(*input, line)) {
+    ++line_no;
+    if (IsBlank(line)) continue;
+    if (line.size() > options.max_record_bytes) {
+      counters.records_failed += 1;
+      ReportFailure(counters,
+                    absl::StrCat(input_name, ": line ", line_no, ": record of ", line.size(),
+                                 " bytes exceeds --max-record-bytes ", options.max_record_bytes));
+      continue;
+    }
+    if (!batch.empty() && (batch.size() >= options.batch_size ||
+                           batch_bytes + line.size() > options.max_batch_bytes)) {
+      send_batch();
+      if (!fatal.ok()) break;
+    }
+    wharf::v1::Record record;
+    if (!options.key_field.empty()) record.set_key(ExtractKey(line, options.key_field));
+    batch_bytes += line.size();
+    record.set_payload(std::move(line));
+    if (batch.empty()) batch_first_line = line_no;
+    batch_last_line = line_no;
+    batch.push_back(std::move(record));
+    line.clear();
+  }
+  if (fatal.ok() && input->bad()) {
+    fatal = absl::DataLossError(absl::StrCat("error reading ", input_name));
+  }
+  if (fatal.ok()) send_batch();
+  if (!fatal.ok()) {
+    PrintError(absl::StrCat("stopped after line ", line_no, ": ", fatal.ToString()));
+  }
+  // Retries end at the producer's retry timeout (or never, with --retry-timeout 0).
+  absl::Status flushed = producer.Flush(std::chrono::hours(24 * 365));
+  producer.Close();
+  progress.reset();
+  if (!flushed.ok()) PrintError(flushed.ToString());
+
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const uint64_t acked = counters.records_acked;
+  const uint64_t failed = counters.records_failed;
+  const double rate = seconds > 0 ? acked / seconds : 0;
+  const ProducerStats stats = producer.stats();
+  if (global.json()) {
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    writer.StartObject();
+    writer.Key("dataset");
+    writer.String(options.dataset.c_str());
+    writer.Key("records_sent");
+    writer.Uint64(counters.records_sent);
+    writer.Key("records_acked");
+    writer.Uint64(acked);
+    writer.Key("records_failed");
+    writer.Uint64(failed);
+    writer.Key("bytes_sent");
+    writer.Uint64(counters.bytes_sent);
+    writer.Key("bytes_acked");
+    writer.Uint64(counters.bytes_acked);
+    writer.Key("duration_s");
+    writer.Double(seconds);
+    writer.Key("records_per_s");
+    writer.Double(rate);
+    writer.Key("duplicate_requests");
+    writer.Uint64(counters.duplicates);
+    writer.Key("retries");
+    writer.Uint64(stats.retries);
+    writer.Key("reconnects");
+    writer.Uint64(stats.reconnects);
+    writer.Key("producer_id");
+    writer.String(producer.producer_id().c_str());
+    writer.Key("next_sequence");
+    writer.Uint64(producer.next_sequence());
+    writer.EndObject();
+    std::cout << buffer.GetString() << "\n";
+  } else {
+    Table table({"records sent", absl::StrCat(counters.records_sent.load())});
+    table.Add({"records acked", absl::StrCat(acked)});
+    table.Add({"records failed", absl::StrCat(failed)});
+    table.Add(
+        {"bytes", absl::StrCat(counters.bytes_acked.load(), " (", HumanBytes(counters.bytes_acked),
+                               ") acked of ", counters.bytes_sent.load(), " sent")});
+    table.Add({"duration", FormatDouble(seconds, 2) + " s"});
+    table.Add({"rate", FormatDouble(rate, 0) + " records/s"});
+    if (stats.retries > 0 || stats.reconnects > 0 || counters.duplicates > 0) {
+      table.Add({"retries", absl::StrCat(stats.retries, " (", stats.reconnects, " reconnects, ",
+                                         counters.duplicates.load(), " duplicate answers)")});
+    }
+    table.Add({"producer id", producer.producer_id()});
+    table.Add({"next sequence", absl::StrCat(producer.next_sequence())});
+    table.Print(std::cout);
+  }
+  return failed == 0 && fatal.ok() ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+std::string StateName(wharf::v1::DestinationState state) {
+  switch (state) {
+    case wharf::v1::HEALTHY:
+      return "HEALTHY";
+    case wharf::v1::RETRYING:
+      return "RETRYING";
+    case wharf::v1::DOWN:
+      return "DOWN";
+    case wharf::v1::PAUSED:
+      return "PAUSED";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+int RunStatus(const GlobalOptions& global, const StatusOptions& options) {
+  ControlClient client(CreateChannel(global.server));
+  wharf::v1::GetStatusRequest request;
+  for (const std::string& dataset : options.datasets) request.add_datasets(dataset);
+  absl::StatusOr<wharf::v1::GetStatusResponse> response =
+      client.GetStatus(request, global.timeout());
+  if (!response.ok()) {
+    PrintError(DescribeRpcError(global, response.status()));
+    return 1;
+  }
+  if (global.json()) {
+    absl::StatusOr<std::string> json = ToJson(*response);
+    if (!json.ok()) {
+      PrintError(std::string(json.status().message()));
+      return 1;
+    }
+    std::cout << *json << "\n";
+    return 0;
+  }
+
+  std::cout << "server      " << global.server << " (wharfd " << response->version() << ")\n";
+  if (response->has_start_time()) {
+    std::cout << "started     "
+              << google::protobuf::util::TimeUtil::ToString(response->start_time()) << "\n";
+  }
+  std::cout << "durability  " << response->durability() << "\n";
+  std::cout << "accepting   "
+            << (response->accepting() ? "yes" : "NO: " + response->not_accepting_reason()) << "\n";
+  std::cout << "store       " << HumanBytes(response->store_size_bytes()) << ", disk free "
+            << HumanBytes(response->disk_free_bytes()) << "\n\n";
+
+  if (response->datasets().empty()) {
+    std::cout << "no datasets\n";
+    return 0;
+  }
+  Table datasets({"DATASET", "PARTITIONS", "RECORDS", "BYTES", "QUARANTINED", "BATCHES",
+                  "STAGED/QUOTA", "DUPLICATES", "REJECTED"});
+  for (const wharf::v1::DatasetStatus& d : response->datasets()) {
+    std::string staged = HumanBytes(d.staged_bytes());
+    staged += d.quota_bytes() == 0 ? " / -" : " / " + HumanBytes(d.quota_bytes());
+    datasets.Add({d.name(), absl::StrCat(d.partitions()), absl::StrCat(d.records_ingested()),
+                  HumanBytes(d.bytes_ingested()), absl::StrCat(d.records_quarantined()),
+                  absl::StrCat(d.batches_committed()), staged, absl::StrCat(d.duplicate_requests()),
+                  absl::StrCat(d.rejected_requests())});
+  }
+  datasets.Print(std::cout);
+
+  Table destinations({"DATASET", "DESTINATION", "TYPE", "STATE", "DELIVERED", "BACKLOG",
+                      "OLDEST UNDELIVERED", "FAILURES", "LAST ERROR"});
+  bool any_destination = false;
+  for (const wharf::v1::DatasetStatus& d : response->datasets()) {
+    for (const wharf::v1::DestinationStatus& dest : d.destinations()) {
+      any_destination = true;
+      destinations.Add(
+          {d.name(), dest.name(), dest.type(), StateName(dest.state()),
+           absl::StrCat(dest.records_delivered()),
+           absl::StrCat(dest.backlog_records(), " (", dest.backlog_batches(), " batches)"),
+           dest.oldest_undelivered_age_ms() > 0 ? HumanDuration(dest.oldest_undelivered_age_ms())
+                                                : "-",
+           absl::StrCat(dest.consecutive_failures(), "/", dest.delivery_failures()),
+           dest.last_error().empty() ? "-" : Truncate(dest.last_error(), 80)});
+    }
+  }
+  if (any_destination) {
+    std::cout << "\n";
+    destinations.Print(std::cout);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// quarantine list
+
+int RunQuarantineList(const GlobalOptions& global, const QuarantineOptions& options) {
+  ControlClient client(CreateChannel(global.server));
+  absl::StatusOr<wharf::v1::ListQuarantineResponse> response =
+      client.ListAllQuarantine(options.dataset, options.limit, global.timeout());
+  if (!response.ok()) {
+    PrintError(DescribeRpcError(global, response.status()));
+    return 1;
+  }
+  if (global.json()) {
+    absl::StatusOr<std::string> json = ToJson(*response);
+    if (!json.ok()) {
+      PrintError(std::string(json.status().message()));
+      return 1;
+    }
+    std::cout << *json << "\n";
+    return 0;
+  }
+  if (response->entries().empty()) {
+    std::cout << "no quarantined records in " << options.dataset << "\n";
+    return 0;
+  }
+  Table table({"PARTITION", "OFFSET", "REASON", "FIELD", "MESSAGE"});
+  for (const wharf::v1::QuarantineEntry& e : response->entries()) {
+    table.Add({absl::StrCat(e.partition()), absl::StrCat(e.offset()),
+               wharf::v1::QuarantineReason_Name(e.reason()),
+               e.field_path().empty() ? "-" : Truncate(e.field_path(), 40),
+               Truncate(e.message(), 72)});
+  }
+  table.Print(std::cout);
+  if (!response->next_page_token().empty()) {
+    std::cout << "(showing the first " << response->entries_size()
+              << " entries; use --limit to see more)\n";
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"wharfctl: produce records to a Wharf server and inspect it"};
+  app.require_subcommand(1);
+  app.fallthrough();
+
+  GlobalOptions global;
+  app.add_option("--server", global.server, "wharfd address HOST:PORT")
+      ->envname("WHARF_SERVER")
+      ->capture_default_str();
+  app.add_option("-o,--output", global.output, "output format")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  app.add_option("--timeout", global.timeout_s, "seconds to wait for a connection or an answer")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
+  ProduceOptions produce;
+  CLI::App* produce_cmd =
+      app.add_subcommand("produce", "send JSON Lines (one record per line) to a dataset");
+  produce_cmd->fallthrough();
+  produce_cmd->add_option("--dataset", produce.dataset, "dataset to produce to")->required();
+  produce_cmd->add_option("--file,file", produce.file, "JSON Lines file; stdin when absent or \"-\"");
+  produce_cmd->add_option("--batch-size", produce.batch_size, "records per request")
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->capture_default_str();
+  produce_cmd
+      ->add_option("--max-batch-bytes", produce.max_batch_bytes,
+                   "payload bytes per request (gRPC messages are limited to 4 MiB by default)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 30))
+      ->capture_default_str();
+  produce_cmd->add_option("--max-inflight", produce.max_inflight, "requests awaiting an answer")
+      ->check(CLI::Range(size_t{1}, size_t{64}))
+      ->capture_default_str();
+  produce_cmd->add_option("--producer-id", produce.producer_id,
+                          "producer id for deduplication (default: random); to resume a "
+                          "producer, pass its id and --first-sequence");
+  produce_cmd
+      ->add_option("--first-sequence", produce.first_sequence,
+                   "sequence number of the first record")
+      ->capture_default_str();
+  produce_cmd->add_option("--key-field", produce.key_field,
+                          "top-level JSON field whose value is the record key");
+  produce_cmd
+      ->add_option("--max-record-bytes", produce.max_record_bytes,
+                   "longer lines are refused (and counted as failed)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 30))
+      ->capture_default_str();
+  produce_cmd
+      ->add_option("--retry-timeout", produce.retry_timeout_s,
+                   "seconds to keep retrying a request before giving up; 0: forever")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+
+  StatusOptions status;
+  CLI::App* status_cmd = app.add_subcommand("status", "show datasets and destinations");
+  status_cmd->fallthrough();
+  status_cmd->add_option("--dataset", status.datasets, "only this dataset (repeatable)");
+
+  QuarantineOptions quarantine;
+  CLI::App* quarantine_cmd = app.add_subcommand("quarantine", "inspect quarantined records");
+  quarantine_cmd->fallthrough();
+  quarantine_cmd->require_subcommand(1);
+  CLI::App* list_cmd = quarantine_cmd->add_subcommand("list", "list quarantined records");
+  list_cmd->fallthrough();
+  list_cmd->add_option("--dataset", quarantine.dataset, "dataset")->required();
+  list_cmd->add_option("--limit", quarantine.limit, "at most this many entries")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{1000000}))
+      ->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*produce_cmd) return RunProduce(global, produce);
+  if (*status_cmd) return RunStatus(global, status);
+  if (*list_cmd) return RunQuarantineList(global, quarantine);
+  return 1;
+}
+
+}  // namespace
+}  // namespace wharf::client
+
+int main(int argc, char** argv) { return wharf::client::Main(argc, argv); }

@@ -1,0 +1,738 @@
+#include "pipeline/pipeline.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "boost/asio/post.hpp"
+#include "boost/asio/steady_timer.hpp"
+#include "boost/asio/strand.hpp"
+#include "boost/asio/thread_pool.hpp"
+#include "google/protobuf/util/time_util.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "spdlog/spdlog.h"
+#include "storage/crc32c.h"
+
+namespace wharf::pipeline {
+namespace {
+
+namespace asio = boost::asio;
+using google::protobuf::util::TimeUtil;
+using SteadyClock = std::chrono::steady_clock;
+using SystemClock = std::chrono::system_clock;
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             SystemClock::now().time_since_epoch())
+      .count();
+}
+
+// Metrics of the pipeline; label values are bounded by the config (dataset, destination) and
+// the QuarantineReason enum. Thread safety: prometheus-cpp metrics are thread-safe; the struct is
+// filled once in Create() and read-only afterwards.
+struct PipelineMetrics {
+  prometheus::Family<prometheus::Counter>* batches_committed = nullptr;
+  prometheus::Family<prometheus::Counter>* records_committed = nullptr;
+  prometheus::Family<prometheus::Counter>* records_quarantined = nullptr;
+  prometheus::Family<prometheus::Counter>* records_delivered = nullptr;
+  prometheus::Family<prometheus::Counter>* batches_delivered = nullptr;
+  prometheus::Family<prometheus::Counter>* delivery_failures = nullptr;
+  prometheus::Family<prometheus::Counter>* retention_deleted = nullptr;
+  prometheus::Family<prometheus::Histogram>* handoff_latency = nullptr;
+  prometheus::Family<prometheus::Histogram>* delivery_seconds = nullptr;
+
+  explicit PipelineMetrics(prometheus::Registry* r) {
+    if (r == nullptr) return;
+    batches_committed = &prometheus::BuildCounter()
+                             .Name("wharf_batches_committed_total")
+                             .Help("Committed batches")
+                             .Register(*r);
+    records_committed = &prometheus::BuildCounter()
+                             .Name("wharf_records_committed_total")
+                             .Help("Records that passed validation into committed batches")
+                             .Register(*r);
+    records_quarantined = &prometheus::BuildCounter()
+                               .Name("wharf_records_quarantined_total")
+                               .Help("Records sent to quarantine, by reason")
+                               .Register(*r);
+    records_delivered = &prometheus::BuildCounter()
+                             .Name("wharf_records_delivered_total")
+                             .Help("Records delivered to a destination")
+                             .Register(*r);
+    batches_delivered = &prometheus::BuildCounter()
+                             .Name("wharf_batches_delivered_total")
+                             .Help("Batches delivered to a destination")
+                             .Register(*r);
+    delivery_failures = &prometheus::BuildCounter()
+                             .Name("wharf_delivery_failures_total")
+                             .Help("Failed delivery attempts (each is retried)")
+                             .Register(*r);
+    retention_deleted = &prometheus::BuildCounter()
+                             .Name("wharf_retention_deleted_records_total")
+                             .Help("Raw records deleted by retention after delivery")
+                             .Register(*r);
+    handoff_latency = &prometheus::BuildHistogram()
+                           .Name("wharf_handoff_latency_seconds")
+                           .Help("Time from ingest (durable ack) to delivery, per record")
+                           .Register(*r);
+    delivery_seconds = &prometheus::BuildHistogram()
+                            .Name("wharf_delivery_seconds")
+                            .Help("Time of one successful batch delivery")
+                            .Register(*r);
+  }
+};
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  return kBuckets;
+}
+
+class PipelineImpl;
+struct DatasetRuntime;
+
+// Validation state of one partition. `timer` and `timer_deadline` are touched only on `strand`.
+struct PartitionWork {
+  PartitionWork(asio::thread_pool& pool, DatasetRuntime* ds, uint32_t partition)
+      : ds(ds), partition(partition), strand(asio::make_strand(pool)), timer(strand) {}
+  DatasetRuntime* ds;
+  uint32_t partition;
+  asio::strand<asio::thread_pool::executor_type> strand;
+  asio::steady_timer timer;
+  bool timer_armed = false;
+  SteadyClock::time_point timer_deadline;
+  std::atomic<bool> scheduled{false};
+  std::atomic<bool> again{false};
+};
+
+// Delivery of one dataset to one destination, on its own thread.
+struct DestinationWorker {
+  std::string name;
+  Destination* destination = nullptr;
+  DatasetRuntime* ds = nullptr;
+  std::thread thread;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool wake = false;      // guarded by mu
+  bool stopping = false;  // guarded by mu
+  // Status, guarded by mu.
+  wharf::v1::DestinationState state = wharf::v1::HEALTHY;
+  std::string last_error;
+  SystemClock::time_point next_attempt{};
+  uint32_t consecutive_failures = 0;
+  uint64_t delivery_failures = 0;
+  std::vector<wharf::v1::DeliveryCheckpoint> cursors;  // per partition
+  bool cursors_loaded = false;
+
+  // Metrics (may be null).
+  prometheus::Counter* m_records = nullptr;
+  prometheus::Counter* m_batches = nullptr;
+  prometheus::Counter* m_failures = nullptr;
+  prometheus::Histogram* m_handoff = nullptr;
+  prometheus::Histogram* m_seconds = nullptr;
+};
+
+struct DatasetRuntime {
+  std::string name;
+  uint32_t partitions = 0;
+  std::unique_ptr<RecordProcessor> processor;
+  std::vector<DestinationSpec> specs;
+  std::vector<std::unique_ptr<PartitionWork>> work;
+  std::vector<std::unique_ptr<DestinationWorker>> workers;
+  // Retention: (time, min delivered offset) samples per partition; retention thread only.
+  std::vector<std::deque<std::pair<SteadyClock::time_point, uint64_t>>> delivered_samples;
+
+  prometheus::Counter* m_batches = nullptr;
+  prometheus::Counter* m_records = nullptr;
+  prometheus::Counter* m_retention = nullptr;
+  std::map<int, prometheus::Counter*> m_quarantined;
+};
+
+class PipelineImpl final : public Pipeline {
+ public:
+  PipelineImpl(storage::StagingStore* store, PipelineOptions options)
+      : store_(store),
+        options_(std::move(options)),
+        metrics_(options_.metrics_registry),
+        pool_(std::max<uint32_t>(1, options_.threads)),
+        retention_strand_(asio::make_strand(pool_)),
+        retention_timer_(retention_strand_) {}
+
+  ~PipelineImpl() override { Stop(); }
+
+  absl::Status Init() {
+    for (auto& d : options_.datasets) {
+      if (!store_->HasDataset(d.name)) {
+        return absl::InvalidArgumentError(absl::StrCat("pipeline: unknown dataset ", d.name));
+      }
+      if (d.processor == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("pipeline: dataset ", d.name, " has no record processor"));
+      }
+      auto rt = std::make_unique<DatasetRuntime>();
+      rt->name = d.name;
+      for (const auto& o : store_->datasets()) {
+        if (o.name == d.name) rt->partitions = o.partitions;
+      }
+      rt->processor = std::move(d.processor);
+      rt->specs = std::move(d.destinations);
+      rt->delivered_samples.resize(rt->partitions);
+      for (uint32_t p = 0; p < rt->partitions; ++p) {
+        rt->work.push_back(std::make_unique<PartitionWork>(pool_, rt.get(), p));
+      }
+      if (metrics_.batches_committed != nullptr) {
+        rt->m_batches = &metrics_.batches_committed->Add({{"dataset", rt->name}});
+        rt->m_records = &metrics_.records_committed->Add({{"dataset", rt->name}});
+        rt->m_retention = &metrics_.retention_deleted->Add({{"dataset", rt->name}});
+      }
+      for (auto& spec : rt->specs) {
+        auto w = std::make_unique<DestinationWorker>();
+        w->name = spec.name;
+        w->destination = spec.destination.get();
+        w->ds = rt.get();
+        w->cursors.resize(rt->partitions);
+        if (metrics_.records_delivered != nullptr) {
+          const prometheus::Labels labels = {{"dataset", rt->name}, {"destination", spec.name}};
+          w->m_records = &metrics_.records_delivered->Add(labels);
+          w->m_batches = &metrics_.batches_delivered->Add(labels);
+          w->m_failures = &metrics_.delivery_failures->Add(labels);
+          w->m_handoff = &metrics_.handoff_latency->Add(labels, LatencyBuckets());
+          w->m_seconds = &metrics_.delivery_seconds->Add(labels, LatencyBuckets());
+        }
+        rt->workers.push_back(std::move(w));
+      }
+      by_name_[rt->name] = rt.get();
+      datasets_.push_back(std::move(rt));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Start() override {
+    if (started_) return absl::FailedPreconditionError("pipeline already started");
+    started_ = true;
+    for (auto& ds : datasets_) {
+      for (auto& w : ds->workers) {
+        DestinationWorker* worker = w.get();
+        worker->thread = std::thread([this, worker] { DeliveryLoop(worker); });
+      }
+      for (auto& pw : ds->work) Schedule(pw.get());
+    }
+    ScheduleRetention();
+    return absl::OkStatus();
+  }
+
+  void Stop() override {
+    if (!started_ || stopped_) return;
+    stopped_ = true;
+    stopping_.store(true);
+    // Timers are cancelled on their strands; running steps finish; nothing new is scheduled.
+    for (auto& ds : datasets_) {
+      for (auto& pw : ds->work) {
+        PartitionWork* p = pw.get();
+        asio::post(p->strand, [p] { p->timer.cancel(); });
+      }
+    }
+    asio::post(retention_strand_, [this] { retention_timer_.cancel(); });
+    for (auto& ds : datasets_) {
+      for (auto& w : ds->workers) {
+        {
+          std::lock_guard<std::mutex> lock(w->mu);
+          w->stopping = true;
+        }
+        w->cv.notify_all();
+      }
+    }
+    pool_.join();
+    for (auto& ds : datasets_) {
+      for (auto& w : ds->workers) {
+        if (w->thread.joinable()) w->thread.join();
+      }
+    }
+  }
+
+  void OnAppend(const std::string& dataset, uint32_t partition, uint64_t) override {
+    auto it = by_name_.find(dataset);
+    if (it == by_name_.end() || partition >= it->second->partitions) return;
+    Schedule(it->second->work[partition].get());
+  }
+
+  std::vector<wharf::v1::DestinationStatus> DestinationStatuses(
+      const std::string& dataset) const override {
+    std::vector<wharf::v1::DestinationStatus> out;
+    auto it = by_name_.find(dataset);
+    if (it == by_name_.end()) return out;
+    DatasetRuntime* ds = it->second;
+    const int64_t now_us = NowMicros();
+    for (const auto& w : ds->workers) {
+      wharf::v1::DestinationStatus s;
+      s.set_name(w->name);
+      s.set_type(std::string(w->destination->type()));
+      std::vector<wharf::v1::DeliveryCheckpoint> cursors;
+      bool loaded;
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        s.set_state(w->state);
+        s.set_last_error(w->last_error);
+        if (w->next_attempt != SystemClock::time_point{}) {
+          *s.mutable_next_attempt_time() = TimeUtil::MicrosecondsToTimestamp(
+              std::chrono::duration_cast<std::chrono::microseconds>(
+                  w->next_attempt.time_since_epoch())
+                  .count());
+        }
+        s.set_consecutive_failures(w->consecutive_failures);
+        s.set_delivery_failures(w->delivery_failures);
+        cursors = w->cursors;
+        loaded = w->cursors_loaded;
+      }
+      if (!loaded) {
+        for (uint32_t p = 0; p < ds->partitions; ++p) {
+          auto c = store_->GetDeliveryCursor(ds->name, w->name, p);
+          if (c.ok()) cursors[p] = *c;
+        }
+      }
+      uint64_t records = 0, batches = 0, backlog_records = 0, backlog_batches = 0;
+      int64_t oldest_us = 0;
+      for (uint32_t p = 0; p < ds->partitions; ++p) {
+        const auto& c = cursors[p];
+        records += c.records_delivered();
+        batches += c.batches_delivered();
+        const storage::PartitionCounters pc = store_->GetPartitionCounters(ds->name, p);
+        const uint64_t end = pc.ingest.next_offset();
+        if (end > c.next_offset()) {
+          backlog_records += end - c.next_offset();
+          std::vector<storage::RawRecord> first;
+          if (store_->ReadRaw(ds->name, p, c.next_offset(), end, 1, 1, &first).ok() &&
+              !first.empty()) {
+            const int64_t age =
+                now_us - TimeUtil::TimestampToMicroseconds(first[0].record.ingest_time());
+            oldest_us = std::max(oldest_us, age);
+          }
+        }
+        if (pc.validation.batches_committed() > c.batches_delivered()) {
+          backlog_batches += pc.validation.batches_committed() - c.batches_delivered();
+        }
+      }
+      s.set_records_delivered(records);
+      s.set_batches_delivered(batches);
+      s.set_backlog_records(backlog_records);
+      s.set_backlog_batches(backlog_batches);
+      s.set_oldest_undelivered_age_ms(oldest_us / 1000);
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  void RunRetentionNow() override {
+    std::promise<void> done;
+    auto f = done.get_future();
+    asio::post(retention_strand_, [&] {
+      RetentionPass();
+      done.set_value();
+    });
+    f.wait();
+  }
+
+ private:
+  // Validation --------------------------------------------------------------------------------
+
+  void Schedule(PartitionWork* pw) {
+    if (stopping_.load()) return;
+    if (pw->scheduled.exchange(true)) {
+      pw->again.store(true);
+      return;
+    }
+    asio::post(pw->strand, [this, pw] { RunStep(pw); });
+  }
+
+  enum class StepResult { kIdle, kMore, kWait, kError };
+
+  void RunStep(PartitionWork* pw) {
+    pw->again.store(false);
+    StepResult r = stopping_.load() ? StepResult::kIdle : Step(pw);
+    pw->scheduled.store(false);
+    if (stopping_.load()) return;
+    if (r == StepResult::kMore || pw->again.exchange(false)) {
+      Schedule(pw);
+    } else if (r == StepResult::kError) {
+      ArmTimer(pw, SteadyClock::now() + std::chrono::seconds(1));
+    }
+  }
+
+  // Runs on pw->strand.
+  void ArmTimer(PartitionWork* pw, SteadyClock::time_point deadline) {
+    if (pw->timer_armed && pw->timer_deadline <= deadline) return;
+    pw->timer_armed = true;
+    pw->timer_deadline = deadline;
+    pw->timer.expires_at(deadline);
+    pw->timer.async_wait([this, pw](const boost::system::error_code& ec) {
+      if (ec == asio::error::operation_aborted) return;  // re-armed or stopping
+      pw->timer_armed = false;
+      Schedule(pw);
+    });
+  }
+
+  // One validation step of a partition: cut at most one batch. Runs on pw->strand.
+  StepResult Step(PartitionWork* pw) {
+    DatasetRuntime* ds = pw->ds;
+    const uint32_t p = pw->partition;
+    const storage::PartitionCounters counters = store_->GetPartitionCounters(ds->name, p);
+    const uint64_t cursor = counters.validation.next_offset();
+    const uint64_t end = counters.ingest.next_offset();
+    if (cursor >= end) return StepResult::kIdle;
+    const auto& b = options_.batching;
+    // A linger timer is pending and the backlog cannot fill a batch yet: nothing to do until it
+    // fires (saves re-reading the same records on every group commit).
+    if (pw->timer_armed && end - cursor < b.max_records) return StepResult::kIdle;
+
+    std::vector<storage::RawRecord> raw;
+    if (absl::Status st =
+            store_->ReadRaw(ds->name, p, cursor, end, b.max_records, b.max_bytes, &raw);
+        !st.ok()) {
+      spdlog::error("pipeline {}/{}: reading raw records failed: {}", ds->name, p, st.ToString());
+      return StepResult::kError;
+    }
+    if (raw.empty() || raw.front().offset != cursor) {
+      spdlog::error("pipeline {}/{}: raw record at offset {} is missing (store inconsistent)",
+                    ds->name, p, cursor);
+      return StepResult::kError;
+    }
+    const bool full = raw.size() >= b.max_records || raw.back().offset + 1 < end;
+    if (!full) {
+      const int64_t oldest_us = TimeUtil::TimestampToMicroseconds(raw.front().record.ingest_time());
+      const int64_t waited_us = NowMicros() - oldest_us;
+      const int64_t linger_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(b.linger).count();
+      if (waited_us < linger_us) {
+        ArmTimer(pw, SteadyClock::now() + std::chrono::microseconds(linger_us - waited_us));
+        return StepResult::kIdle;
+      }
+    }
+
+    storage::BatchCommit commit;
+    commit.dataset = ds->name;
+    commit.partition = p;
+    commit.next_offset = raw.back().offset + 1;
+    wharf::v1::StoredBatch batch;
+    auto* m = batch.mutable_manifest();
+    uint32_t crc = 0;
+    uint64_t bytes = 0;
+    int64_t min_ingest_us = INT64_MAX;
+    const google::protobuf::Timestamp now_ts = TimeUtil::GetCurrentTime();
+    std::string payload;
+    for (auto& r : raw) {
+      wharf::v1::QuarantineEntry q;
+      payload.clear();
+      if (ds->processor->Process(r.record, &payload, &q)) {
+        auto* br = batch.add_records();
+        br->set_offset(r.offset);
+        crc = storage::Crc32c(payload, crc);
+        bytes += payload.size();
+        br->set_payload(std::move(payload));
+        payload = std::string();
+        auto* rec = r.record.mutable_record();
+        br->set_key(std::move(*rec->mutable_key()));
+        if (rec->has_event_time()) *br->mutable_event_time() = rec->event_time();
+        *br->mutable_ingest_time() = r.record.ingest_time();
+        br->mutable_headers()->swap(*rec->mutable_headers());
+        min_ingest_us =
+            std::min(min_ingest_us, TimeUtil::TimestampToMicroseconds(r.record.ingest_time()));
+      } else {
+        q.set_dataset(ds->name);
+        q.set_partition(p);
+        q.set_offset(r.offset);
+        q.set_schema_version(ds->processor->schema_version());
+        q.set_transform_version(ds->processor->transform_version());
+        q.set_attempts(1);
+        *q.mutable_quarantine_time() = now_ts;
+        *q.mutable_original() = std::move(r.record);
+        commit.quarantine.push_back(std::move(q));
+      }
+    }
+    if (batch.records_size() > 0) {
+      m->set_batch_id(
+          absl::StrCat(ds->name, ".p", p, ".", raw.front().offset, "-", raw.back().offset));
+      m->set_dataset(ds->name);
+      m->set_partition(p);
+      m->set_first_offset(raw.front().offset);
+      m->set_last_offset(raw.back().offset);
+      m->set_record_count(batch.records_size());
+      m->set_quarantined_count(commit.quarantine.size());
+      m->set_bytes(bytes);
+      m->set_checksum(crc);
+      *m->mutable_create_time() = now_ts;
+      m->set_schema_version(ds->processor->schema_version());
+      m->set_transform_version(ds->processor->transform_version());
+      *m->mutable_min_ingest_time() = TimeUtil::MicrosecondsToTimestamp(min_ingest_us);
+      commit.batch = std::move(batch);
+    }
+    if (absl::Status st = store_->CommitBatch(commit); !st.ok()) {
+      spdlog::error("pipeline {}/{}: committing batch at offset {} failed: {}", ds->name, p, cursor,
+                    st.ToString());
+      return StepResult::kError;
+    }
+    if (ds->m_batches != nullptr && commit.batch.has_value()) {
+      ds->m_batches->Increment();
+      ds->m_records->Increment(static_cast<double>(commit.batch->records_size()));
+    }
+    if (metrics_.records_quarantined != nullptr) {
+      for (const auto& q : commit.quarantine) {
+        auto& c = ds->m_quarantined[q.reason()];
+        if (c == nullptr) {
+          c = &metrics_.records_quarantined->Add(
+              {{"dataset", ds->name}, {"reason", wharf::v1::QuarantineReason_Name(q.reason())}});
+        }
+        c->Increment();
+      }
+    }
+    if (commit.batch.has_value()) {
+      for (auto& w : ds->workers) {
+        {
+          std::lock_guard<std::mutex> lock(w->mu);
+          w->wake = true;
+        }
+        w->cv.notify_one();
+      }
+    }
+    return commit.next_offset < end ? StepResult::kMore : StepResult::kIdle;
+  }
+
+  // Delivery ----------------------------------------------------------------------------------
+
+  std::chrono::milliseconds Backoff(uint32_t failures) {
+    const auto& r = options_.retry;
+    double delay = static_cast<double>(r.initial_backoff.count());
+    for (uint32_t i = 1; i < failures && delay < r.max_backoff.count(); ++i) delay *= r.multiplier;
+    delay = std::min(delay, static_cast<double>(r.max_backoff.count()));
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    std::uniform_real_distribution<double> jitter(-r.jitter, r.jitter);
+    delay *= 1.0 + jitter(rng);
+    return std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(delay)));
+  }
+
+  // Waits until woken, stopped or the timeout; returns false when stopping.
+  bool WaitFor(DestinationWorker* w, std::chrono::milliseconds timeout, bool wake_ends_wait) {
+    std::unique_lock<std::mutex> lock(w->mu);
+    w->cv.wait_for(lock, timeout, [&] { return w->stopping || (wake_ends_wait && w->wake); });
+    if (wake_ends_wait) w->wake = false;
+    return !w->stopping;
+  }
+
+  void DeliveryLoop(DestinationWorker* w) {
+    DatasetRuntime* ds = w->ds;
+    // Load the cursors; a store read failure is retried (nothing can be delivered without them).
+    while (true) {
+      bool ok = true;
+      std::vector<wharf::v1::DeliveryCheckpoint> cursors(ds->partitions);
+      for (uint32_t p = 0; p < ds->partitions && ok; ++p) {
+        auto c = store_->GetDeliveryCursor(ds->name, w->name, p);
+        if (!c.ok()) {
+          spdlog::error("delivery {}/{}: reading cursor: {}", ds->name, w->name,
+                        c.status().ToString());
+          ok = false;
+        } else {
+          cursors[p] = *c;
+        }
+      }
+      if (ok) {
+        std::lock_guard<std::mutex> lock(w->mu);
+        w->cursors = std::move(cursors);
+        w->cursors_loaded = true;
+        break;
+      }
+      if (!WaitFor(w, std::chrono::seconds(1), false)) return;
+    }
+
+    std::vector<wharf::v1::StoredBatch> batches;
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        if (w->stopping) return;
+        w->wake = false;
+      }
+      bool progressed = false;
+      absl::Status failure;
+      for (uint32_t p = 0; p < ds->partitions && failure.ok(); ++p) {
+        uint64_t from;
+        {
+          std::lock_guard<std::mutex> lock(w->mu);
+          from = w->cursors[p].next_offset();
+        }
+        if (absl::Status st = store_->ReadBatches(ds->name, p, from, 8, &batches); !st.ok()) {
+          failure = st;
+          break;
+        }
+        for (const auto& batch : batches) {
+          {
+            std::lock_guard<std::mutex> lock(w->mu);
+            if (w->stopping) return;
+          }
+          const auto t0 = SteadyClock::now();
+          absl::Status st = w->destination->Deliver(batch);
+          if (!st.ok()) {
+            failure = absl::Status(
+                st.code(), absl::StrCat("batch ", batch.manifest().batch_id(), ": ", st.message()));
+            break;
+          }
+          OnDelivered(w, batch, SteadyClock::now() - t0);
+          progressed = true;
+        }
+      }
+      if (!failure.ok()) {
+        uint32_t failures;
+        std::chrono::milliseconds delay;
+        {
+          std::lock_guard<std::mutex> lock(w->mu);
+          failures = ++w->consecutive_failures;
+          ++w->delivery_failures;
+          w->last_error = std::string(failure.message());
+          delay = Backoff(failures);
+          w->next_attempt = SystemClock::now() + delay;
+          w->state = failures >= options_.retry.down_after ? wharf::v1::DOWN : wharf::v1::RETRYING;
+        }
+        if (w->m_failures != nullptr) w->m_failures->Increment();
+        spdlog::warn("delivery {}/{}: attempt {} failed, retrying in {} ms: {}", ds->name, w->name,
+                     failures, delay.count(), failure.ToString());
+        if (!WaitFor(w, delay, false)) return;
+        continue;
+      }
+      if (!progressed && !WaitFor(w, std::chrono::seconds(1), true)) return;
+    }
+  }
+
+  void OnDelivered(DestinationWorker* w, const wharf::v1::StoredBatch& batch,
+                   SteadyClock::duration took) {
+    DatasetRuntime* ds = w->ds;
+    const auto& m = batch.manifest();
+    wharf::v1::DeliveryCheckpoint cp;
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      auto& c = w->cursors[m.partition()];
+      c.set_next_offset(m.last_offset() + 1);
+      c.set_batches_delivered(c.batches_delivered() + 1);
+      c.set_records_delivered(c.records_delivered() + m.record_count());
+      cp = c;
+      if (w->consecutive_failures > 0) {
+        spdlog::info("delivery {}/{}: recovered after {} failed attempts", ds->name, w->name,
+                     w->consecutive_failures);
+      }
+      w->consecutive_failures = 0;
+      w->state = wharf::v1::HEALTHY;
+      w->next_attempt = {};
+    }
+    // Durability: the cursor is advanced only after the destination confirmed the batch. If
+    // this write is lost, the batch is delivered again and the destination's idempotence (by
+    // batch id) absorbs it.
+    if (absl::Status st = store_->SetDeliveryCursor(ds->name, w->name, m.partition(), cp);
+        !st.ok()) {
+      spdlog::error("delivery {}/{}: saving cursor failed (batch will be redelivered): {}",
+                    ds->name, w->name, st.ToString());
+    }
+    if (w->m_records != nullptr) {
+      w->m_records->Increment(static_cast<double>(m.record_count()));
+      w->m_batches->Increment();
+      w->m_seconds->Observe(std::chrono::duration<double>(took).count());
+      const int64_t now_us = NowMicros();
+      for (const auto& r : batch.records()) {
+        w->m_handoff->Observe(
+            static_cast<double>(now_us - TimeUtil::TimestampToMicroseconds(r.ingest_time())) / 1e6);
+      }
+    }
+  }
+
+  // Retention ---------------------------------------------------------------------------------
+
+  void ScheduleRetention() {
+    if (stopping_.load()) return;
+    retention_timer_.expires_after(options_.retention.interval);
+    retention_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec == asio::error::operation_aborted || stopping_.load()) return;
+      RetentionPass();
+      ScheduleRetention();
+    });
+  }
+
+  // Runs on retention_strand_.
+  void RetentionPass() {
+    const auto now = SteadyClock::now();
+    for (auto& ds : datasets_) {
+      for (uint32_t p = 0; p < ds->partitions; ++p) {
+        if (stopping_.load()) return;
+        uint64_t delivered = UINT64_MAX;
+        bool loaded = true;
+        for (auto& w : ds->workers) {
+          std::lock_guard<std::mutex> lock(w->mu);
+          loaded = loaded && w->cursors_loaded;
+          if (w->cursors_loaded) delivered = std::min(delivered, w->cursors[p].next_offset());
+        }
+        if (!loaded || delivered == UINT64_MAX || delivered == 0) continue;
+        auto deleted_batches = store_->DeleteBatchesBelow(ds->name, p, delivered);
+        if (!deleted_batches.ok()) {
+          spdlog::error("retention {}/{}: deleting batches: {}", ds->name, p,
+                        deleted_batches.status().ToString());
+          continue;
+        }
+        // Raw records are kept `raw` after delivery: remember when each delivered offset was
+        // first seen and delete only below the newest offset seen at least `raw` ago. After a
+        // restart the clock starts again: records are kept longer, never shorter.
+        auto& samples = ds->delivered_samples[p];
+        if (samples.empty() || samples.back().second != delivered)
+          samples.emplace_back(now, delivered);
+        uint64_t safe = 0;
+        while (!samples.empty() && now - samples.front().first >= options_.retention.raw) {
+          safe = samples.front().second;
+          if (samples.size() == 1) break;
+          samples.pop_front();
+        }
+        if (safe == 0) continue;
+        const uint64_t validated =
+            store_->GetPartitionCounters(ds->name, p).validation.next_offset();
+        safe = std::min(safe, validated);
+        auto deleted =
+            store_->DeleteRawBelow(ds->name, p, safe, SystemClock::now() + std::chrono::hours(24),
+                                   options_.retention.max_raw_deletes_per_pass);
+        if (!deleted.ok()) {
+          spdlog::error("retention {}/{}: deleting raw records: {}", ds->name, p,
+                        deleted.status().ToString());
+          continue;
+        }
+        if (*deleted > 0 && ds->m_retention != nullptr) {
+          ds->m_retention->Increment(static_cast<double>(*deleted));
+        }
+      }
+    }
+  }
+
+  storage::StagingStore* const store_;
+  PipelineOptions options_;
+  PipelineMetrics metrics_;
+  asio::thread_pool pool_;
+  asio::strand<asio::thread_pool::executor_type> retention_strand_;
+  asio::steady_timer retention_timer_;
+  std::vector<std::unique_ptr<DatasetRuntime>> datasets_;  // immutable after Init()
+  std::map<std::string, DatasetRuntime*> by_name_;         // immutable after Init()
+  std::atomic<bool> stopping_{false};
+  bool started_ = false;  // controlling thread only
+  bool stopped_ = false;  // controlling thread only
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(storage::StagingStore* store,
+                                                           PipelineOptions options) {
+  auto p = std::make_unique<PipelineImpl>(store, std::move(options));
+  if (absl::Status st = p->Init(); !st.ok()) return st;
+  return std::unique_ptr<Pipeline>(std::move(p));
+}
+
+}  // namespace wharf::pipeline

@@ -1,0 +1,772 @@
+#include "server/config.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "storage/keys.h"
+
+namespace wharf::server {
+namespace {
+
+using Millis = std::chrono::milliseconds;
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = kKiB * 1024;
+constexpr uint64_t kGiB = kMiB * 1024;
+constexpr uint64_t kTiB = kGiB * 1024;
+
+// Largest config file read; anything bigger is certainly not a config file.
+constexpr size_t kMaxFileBytes = 16 * kMiB;
+
+// Upper bounds this file chooses for keys whose range config.h leaves open.
+constexpr uint64_t kMaxAnySize = 1024 * kTiB;
+constexpr Millis kMaxRetention = std::chrono::hours(24 * 3650);
+constexpr uint32_t kMaxDownAfter = 1000000;
+
+// Known keys of every map, in the order they are documented.
+constexpr absl::string_view kTopKeys[] = {"listen",           "metrics_listen", "data_dir",
+                                          "durability",       "min_free_disk",  "shutdown_timeout",
+                                          "pipeline_threads", "batching",       "retention",
+                                          "delivery",         "limits",         "log",
+                                          "datasets"};
+constexpr absl::string_view kBatchingKeys[] = {"max_records", "max_bytes", "linger"};
+constexpr absl::string_view kRetentionKeys[] = {"raw", "interval"};
+constexpr absl::string_view kDeliveryKeys[] = {"initial_backoff", "max_backoff", "multiplier",
+                                               "jitter", "down_after"};
+constexpr absl::string_view kLimitsKeys[] = {"max_message_bytes", "max_records_per_request",
+                                             "max_record_bytes", "max_inflight_per_stream",
+                                             "max_inflight_bytes"};
+constexpr absl::string_view kLogKeys[] = {"level", "format"};
+constexpr absl::string_view kDatasetKeys[] = {"name", "partitions", "format", "quota",
+                                              "destinations"};
+constexpr absl::string_view kDestinationKeys[] = {"name", "type", "directory"};
+
+constexpr absl::string_view kDurabilities[] = {"sync", "async"};
+constexpr absl::string_view kLogLevels[] = {"trace", "debug",    "info", "warn",
+                                            "error", "critical", "off"};
+constexpr absl::string_view kLogFormats[] = {"text", "json"};
+constexpr absl::string_view kDatasetFormats[] = {"json", "raw"};
+constexpr absl::string_view kDestinationTypes[] = {"file"};
+
+// The sections a misplaced top-level key may belong to.
+struct Section {
+  absl::string_view name;
+  std::span<const absl::string_view> keys;
+};
+constexpr Section kSections[] = {{"batching", kBatchingKeys},
+                                 {"retention", kRetentionKeys},
+                                 {"delivery", kDeliveryKeys},
+                                 {"limits", kLimitsKeys},
+                                 {"log", kLogKeys}};
+
+struct Unit {
+  absl::string_view suffix;
+  uint64_t factor;
+};
+constexpr Unit kSizeUnits[] = {
+    {"B", 1},
+    {"KB", 1000},
+    {"MB", 1000ull * 1000},
+    {"GB", 1000ull * 1000 * 1000},
+    {"TB", 1000ull * 1000 * 1000 * 1000},
+    {"KiB", kKiB},
+    {"MiB", kMiB},
+    {"GiB", kGiB},
+    {"TiB", kTiB},
+};
+constexpr Unit kDurationUnits[] = {
+    {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}, {"d", 24 * 3600 * 1000}};
+
+constexpr absl::string_view kSizeForm =
+    "a size in bytes or a number with a unit B, KB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. "
+    "\"64MiB\")";
+constexpr absl::string_view kDurationForm =
+    "a duration: a number with a unit ms, s, m, h or d (e.g. \"250ms\", \"5s\", \"24h\")";
+
+// ---------------------------------------------------------------------------------------------
+// Scalar parsing. All of it is on the scalar's text: decimal digits only (no sign, no 0x, no
+// exponent), so "-1" never wraps around and "1e3" is never a size.
+
+enum class NumberError { kNone, kInvalid, kNegative, kOverflow, kMissingUnit };
+
+NumberError ParseUnsigned(absl::string_view text, uint64_t* out) {
+  if (text.empty()) return NumberError::kInvalid;
+  if (text[0] == '-') {
+    uint64_t ignored;
+    return ParseUnsigned(text.substr(1), &ignored) == NumberError::kInvalid
+               ? NumberError::kInvalid
+               : NumberError::kNegative;
+  }
+  if (!std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return NumberError::kInvalid;
+  }
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  if (ec == std::errc::result_out_of_range) return NumberError::kOverflow;
+  if (ec != std::errc() || end != text.data() + text.size()) return NumberError::kInvalid;
+  return NumberError::kNone;
+}
+
+// "<digits>[ ]*<unit>" with a unit from `units`; the unit is optional when `unit_optional`.
+NumberError ParseWithUnit(absl::string_view text, std::span<const Unit> units, bool unit_optional,
+                          uint64_t* out) {
+  bool negative = false;
+  if (!text.empty() && text[0] == '-') {
+    negative = true;
+    text.remove_prefix(1);
+  }
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0) return NumberError::kInvalid;
+  absl::string_view suffix = text.substr(digits);
+  while (!suffix.empty() && suffix[0] == ' ') suffix.remove_prefix(1);
+  uint64_t factor = 0;
+  if (suffix.empty()) {
+    if (!unit_optional) return NumberError::kMissingUnit;
+    factor = 1;
+  } else {
+    for (const Unit& unit : units) {
+      if (unit.suffix == suffix) factor = unit.factor;
+    }
+    if (factor == 0) return NumberError::kInvalid;
+  }
+  uint64_t number = 0;
+  NumberError error = ParseUnsigned(text.substr(0, digits), &number);
+  if (error != NumberError::kNone) return error;
+  if (negative && number != 0) return NumberError::kNegative;
+  if (number > std::numeric_limits<uint64_t>::max() / factor) return NumberError::kOverflow;
+  *out = number * factor;
+  return NumberError::kNone;
+}
+
+// Renders `value` with the largest unit of `units` that divides it exactly.
+std::string FormatWithUnit(uint64_t value, std::span<const Unit> units,
+                           absl::string_view zero_unit) {
+  if (value == 0) return absl::StrCat("0", zero_unit);
+  const Unit* best = nullptr;
+  for (const Unit& unit : units) {
+    if (value % unit.factor == 0 && (best == nullptr || unit.factor > best->factor)) best = &unit;
+  }
+  return absl::StrCat(value / best->factor, best->suffix);
+}
+
+// Binary units only, so that "1KiB".."256MiB" reads naturally.
+std::string FormatSize(uint64_t bytes) {
+  static constexpr Unit kBinary[] = {
+      {"B", 1}, {"KiB", kKiB}, {"MiB", kMiB}, {"GiB", kGiB}, {"TiB", kTiB}};
+  return FormatWithUnit(bytes, kBinary, "B");
+}
+
+std::string FormatDuration(Millis duration) {
+  return FormatWithUnit(static_cast<uint64_t>(duration.count()), kDurationUnits, "s");
+}
+
+std::string FormatDouble(double value) {
+  std::string text = absl::StrCat(value);
+  if (text.find_first_of(".e") == std::string::npos) text += ".0";
+  return text;
+}
+
+// How a value is shown after "got": scalars quoted and escaped, other nodes by their kind.
+std::string Quote(absl::string_view text) {
+  constexpr size_t kMaxShown = 60;
+  if (text.size() > kMaxShown) {
+    return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kMaxShown)), "...\"");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
+}
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      return Quote(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return node.size() == 0 ? "an empty list" : "a list";
+    case YAML::NodeType::Map:
+      return node.size() == 0 ? "an empty map" : "a map";
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+std::string OneOf(std::span<const absl::string_view> choices) {
+  std::vector<std::string> quoted;
+  for (absl::string_view choice : choices) quoted.push_back(absl::StrCat("\"", choice, "\""));
+  if (quoted.size() == 1) return quoted[0];
+  if (quoted.size() == 2) return absl::StrCat(quoted[0], " or ", quoted[1]);
+  return absl::StrCat("one of ", absl::StrJoin(quoted, ", "));
+}
+
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// The known key `key` was most likely meant as, or "" when none is close.
+absl::string_view ClosestKey(absl::string_view key, std::span<const absl::string_view> known) {
+  absl::string_view best;
+  size_t best_distance = std::numeric_limits<size_t>::max();
+  for (absl::string_view candidate : known) {
+    size_t distance = EditDistance(key, candidate);
+    if (distance < best_distance) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  // A typo: a couple of edits, and less than half of the key.
+  if (!best.empty() && best_distance <= 2 && best_distance * 2 < key.size()) return best;
+  // A truncated or extended key ("partition", "directory_path").
+  for (absl::string_view candidate : known) {
+    if (key.size() >= 3 && (absl::StartsWith(candidate, key) || absl::StartsWith(key, candidate))) {
+      return candidate;
+    }
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Map access.
+
+struct Entry {
+  YAML::Node key;
+  YAML::Node value;
+  int line = 0;  // 1-based line of the key; where errors about the value point
+};
+
+// A YAML map whose keys have been checked: unique, plain scalars, all known.
+struct Fields {
+  std::string path;  // key path of the map itself; "" at the top level
+  int line = 0;      // 1-based line of the map, for errors about missing keys
+  std::map<std::string, Entry, std::less<>> entries;
+
+  const Entry* Find(absl::string_view key) const {
+    auto it = entries.find(key);
+    return it == entries.end() ? nullptr : &it->second;
+  }
+  std::string PathOf(absl::string_view key) const {
+    return path.empty() ? std::string(key) : absl::StrCat(path, ".", key);
+  }
+};
+
+int LineOf(const YAML::Node& node) {
+  const YAML::Mark mark = node.Mark();
+  return mark.is_null() ? 0 : mark.line + 1;
+}
+
+class Parser {
+ public:
+  explicit Parser(absl::string_view name) : name_(name) {}
+
+  absl::StatusOr<Config> Parse(const std::string& text) {
+    std::vector<YAML::Node> documents;
+    try {
+      documents = YAML::LoadAll(text);
+    } catch (const YAML::Exception& e) {  // YAML::ParserException: a syntax error
+      return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
+    }
+    if (documents.empty() || documents[0].IsNull()) {
+      return Error(1, "", "expected a map of settings, got an empty file");
+    }
+    if (documents.size() > 1) {
+      return Error(LineOf(documents[1]), "",
+                   "expected a single YAML document, got a second one (remove the \"---\")");
+    }
+    try {
+      return ParseTop(documents[0]);
+    } catch (const YAML::Exception& e) {
+      // Not expected: every node is type-checked before it is read.
+      return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
+    }
+  }
+
+ private:
+  absl::Status Error(int line, absl::string_view path, absl::string_view message) const {
+    std::string text(name_);
+    if (line > 0) absl::StrAppend(&text, ":", line);
+    absl::StrAppend(&text, ": ");
+    if (!path.empty()) absl::StrAppend(&text, path, ": ");
+    absl::StrAppend(&text, message);
+    return absl::InvalidArgumentError(text);
+  }
+
+  absl::Status Expected(int line, absl::string_view path, absl::string_view expected,
+                        absl::string_view got) const {
+    return Error(line, path, absl::StrCat("expected ", expected, ", got ", got));
+  }
+
+  // Checks that `node` is a map (or, when `null_is_empty`, nothing at all) whose keys are unique,
+  // plain scalars from `known`.
+  absl::StatusOr<Fields> ReadMap(const YAML::Node& node, int line, std::string path,
+                                 absl::string_view what, bool null_is_empty,
+                                 std::span<const absl::string_view> known) const {
+    Fields fields;
+    fields.path = std::move(path);
+    fields.line = line;
+    if (node.IsNull() && null_is_empty) return fields;
+    if (!node.IsMap()) return Expected(line, fields.path, what, Describe(node));
+    for (const auto& pair : node) {
+      // Copies: the nodes are handles into the document, which outlives them.
+      const YAML::Node key = pair.first;
+      const YAML::Node value = pair.second;
+      const int key_line = LineOf(key) > 0 ? LineOf(key) : line;
+      if (!key.IsScalar()) {
+        return Expected(key_line, fields.path, "keys that are plain names",
+                        absl::StrCat("a key that is ", Describe(key)));
+      }
+      const std::string name = key.Scalar();
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        return UnknownKey(key_line, fields, name, known);
+      }
+      auto [previous, inserted] = fields.entries.try_emplace(name, Entry{key, value, key_line});
+      if (!inserted) {
+        return Error(key_line, fields.PathOf(name),
+                     absl::StrCat("duplicate key (first set at line ", previous->second.line, ")"));
+      }
+    }
+    return fields;
+  }
+
+  absl::Status UnknownKey(int line, const Fields& fields, const std::string& key,
+                          std::span<const absl::string_view> known) const {
+    std::string message = "unknown key";
+    if (absl::string_view closest = ClosestKey(key, known); !closest.empty()) {
+      absl::StrAppend(&message, "; did you mean \"", fields.PathOf(closest), "\"?");
+      return Error(line, fields.PathOf(key), message);
+    }
+    if (fields.path.empty()) {
+      for (const Section& section : kSections) {
+        absl::string_view closest = ClosestKey(key, section.keys);
+        if (!closest.empty()) {
+          absl::StrAppend(&message, "; did you mean \"", section.name, ".", closest, "\" (in the ",
+                          section.name, " section)?");
+          return Error(line, fields.PathOf(key), message);
+        }
+      }
+    }
+    absl::StrAppend(&message, " (known keys: ", absl::StrJoin(known, ", "), ")");
+    return Error(line, fields.PathOf(key), message);
+  }
+
+  absl::Status Missing(const Fields& fields, absl::string_view key, absl::string_view hint) const {
+    return Error(fields.line, fields.PathOf(key), absl::StrCat("required key is missing", hint));
+  }
+
+  // The entry `key` of `fields` when it is present, after checking it is a scalar.
+  absl::StatusOr<const Entry*> Scalar(const Fields& fields, absl::string_view key,
+                                      absl::string_view expected) const {
+    const Entry* entry = fields.Find(key);
+    if (entry != nullptr && !entry->value.IsScalar()) {
+      return Expected(entry->line, fields.PathOf(key), expected, Describe(entry->value));
+    }
+    return entry;
+  }
+
+  absl::Status ReadString(const Fields& fields, absl::string_view key, std::string* out) const {
+    constexpr absl::string_view kExpected = "a non-empty string";
+    absl::StatusOr<const Entry*> entry = Scalar(fields, key, kExpected);
+    if (!entry.ok() || *entry == nullptr) return entry.status();
+    if ((*entry)->value.Scalar().empty()) {
+      return Expected((*entry)->line, fields.PathOf(key), kExpected, "\"\"");
+    }
+    *out = (*entry)->value.Scalar();
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadChoice(const Fields& fields, absl::string_view key,
+                          std::span<const absl::string_view> choices, std::string* out) const {
+    const std::string expected = OneOf(choices);
+    absl::StatusOr<const Entry*> entry = Scalar(fields, key, expected);
+    if (!entry.ok() || *entry == nullptr) return entry.status();
+    const std::string& value = (*entry)->value.Scalar();
+    if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
+      return Expected((*entry)->line, fields.PathOf(key), expected, Quote(value));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadUint32(const Fields& fields, absl::string_view key, uint32_t min, uint32_t max,
+                          uint32_t* out) const {
+    const std::string expected = absl::StrCat("an integer from ", min, " to ", max);
+    absl::StatusOr<const Entry*> entry = Scalar(fields, key, expected);
+    if (!entry.ok() || *entry == nullptr) return entry.status();
+    uint64_t value = 0;
+    if (ParseUnsigned((*entry)->value.Scalar(), &value) != NumberError::kNone || value < min ||
+        value > max) {
+      return Expected((*entry)->line, fields.PathOf(key), expected, Describe((*entry)->value));
+    }
+    *out = static_cast<uint32_t>(value);
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadSize(const Fields& fields, absl::string_view key, uint64_t min, uint64_t max,
+                        uint64_t* out) const {
+    const std::string range =
+        absl::StrCat("a size from ", FormatSize(min), " to ", FormatSize(max));
+    absl::StatusOr<const Entry*> entry = Scalar(fields, key, kSizeForm);
+    if (!entry.ok() || *entry == nullptr) return entry.status();
+    uint64_t value = 0;
+    NumberError error = ParseWithUnit((*entry)->value.Scalar(), kSizeUnits, true, &value);
+    if (error == NumberError::kInvalid) {
+      return Expected((*entry)->line, fields.PathOf(key), kSizeForm, Describe((*entry)->value));
+    }
+    if (error != NumberError::kNone || value < min || value > max) {
+      return Expected((*entry)->line, fields.PathOf(key), range, Describe((*entry)->value));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadDuration(const Fields& fields, absl::string_view key, Millis min, Millis max,
+                            Millis* out) const {
+    const std::string range =
+        absl::StrCat("a duration from ", FormatDuration(min), " to ", FormatDuration(max));
+    absl::StatusOr<const Entry*> entry = Scalar(fields, key, kDurationForm);
+    if (!entry.ok() || *entry == nullptr) return entry.status();
+    const std::string& text = (*entry)->value.Scalar();
+    uint64_t value = 0;
+    // A bare 0 is the same in every unit.
+    NumberError error =
+        text == "0" ? NumberError::kNone : ParseWithUnit(text, kDurationUnits, false, &value);
+    if (error == NumberError::kMissingUnit) {
+      return Expected(
+          (*entry)->line, fields.PathOf(key), kDurationForm,
+          absl::StrCat(Quote(text), ", a number without a unit (add one, e.g. \"", text, "s\")"));
+    }
+    if (error == NumberError::kInvalid) {
+      return Expected((*entry)->line, fields.PathOf(key), kDurationForm, Quote(text));
+    }
+    if (error != NumberError::kNone || value < static_cast<uint64_t>(min.count()) ||
+        value > static_cast<uint64_t>(max.count())) {
+      return Expected((*entry)->line, fields.PathOf(key), range, Quote(text));
+    }
+    *out = Millis(static_cast<int64_t>(value));
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadDouble(const Fields& fields, absl::string_view key, double min, double max,
+                          double* out) const {
+    const std::string expected =
+        absl::StrCat("a number from ", FormatDouble(min), " to ", FormatDouble(max));
+    absl::StatusOr<const Entry*> entry = Scalar(fields, key, expected);
+    if (!entry.ok() || *entry == nullptr) return entry.status();
+    const std::string& text = (*entry)->value.Scalar();
+    double value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value) ||
+        value < min || value > max) {
+      return Expected((*entry)->line, fields.PathOf(key), expected, Quote(text));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  // The value of section `key` of the top-level map, as Fields (empty when absent or empty).
+  absl::StatusOr<Fields> ReadSection(const Fields& top, absl::string_view key,
+                                     std::span<const absl::string_view> known) const {
+    const Entry* entry = top.Find(key);
+    if (entry == nullptr) {
+      Fields fields;
+      fields.path = std::string(key);
+      fields.line = top.line;
+      return fields;
+    }
+    return ReadMap(entry->value, entry->line, std::string(key),
+                   absl::StrCat("a map of ", key, " settings"), /*null_is_empty=*/true, known);
+  }
+
+  absl::StatusOr<Config> ParseTop(const YAML::Node& root) {
+    absl::StatusOr<Fields> top =
+        ReadMap(root, std::max(LineOf(root), 1), "", "a map of settings at the top level",
+                /*null_is_empty=*/false, kTopKeys);
+    if (!top.ok()) return top.status();
+
+    Config config;
+    config.path = std::string(name_);
+    absl::Status status = ReadString(*top, "listen", &config.listen);
+    if (status.ok()) status = ReadString(*top, "metrics_listen", &config.metrics_listen);
+    if (status.ok()) status = ReadString(*top, "data_dir", &config.data_dir);
+    std::string durability = "sync";
+    if (status.ok()) status = ReadChoice(*top, "durability", kDurabilities, &durability);
+    config.durability =
+        durability == "async" ? storage::Durability::kAsync : storage::Durability::kSync;
+    if (status.ok()) {
+      status = ReadSize(*top, "min_free_disk", 0, kMaxAnySize, &config.min_free_bytes);
+    }
+    if (status.ok()) {
+      status = ReadDuration(*top, "shutdown_timeout", std::chrono::seconds(1),
+                            std::chrono::minutes(10), &config.shutdown_timeout);
+    }
+    if (status.ok()) {
+      status = ReadUint32(*top, "pipeline_threads", 1, 64, &config.pipeline_threads);
+    }
+    if (status.ok()) status = ParseBatching(*top, &config.batching);
+    if (status.ok()) status = ParseRetention(*top, &config.retention);
+    if (status.ok()) status = ParseDelivery(*top, &config.delivery);
+    if (status.ok()) status = ParseLimits(*top, &config.limits);
+    if (status.ok()) status = ParseLog(*top, &config.log);
+    if (status.ok()) status = ParseDatasets(*top, &config.datasets);
+    if (!status.ok()) return status;
+    return config;
+  }
+
+  absl::Status ParseBatching(const Fields& top, BatchingConfig* out) const {
+    absl::StatusOr<Fields> fields = ReadSection(top, "batching", kBatchingKeys);
+    if (!fields.ok()) return fields.status();
+    absl::Status status = ReadUint32(*fields, "max_records", 1, 1000000, &out->max_records);
+    if (status.ok()) status = ReadSize(*fields, "max_bytes", kKiB, 256 * kMiB, &out->max_bytes);
+    if (status.ok()) {
+      status = ReadDuration(*fields, "linger", Millis(0), std::chrono::hours(1), &out->linger);
+    }
+    return status;
+  }
+
+  absl::Status ParseRetention(const Fields& top, RetentionConfig* out) const {
+    absl::StatusOr<Fields> fields = ReadSection(top, "retention", kRetentionKeys);
+    if (!fields.ok()) return fields.status();
+    absl::Status status = ReadDuration(*fields, "raw", Millis(0), kMaxRetention, &out->raw);
+    if (status.ok()) {
+      status =
+          ReadDuration(*fields, "interval", Millis(100), std::chrono::hours(1), &out->interval);
+    }
+    return status;
+  }
+
+  absl::Status ParseDelivery(const Fields& top, DeliveryConfig* out) const {
+    absl::StatusOr<Fields> fields = ReadSection(top, "delivery", kDeliveryKeys);
+    if (!fields.ok()) return fields.status();
+    absl::Status status = ReadDuration(*fields, "initial_backoff", Millis(1), std::chrono::hours(1),
+                                       &out->initial_backoff);
+    if (status.ok()) {
+      status = ReadDuration(*fields, "max_backoff", Millis(1), std::chrono::hours(24),
+                            &out->max_backoff);
+    }
+    if (status.ok()) status = ReadDouble(*fields, "multiplier", 1.0, 10.0, &out->multiplier);
+    if (status.ok()) status = ReadDouble(*fields, "jitter", 0.0, 1.0, &out->jitter);
+    if (status.ok()) {
+      status = ReadUint32(*fields, "down_after", 1, kMaxDownAfter, &out->down_after);
+    }
+    if (!status.ok()) return status;
+    if (out->max_backoff < out->initial_backoff) {
+      // Point at whichever of the two the file set (max_backoff when both are set).
+      if (const Entry* max = fields->Find("max_backoff"); max != nullptr) {
+        return Expected(max->line, fields->PathOf("max_backoff"),
+                        absl::StrCat("a duration of at least initial_backoff (",
+                                     FormatDuration(out->initial_backoff), ")"),
+                        Quote(max->value.Scalar()));
+      }
+      const Entry* initial = fields->Find("initial_backoff");
+      return Expected(initial->line, fields->PathOf("initial_backoff"),
+                      absl::StrCat("a duration of at most max_backoff (",
+                                   FormatDuration(out->max_backoff), ")"),
+                      Quote(initial->value.Scalar()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseLimits(const Fields& top, LimitsConfig* out) const {
+    absl::StatusOr<Fields> fields = ReadSection(top, "limits", kLimitsKeys);
+    if (!fields.ok()) return fields.status();
+    absl::Status status =
+        ReadSize(*fields, "max_message_bytes", kKiB, 256 * kMiB, &out->max_message_bytes);
+    if (status.ok()) {
+      status =
+          ReadUint32(*fields, "max_records_per_request", 1, 1000000, &out->max_records_per_request);
+    }
+    if (status.ok()) {
+      status = ReadSize(*fields, "max_record_bytes", 1, 256 * kMiB, &out->max_record_bytes);
+    }
+    if (status.ok()) {
+      status =
+          ReadUint32(*fields, "max_inflight_per_stream", 1, 10000, &out->max_inflight_per_stream);
+    }
+    if (status.ok()) {
+      status = ReadSize(*fields, "max_inflight_bytes", kKiB, kMaxAnySize, &out->max_inflight_bytes);
+    }
+    if (!status.ok()) return status;
+    if (out->max_record_bytes > out->max_message_bytes) {
+      if (const Entry* record = fields->Find("max_record_bytes"); record != nullptr) {
+        return Expected(record->line, fields->PathOf("max_record_bytes"),
+                        absl::StrCat("a size of at most max_message_bytes (",
+                                     FormatSize(out->max_message_bytes), ")"),
+                        Quote(record->value.Scalar()));
+      }
+      const Entry* message = fields->Find("max_message_bytes");
+      return Expected(message->line, fields->PathOf("max_message_bytes"),
+                      absl::StrCat("a size of at least max_record_bytes (",
+                                   FormatSize(out->max_record_bytes), ")"),
+                      Quote(message->value.Scalar()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseLog(const Fields& top, LogConfig* out) const {
+    absl::StatusOr<Fields> fields = ReadSection(top, "log", kLogKeys);
+    if (!fields.ok()) return fields.status();
+    absl::Status status = ReadChoice(*fields, "level", kLogLevels, &out->level);
+    if (status.ok()) status = ReadChoice(*fields, "format", kLogFormats, &out->format);
+    return status;
+  }
+
+  // A required, non-empty list at `key` of `fields`.
+  absl::StatusOr<const Entry*> RequiredList(const Fields& fields, absl::string_view key,
+                                            absl::string_view what) const {
+    const Entry* entry = fields.Find(key);
+    if (entry == nullptr) {
+      return Missing(fields, key, absl::StrCat(" (expected a list of at least one ", what, ")"));
+    }
+    if (!entry->value.IsSequence() || entry->value.size() == 0) {
+      return Expected(entry->line, fields.PathOf(key),
+                      absl::StrCat("a list of at least one ", what), Describe(entry->value));
+    }
+    return entry;
+  }
+
+  // The name of a dataset or destination: required, valid, unique among `seen`.
+  absl::Status ReadName(const Fields& fields, absl::string_view kind,
+                        std::map<std::string, int>* seen, std::string* out) const {
+    if (fields.Find("name") == nullptr) return Missing(fields, "name", "");
+    absl::Status status = ReadString(fields, "name", out);
+    if (!status.ok()) return status;
+    const Entry* entry = fields.Find("name");
+    if (absl::Status valid =
+            storage::ValidateName(std::string_view(kind.data(), kind.size()), *out);
+        !valid.ok()) {
+      return Error(entry->line, fields.PathOf("name"), valid.message());
+    }
+    auto [previous, inserted] = seen->try_emplace(*out, entry->line);
+    if (!inserted) {
+      return Error(entry->line, fields.PathOf("name"),
+                   absl::StrCat("duplicate ", kind, " name ", Quote(*out),
+                                " (first defined at line ", previous->second, ")"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseDatasets(const Fields& top, std::vector<DatasetConfig>* out) const {
+    absl::StatusOr<const Entry*> list = RequiredList(top, "datasets", "dataset");
+    if (!list.ok()) return list.status();
+    std::map<std::string, int> names;
+    size_t i = 0;
+    for (auto it = (*list)->value.begin(); it != (*list)->value.end(); ++it, ++i) {
+      const YAML::Node item = *it;
+      const int line = LineOf(item) > 0 ? LineOf(item) : (*list)->line;
+      absl::StatusOr<Fields> fields =
+          ReadMap(item, line, absl::StrCat("datasets[", i, "]"), "a map describing a dataset",
+                  /*null_is_empty=*/false, kDatasetKeys);
+      if (!fields.ok()) return fields.status();
+      DatasetConfig dataset;
+      absl::Status status = ReadName(*fields, "dataset", &names, &dataset.name);
+      if (status.ok()) status = ReadUint32(*fields, "partitions", 1, 1024, &dataset.partitions);
+      if (status.ok()) status = ReadChoice(*fields, "format", kDatasetFormats, &dataset.format);
+      if (status.ok()) {
+        status = ReadSize(*fields, "quota", 0, kMaxAnySize, &dataset.quota_bytes);
+      }
+      if (status.ok()) status = ParseDestinations(*fields, &dataset.destinations);
+      if (!status.ok()) return status;
+      out->push_back(std::move(dataset));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseDestinations(const Fields& dataset, std::vector<DestinationConfig>* out) const {
+    absl::StatusOr<const Entry*> list = RequiredList(dataset, "destinations", "destination");
+    if (!list.ok()) return list.status();
+    std::map<std::string, int> names;
+    size_t i = 0;
+    for (auto it = (*list)->value.begin(); it != (*list)->value.end(); ++it, ++i) {
+      const YAML::Node item = *it;
+      const int line = LineOf(item) > 0 ? LineOf(item) : (*list)->line;
+      absl::StatusOr<Fields> fields =
+          ReadMap(item, line, absl::StrCat(dataset.path, ".destinations[", i, "]"),
+                  "a map describing a destination", /*null_is_empty=*/false, kDestinationKeys);
+      if (!fields.ok()) return fields.status();
+      DestinationConfig destination;
+      absl::Status status = ReadName(*fields, "destination", &names, &destination.name);
+      if (!status.ok()) return status;
+      if (fields->Find("type") == nullptr) {
+        return Missing(*fields, "type", absl::StrCat(" (expected ", OneOf(kDestinationTypes), ")"));
+      }
+      status = ReadChoice(*fields, "type", kDestinationTypes, &destination.type);
+      if (!status.ok()) return status;
+      if (destination.type == "file") {
+        if (fields->Find("directory") == nullptr) {
+          return Missing(*fields, "directory", " (a file destination needs a directory)");
+        }
+        status = ReadString(*fields, "directory", &destination.file_directory);
+        if (!status.ok()) return status;
+      }
+      out->push_back(std::move(destination));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::string_view name_;
+};
+
+}  // namespace
+
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& name) {
+  return Parser(name).Parse(yaml_text);
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  const std::string context = absl::StrCat("cannot read config file ", path);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, context);
+  std::string text;
+  char buffer[64 * 1024];
+  while (true) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      close(fd);
+      return absl::ErrnoToStatus(error, context);
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxFileBytes) {
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": expected a config file of at most 16MiB, got a larger file"));
+    }
+  }
+  close(fd);
+  return ParseConfig(text, path);
+}
+
+}  // namespace wharf::server

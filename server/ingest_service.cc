@@ -1,0 +1,318 @@
+#include "server/ingest_service.h"
+
+#include <deque>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/duration.pb.h"
+#include "google/rpc/error_details.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace wharf::server {
+namespace {
+
+using wharf::v1::ProduceRequest;
+using wharf::v1::ProduceResponse;
+using SteadyClock = std::chrono::steady_clock;
+
+// Producer ids longer than this are refused: they are part of every deduplication key.
+constexpr size_t kMaxProducerIdBytes = 256;
+
+uint64_t RequestBytes(const ProduceRequest& r) {
+  uint64_t n = 0;
+  for (const auto& rec : r.records()) {
+    n += rec.payload().size() + rec.key().size();
+    for (const auto& [k, v] : rec.headers()) n += k.size() + v.size();
+  }
+  return n;
+}
+
+// One Produce stream. Lifetime: deleted when gRPC has called OnDone() and every request handed
+// to the store has been answered (the store's callback may arrive after the stream ended).
+class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, ProduceResponse> {
+ public:
+  explicit ProduceReactor(IngestService* service) : service_(service) { StartRead(&request_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      std::unique_lock<std::mutex> lock(mu_);
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    const auto received = SteadyClock::now();
+    ProduceRequest request = std::move(request_);
+    request_.Clear();
+    const uint64_t request_id = request.request_id();
+    const std::string dataset = request.dataset();
+    const uint64_t records = static_cast<uint64_t>(request.records_size());
+
+    absl::Status invalid = service_->Validate(request);
+    uint64_t bytes = 0;
+    if (invalid.ok()) {
+      bytes = RequestBytes(request);
+      if (!service_->TryReserve(bytes)) {
+        invalid = absl::ResourceExhaustedError(
+            "too many bytes in flight on this node; nothing was stored");
+      }
+    }
+    if (!invalid.ok()) {
+      ProduceResponse response;
+      response.set_request_id(request_id);
+      const auto retry = invalid.code() == absl::StatusCode::kResourceExhausted
+                             ? std::chrono::milliseconds(100)
+                             : std::chrono::milliseconds(0);
+      ToRpcStatus(invalid, retry, response.mutable_status());
+      service_->metrics()->OnRequest(
+          dataset, invalid, false, records, 0,
+          std::chrono::duration<double>(SteadyClock::now() - received).count());
+      std::unique_lock<std::mutex> lock(mu_);
+      QueueWriteLocked(std::move(response));
+      StartRead(&request_);
+      return;
+    }
+
+    bool read_more;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ++inflight_;
+      read_more = inflight_ < service_->limits().max_inflight_per_stream;
+      if (!read_more) read_paused_ = true;
+    }
+    service_->store()->Append(std::move(request), [this, request_id, dataset, records, bytes,
+                                                   received](storage::AppendResult result) {
+      OnAppended(request_id, dataset, records, bytes, received, std::move(result));
+    });
+    if (read_more) StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      // The stream is broken (client gone). Answers still queued cannot be delivered; the
+      // producer will retry those requests with the same sequence numbers and get the original
+      // acks from the deduplication window.
+      write_broken_ = true;
+      writes_.clear();
+    } else if (!writes_.empty()) {
+      writes_.pop_front();
+    }
+    if (!writes_.empty() && !write_broken_) {
+      writing_ = true;
+      StartWrite(&writes_.front());
+    }
+    MaybeFinishLocked();
+  }
+
+  void OnCancel() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cancelled_ = true;
+  }
+
+  void OnDone() override {
+    bool del;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_ = true;
+      del = inflight_ == 0;
+    }
+    if (del) delete this;
+  }
+
+ private:
+  // Called on the store's writer thread: must not block.
+  void OnAppended(uint64_t request_id, const std::string& dataset, uint64_t records, uint64_t bytes,
+                  SteadyClock::time_point received, storage::AppendResult result) {
+    service_->Release(bytes);
+    ProduceResponse response;
+    response.set_request_id(request_id);
+    ToRpcStatus(result.status, result.retry_after, response.mutable_status());
+    if (result.status.ok()) {
+      response.mutable_acks()->Reserve(static_cast<int>(result.acks.size()));
+      for (auto& a : result.acks) *response.add_acks() = std::move(a);
+      response.set_duplicate(result.duplicate);
+    }
+    service_->metrics()->OnRequest(
+        dataset, result.status, result.duplicate, records, bytes,
+        std::chrono::duration<double>(SteadyClock::now() - received).count());
+    bool del = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      --inflight_;
+      if (!done_) {
+        QueueWriteLocked(std::move(response));
+        if (read_paused_ && !reads_done_) {
+          read_paused_ = false;
+          StartRead(&request_);
+        }
+        MaybeFinishLocked();
+      } else {
+        del = inflight_ == 0;
+      }
+    }
+    if (del) delete this;
+  }
+
+  void QueueWriteLocked(ProduceResponse response) {
+    if (write_broken_ || finished_) return;
+    writes_.push_back(std::move(response));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&writes_.front());
+    }
+  }
+
+  void MaybeFinishLocked() {
+    if (finished_) return;
+    if (!reads_done_ || inflight_ > 0) return;
+    if (writing_ && !write_broken_) return;
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+
+  IngestService* const service_;
+  ProduceRequest request_;  // owned by the pending read
+  std::mutex mu_;
+  std::deque<ProduceResponse> writes_;  // front is being written when writing_
+  bool writing_ = false;
+  bool write_broken_ = false;
+  bool reads_done_ = false;
+  bool read_paused_ = false;
+  bool cancelled_ = false;
+  bool finished_ = false;
+  bool done_ = false;
+  uint32_t inflight_ = 0;  // requests handed to the store and not yet answered
+};
+
+}  // namespace
+
+void ToRpcStatus(const absl::Status& st, std::chrono::milliseconds retry_after,
+                 google::rpc::Status* status) {
+  status->Clear();
+  status->set_code(static_cast<int>(st.code()));
+  status->set_message(std::string(st.message()));
+  if (retry_after.count() > 0) {
+    google::rpc::RetryInfo info;
+    info.mutable_retry_delay()->set_seconds(retry_after.count() / 1000);
+    info.mutable_retry_delay()->set_nanos(static_cast<int>((retry_after.count() % 1000) * 1000000));
+    status->add_details()->PackFrom(info);
+  }
+}
+
+IngestService::IngestService(storage::StagingStore* store, const LimitsConfig& limits,
+                             ServerMetrics* metrics)
+    : store_(store), limits_(limits), metrics_(metrics) {}
+
+bool IngestService::TryReserve(uint64_t bytes) {
+  uint64_t cur = inflight_bytes_.load();
+  while (true) {
+    if (cur > 0 && cur + bytes > limits_.max_inflight_bytes) return false;
+    if (inflight_bytes_.compare_exchange_weak(cur, cur + bytes)) return true;
+  }
+}
+
+void IngestService::Release(uint64_t bytes) { inflight_bytes_.fetch_sub(bytes); }
+
+absl::Status IngestService::Validate(const wharf::v1::ProduceRequest& request) const {
+  if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is required");
+  if (!store_->HasDataset(request.dataset())) {
+    return absl::NotFoundError(absl::StrCat("unknown dataset \"", request.dataset(), "\""));
+  }
+  if (request.records_size() == 0) {
+    return absl::InvalidArgumentError("request has no records");
+  }
+  if (static_cast<uint64_t>(request.records_size()) > limits_.max_records_per_request) {
+    return absl::InvalidArgumentError(absl::StrCat("request has ", request.records_size(),
+                                                   " records; max_records_per_request is ",
+                                                   limits_.max_records_per_request));
+  }
+  if (request.producer_id().size() > kMaxProducerIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("producer_id is ", request.producer_id().size(),
+                                                   " bytes; at most ", kMaxProducerIdBytes));
+  }
+  if (request.first_sequence() > UINT64_MAX - static_cast<uint64_t>(request.records_size())) {
+    return absl::InvalidArgumentError("first_sequence + record count overflows 64 bits");
+  }
+  const size_t message_bytes = request.ByteSizeLong();
+  if (message_bytes > limits_.max_message_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request is ", message_bytes, " bytes; max_message_bytes is ", limits_.max_message_bytes));
+  }
+  for (int i = 0; i < request.records_size(); ++i) {
+    const auto& r = request.records(i);
+    uint64_t size = r.payload().size() + r.key().size();
+    for (const auto& [k, v] : r.headers()) size += k.size() + v.size();
+    if (size > limits_.max_record_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "record ", i, " is ", size, " bytes; max_record_bytes is ", limits_.max_record_bytes));
+    }
+    if (r.payload().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("record ", i, " has an empty payload"));
+    }
+    if (r.has_event_time() && (r.event_time().nanos() < 0 || r.event_time().nanos() > 999999999)) {
+      return absl::InvalidArgumentError(absl::StrCat("record ", i, ": event_time.nanos ",
+                                                     r.event_time().nanos(), " is out of range"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerBidiReactor<ProduceRequest, ProduceResponse>* IngestService::Produce(
+    grpc::CallbackServerContext*) {
+  return new ProduceReactor(this);
+}
+
+grpc::ServerUnaryReactor* IngestService::ProduceOne(grpc::CallbackServerContext* context,
+                                                    const ProduceRequest* request,
+                                                    ProduceResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const auto received = SteadyClock::now();
+  auto finish_error = [this, reactor, received, request](const absl::Status& st,
+                                                         std::chrono::milliseconds retry) {
+    google::rpc::Status rpc;
+    ToRpcStatus(st, retry, &rpc);
+    metrics_->OnRequest(request->dataset(), st, false, 0, 0,
+                        std::chrono::duration<double>(SteadyClock::now() - received).count());
+    reactor->Finish(grpc::Status(static_cast<grpc::StatusCode>(st.code()),
+                                 std::string(st.message()), rpc.SerializeAsString()));
+  };
+  absl::Status invalid = Validate(*request);
+  if (!invalid.ok()) {
+    finish_error(invalid, std::chrono::milliseconds(0));
+    return reactor;
+  }
+  const uint64_t bytes = RequestBytes(*request);
+  if (!TryReserve(bytes)) {
+    finish_error(
+        absl::ResourceExhaustedError("too many bytes in flight on this node; nothing was stored"),
+        std::chrono::milliseconds(100));
+    return reactor;
+  }
+  const std::string dataset = request->dataset();
+  const uint64_t records = static_cast<uint64_t>(request->records_size());
+  const uint64_t request_id = request->request_id();
+  // The request is copied: the store takes ownership of what it appends, and gRPC owns
+  // `request` until Finish().
+  store_->Append(*request, [this, reactor, response, dataset, records, bytes, request_id,
+                            received](storage::AppendResult result) {
+    Release(bytes);
+    metrics_->OnRequest(dataset, result.status, result.duplicate, records, bytes,
+                        std::chrono::duration<double>(SteadyClock::now() - received).count());
+    if (!result.status.ok()) {
+      google::rpc::Status rpc;
+      ToRpcStatus(result.status, result.retry_after, &rpc);
+      reactor->Finish(grpc::Status(static_cast<grpc::StatusCode>(result.status.code()),
+                                   std::string(result.status.message()), rpc.SerializeAsString()));
+      return;
+    }
+    response->set_request_id(request_id);
+    ToRpcStatus(result.status, std::chrono::milliseconds(0), response->mutable_status());
+    for (auto& a : result.acks) *response->add_acks() = std::move(a);
+    response->set_duplicate(result.duplicate);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+}  // namespace wharf::server

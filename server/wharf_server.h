@@ -1,0 +1,39 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/config.h"
+
+namespace wharf::server {
+
+// The whole daemon: staging store, pipeline, destinations, gRPC services and the metrics
+// endpoint, wired from one Config.
+//
+// Lifecycle: Create() opens the store (DATA_LOSS when it is damaged) and builds everything;
+// Start() starts the writer, the pipeline and the listeners; Stop() drains gracefully:
+//   1. the store stops taking appends (UNAVAILABLE, producers retry elsewhere or later) after
+//      committing and answering every queued one,
+//   2. the gRPC server shuts down, cancelling streams after a short grace period,
+//   3. the pipeline finishes its current steps and deliveries and stops,
+//   4. memtables are flushed so the next start replays little WAL.
+// A crash at any point loses nothing acknowledged: every ack follows a durable write.
+//
+// Thread safety: Create/Start/Stop from one controlling thread; RefreshGauges from any thread.
+class WharfServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<WharfServer>> Create(const Config& config);
+  virtual ~WharfServer() = default;
+
+  virtual absl::Status Start() = 0;
+  virtual void Stop() = 0;
+
+  // The port the gRPC server listens on (useful with port 0 in the config).
+  virtual int port() const = 0;
+  // Updates the status gauges of /metrics (called every second by the daemon's timer).
+  virtual void RefreshGauges() = 0;
+};
+
+}  // namespace wharf::server

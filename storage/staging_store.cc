@@ -1,0 +1,1001 @@
+#include "storage/staging_store.h"
+
+#include <sys/statvfs.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "google/protobuf/util/time_util.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/options.h"
+#include "rocksdb/slice_transform.h"
+#include "rocksdb/table.h"
+#include "rocksdb/utilities/options_util.h"
+#include "rocksdb/write_batch.h"
+#include "spdlog/spdlog.h"
+#include "storage/codec.h"
+#include "storage/keys.h"
+
+namespace wharf::storage {
+namespace {
+
+using Clock = std::chrono::system_clock;
+using google::protobuf::util::TimeUtil;
+
+constexpr const char* kRawCf = "raw";
+constexpr const char* kBatchesCf = "batches";
+constexpr const char* kQuarantineCf = "quarantine";
+constexpr const char* kCheckpointsCf = "checkpoints";
+constexpr const char* kProducersCf = "producers";
+constexpr const char* kMetaCf = "meta";
+
+// Cached producer windows beyond this count are dropped (they are reloaded from the store on
+// the next request of that producer): bounds memory with many producers.
+constexpr size_t kMaxCachedProducers = 100000;
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat(std::string(what), ": ", s.ToString());
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
+  if (s.IsIOError()) return absl::UnavailableError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  return absl::InternalError(msg);
+}
+
+uint64_t RecordBytes(const wharf::v1::Record& r) {
+  uint64_t n = r.payload().size() + r.key().size();
+  for (const auto& [k, v] : r.headers()) n += k.size() + v.size();
+  return n;
+}
+
+// Metrics of the store. Thread safety: prometheus-cpp metrics are thread-safe.
+struct StoreMetrics {
+  explicit StoreMetrics(prometheus::Registry* registry) {
+    if (registry == nullptr) return;
+    group_commits = &prometheus::BuildCounter()
+                         .Name("wharf_store_group_commits_total")
+                         .Help("Group commits written to the staging store")
+                         .Register(*registry)
+                         .Add({});
+    write_errors = &prometheus::BuildCounter()
+                        .Name("wharf_store_write_errors_total")
+                        .Help("Failed writes to the staging store")
+                        .Register(*registry)
+                        .Add({});
+    group_requests = &prometheus::BuildHistogram()
+                          .Name("wharf_store_group_commit_requests")
+                          .Help("Produce requests merged into one group commit")
+                          .Register(*registry)
+                          .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64,
+                                                                           128, 256, 512, 1024});
+    write_seconds = &prometheus::BuildHistogram()
+                         .Name("wharf_store_group_commit_seconds")
+                         .Help("Time to write (and fsync, in sync mode) one group commit")
+                         .Register(*registry)
+                         .Add({}, prometheus::Histogram::BucketBoundaries{
+                                      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                      0.05, 0.1, 0.25, 0.5, 1});
+    pending_bytes = &prometheus::BuildGauge()
+                         .Name("wharf_store_pending_bytes")
+                         .Help("Bytes of produce requests waiting for the group-commit writer")
+                         .Register(*registry)
+                         .Add({});
+  }
+  prometheus::Counter* group_commits = nullptr;
+  prometheus::Counter* write_errors = nullptr;
+  prometheus::Histogram* group_requests = nullptr;
+  prometheus::Histogram* write_seconds = nullptr;
+  prometheus::Gauge* pending_bytes = nullptr;
+};
+
+struct PendingAppend {
+  wharf::v1::ProduceRequest request;
+  AppendCallback done;
+  uint64_t bytes = 0;
+};
+
+struct DatasetState {
+  DatasetOptions options;
+  std::vector<PartitionCounters> partitions;  // guarded by StagingStoreImpl::counters_mu_
+  uint64_t round_robin = 0;                   // writer thread only
+};
+
+class StagingStoreImpl final : public StagingStore {
+ public:
+  explicit StagingStoreImpl(StoreOptions options)
+      : options_(std::move(options)), metrics_(options_.metrics_registry) {}
+
+  ~StagingStoreImpl() override {
+    Stop();
+    for (auto* h : handles_) {
+      if (h != nullptr) db_->DestroyColumnFamilyHandle(h);
+    }
+    handles_.clear();
+    if (db_ != nullptr) {
+      // Close() flushes nothing by itself; the WAL holds everything written.
+      db_->Close().PermitUncheckedError();
+      delete db_;
+    }
+  }
+
+  absl::Status OpenDb() {
+    rocksdb::DBOptions db_options;
+    db_options.create_if_missing = true;
+    db_options.create_missing_column_families = true;
+    // Durability: a torn record at the very end of the WAL is a write that was never
+    // acknowledged (the ack waits for the write and, in sync mode, its fsync), so dropping it is
+    // safe. Corruption anywhere else in the log fails the open instead of silently opening a
+    // store that is missing acknowledged records (the default point-in-time mode would).
+    db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+    db_options.paranoid_checks = true;
+    db_options.max_background_jobs = 2;
+    db_options.bytes_per_sync = 1 << 20;
+    db_options.max_total_wal_size = 256ull << 20;
+    db_options.keep_log_file_num = 4;
+    db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = rocksdb::NewLRUCache(options_.block_cache_bytes);
+    table.block_size = 32 << 10;
+    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+    table.checksum = rocksdb::kCRC32c;
+
+    const auto supported = rocksdb::GetSupportedCompressions();
+    const bool lz4 =
+        std::find(supported.begin(), supported.end(), rocksdb::kLZ4Compression) != supported.end();
+
+    rocksdb::ColumnFamilyOptions cf;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    cf.write_buffer_size = options_.write_buffer_bytes;
+    cf.compression = lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
+    rocksdb::ColumnFamilyOptions small_cf = cf;
+    small_cf.write_buffer_size = 4 << 20;
+
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+        {rocksdb::kDefaultColumnFamilyName, small_cf},
+        {kRawCf, cf},
+        {kBatchesCf, cf},
+        {kQuarantineCf, small_cf},
+        {kCheckpointsCf, small_cf},
+        {kProducersCf, small_cf},
+        {kMetaCf, small_cf},
+    };
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::Status s = rocksdb::DB::Open(db_options, options_.path, cfs, &handles, &db_);
+    if (!s.ok()) {
+      db_ = nullptr;
+      return FromRocks(s, absl::StrCat("opening staging store ", options_.path));
+    }
+    handles_ = handles;
+    raw_ = handles[1];
+    batches_ = handles[2];
+    quarantine_ = handles[3];
+    checkpoints_ = handles[4];
+    producers_ = handles[5];
+    meta_ = handles[6];
+    return absl::OkStatus();
+  }
+
+  absl::Status LoadDatasets() {
+    rocksdb::WriteBatch wb;
+    for (const auto& ds : options_.datasets) {
+      if (absl::Status st = ValidateName("dataset", ds.name); !st.ok()) return st;
+      if (ds.partitions == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("dataset ", ds.name, ": partitions must be at least 1"));
+      }
+      if (datasets_.count(ds.name) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("dataset ", ds.name, " declared twice"));
+      }
+      std::string value;
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_, DatasetMetaKey(ds.name), &value);
+      if (s.ok()) {
+        wharf::v1::DatasetMeta meta;
+        if (!meta.ParseFromString(value)) {
+          return absl::DataLossError(
+              absl::StrCat("dataset ", ds.name, ": metadata does not parse"));
+        }
+        if (meta.partitions() != ds.partitions) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "dataset ", ds.name, " was created with ", meta.partitions(),
+              " partitions; the config says ", ds.partitions,
+              ". Changing the partition count of a dataset with stored data is not supported"));
+        }
+      } else if (s.IsNotFound()) {
+        wharf::v1::DatasetMeta meta;
+        meta.set_name(ds.name);
+        meta.set_partitions(ds.partitions);
+        *meta.mutable_create_time() = TimeUtil::GetCurrentTime();
+        wb.Put(meta_, DatasetMetaKey(ds.name), meta.SerializeAsString());
+      } else {
+        return FromRocks(s, "reading dataset metadata");
+      }
+      auto state = std::make_unique<DatasetState>();
+      state->options = ds;
+      state->partitions.resize(ds.partitions);
+      for (uint32_t p = 0; p < ds.partitions; ++p) {
+        PartitionCounters& c = state->partitions[p];
+        if (absl::Status st = GetProto(checkpoints_, IngestStateKey(ds.name, p), &c.ingest);
+            !st.ok()) {
+          return st;
+        }
+        if (absl::Status st = GetProto(checkpoints_, ValidationKey(ds.name, p), &c.validation);
+            !st.ok()) {
+          return st;
+        }
+        if (absl::Status st = GetProto(checkpoints_, RetentionKey(ds.name, p), &c.retention);
+            !st.ok()) {
+          return st;
+        }
+      }
+      dataset_list_.push_back(ds);
+      datasets_.emplace(ds.name, std::move(state));
+    }
+    if (wb.Count() > 0) {
+      rocksdb::WriteOptions wo;
+      // Durability: dataset registrations are synced so the partition count is fixed before any
+      // record of the dataset can be acknowledged.
+      wo.sync = true;
+      if (absl::Status st = FromRocks(db_->Write(wo, &wb), "registering datasets"); !st.ok()) {
+        return st;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Start() override {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    if (writer_.joinable() || stopping_) {
+      return absl::FailedPreconditionError("staging store already started or stopped");
+    }
+    writer_ = std::thread([this] { WriterLoop(); });
+    return absl::OkStatus();
+  }
+
+  void Stop() override {
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (writer_.joinable()) writer_.join();
+    // A queue left by a store that was never started: answer, never drop a callback.
+    std::deque<PendingAppend> left;
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      left.swap(queue_);
+      pending_bytes_ = 0;
+    }
+    for (auto& p : left) {
+      AppendResult r;
+      r.status = absl::UnavailableError("wharfd is shutting down; nothing was stored");
+      p.done(std::move(r));
+    }
+  }
+
+  void SetAppendListener(AppendListener listener) override { listener_ = std::move(listener); }
+
+  void Append(wharf::v1::ProduceRequest request, AppendCallback done) override {
+    uint64_t bytes = 0;
+    for (const auto& r : request.records()) bytes += RecordBytes(r);
+    AppendResult refused;
+    {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      if (stopping_) {
+        refused.status = absl::UnavailableError("wharfd is shutting down; nothing was stored");
+      } else if (!writer_.joinable()) {
+        refused.status = absl::UnavailableError("staging store not started");
+      } else if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
+        // Memory bound: the writer is behind by more than max_pending_bytes.
+        refused.status = absl::ResourceExhaustedError(
+            absl::StrCat("ingest queue full (", pending_bytes_, " bytes waiting for the disk)"));
+        refused.retry_after = std::chrono::milliseconds(100);
+      } else {
+        pending_bytes_ += bytes;
+        queue_.push_back(PendingAppend{std::move(request), std::move(done), bytes});
+        if (metrics_.pending_bytes)
+          metrics_.pending_bytes->Set(static_cast<double>(pending_bytes_));
+        queue_cv_.notify_one();
+        return;
+      }
+    }
+    done(std::move(refused));
+  }
+
+  absl::Status ReadRaw(std::string_view dataset, uint32_t partition, uint64_t from, uint64_t to,
+                       size_t max_records, uint64_t max_bytes,
+                       std::vector<RawRecord>* out) override {
+    out->clear();
+    if (from >= to) return absl::OkStatus();
+    const std::string start = OffsetKey(dataset, partition, from);
+    const std::string end = OffsetKey(dataset, partition, to);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    ro.verify_checksums = true;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, raw_));
+    uint64_t bytes = 0;
+    for (it->Seek(start); it->Valid() && out->size() < max_records; it->Next()) {
+      auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
+      if (!key) return absl::DataLossError("malformed raw record key");
+      const std::string_view value(it->value().data(), it->value().size());
+      if (!out->empty() && bytes + value.size() > max_bytes) break;
+      RawRecord rec;
+      rec.offset = key->offset;
+      rec.stored_bytes = value.size();
+      if (absl::Status st = DecodeChecked(
+              value, &rec.record,
+              absl::StrCat("raw record ", std::string(dataset), "/", partition, "/", key->offset));
+          !st.ok()) {
+        return st;
+      }
+      bytes += value.size();
+      out->push_back(std::move(rec));
+    }
+    return FromRocks(it->status(), "reading raw records");
+  }
+
+  absl::Status CommitBatch(const BatchCommit& commit) override {
+    DatasetState* ds = FindDataset(commit.dataset);
+    if (ds == nullptr || commit.partition >= ds->options.partitions) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown partition ", commit.dataset, "/", commit.partition));
+    }
+    wharf::v1::ValidationCheckpoint cp;
+    {
+      absl::MutexLock lock(&counters_mu_);
+      cp = ds->partitions[commit.partition].validation;
+    }
+    if (commit.next_offset < cp.next_offset()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("validation cursor of ", commit.dataset, "/", commit.partition,
+                       " would move back from ", cp.next_offset(), " to ", commit.next_offset));
+    }
+    rocksdb::WriteBatch wb;
+    std::string value;
+    if (commit.batch.has_value()) {
+      const auto& m = commit.batch->manifest();
+      EncodeCheckedTo(*commit.batch, &value);
+      wb.Put(batches_, OffsetKey(commit.dataset, commit.partition, m.first_offset()), value);
+      cp.set_batches_committed(cp.batches_committed() + 1);
+      cp.set_records_committed(cp.records_committed() + m.record_count());
+      cp.set_batch_bytes_committed(cp.batch_bytes_committed() + value.size());
+    }
+    for (const auto& q : commit.quarantine) {
+      EncodeCheckedTo(q, &value);
+      wb.Put(quarantine_, OffsetKey(commit.dataset, commit.partition, q.offset()), value);
+    }
+    cp.set_records_quarantined(cp.records_quarantined() + commit.quarantine.size());
+    cp.set_next_offset(commit.next_offset);
+    wb.Put(checkpoints_, ValidationKey(commit.dataset, commit.partition), cp.SerializeAsString());
+    rocksdb::WriteOptions wo;
+    // Durability: the batch, its quarantine entries and the cursor advance are one atomic write,
+    // so a crash leaves all or none. It is synced because a batch may be delivered as soon as
+    // this returns: if the commit could vanish in a power loss, the step would be redone with
+    // different batch boundaries and a destination could receive records twice under two ids.
+    wo.sync = true;
+    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "committing batch"); !st.ok()) {
+      return st;
+    }
+    absl::MutexLock lock(&counters_mu_);
+    ds->partitions[commit.partition].validation = cp;
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadBatches(std::string_view dataset, uint32_t partition, uint64_t from,
+                           size_t max_batches, std::vector<wharf::v1::StoredBatch>* out) override {
+    out->clear();
+    const std::string start = OffsetKey(dataset, partition, from);
+    const std::string end = PartitionPrefix(dataset, partition + 1);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, batches_));
+    for (it->Seek(start); it->Valid() && out->size() < max_batches; it->Next()) {
+      auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
+      if (!key || key->partition != partition) break;
+      wharf::v1::StoredBatch batch;
+      if (absl::Status st = DecodeChecked(
+              std::string_view(it->value().data(), it->value().size()), &batch,
+              absl::StrCat("batch ", std::string(dataset), "/", partition, "/", key->offset));
+          !st.ok()) {
+        return st;
+      }
+      out->push_back(std::move(batch));
+    }
+    return FromRocks(it->status(), "reading batches");
+  }
+
+  absl::StatusOr<wharf::v1::DeliveryCheckpoint> GetDeliveryCursor(std::string_view dataset,
+                                                                  std::string_view destination,
+                                                                  uint32_t partition) override {
+    wharf::v1::DeliveryCheckpoint cp;
+    if (absl::Status st = GetProto(checkpoints_, DeliveryKey(dataset, destination, partition), &cp);
+        !st.ok()) {
+      return st;
+    }
+    return cp;
+  }
+
+  absl::Status SetDeliveryCursor(std::string_view dataset, std::string_view destination,
+                                 uint32_t partition,
+                                 const wharf::v1::DeliveryCheckpoint& cursor) override {
+    rocksdb::WriteOptions wo;
+    // Durability: not synced on purpose. Destinations are idempotent by batch id, so losing
+    // this advance in a power loss only makes the batch be delivered again, harmlessly. WAL
+    // order still guarantees the cursor never survives without the batches it covers.
+    wo.sync = false;
+    return FromRocks(db_->Put(wo, checkpoints_, DeliveryKey(dataset, destination, partition),
+                              cursor.SerializeAsString()),
+                     "writing delivery cursor");
+  }
+
+  absl::StatusOr<uint64_t> DeleteRawBelow(std::string_view dataset, uint32_t partition,
+                                          uint64_t offset, Clock::time_point cutoff,
+                                          size_t max_records) override {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr || partition >= ds->options.partitions) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown partition ", std::string(dataset), "/", partition));
+    }
+    wharf::v1::RetentionCheckpoint cp;
+    {
+      absl::MutexLock lock(&counters_mu_);
+      cp = ds->partitions[partition].retention;
+    }
+    if (offset <= cp.raw_deleted_below()) return 0;
+    const std::string start = OffsetKey(dataset, partition, cp.raw_deleted_below());
+    const std::string end = OffsetKey(dataset, partition, offset);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, raw_));
+    uint64_t deleted = 0, bytes = 0, below = cp.raw_deleted_below();
+    const int64_t cutoff_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(cutoff.time_since_epoch()).count();
+    for (it->Seek(start); it->Valid() && deleted < max_records; it->Next()) {
+      auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
+      if (!key) return absl::DataLossError("malformed raw record key");
+      wharf::v1::StoredRecord rec;
+      if (absl::Status st = DecodeChecked(
+              std::string_view(it->value().data(), it->value().size()), &rec,
+              absl::StrCat("raw record ", std::string(dataset), "/", partition, "/", key->offset));
+          !st.ok()) {
+        return st;
+      }
+      if (TimeUtil::TimestampToMicroseconds(rec.ingest_time()) >= cutoff_us) break;
+      ++deleted;
+      bytes += it->value().size();
+      below = key->offset + 1;
+    }
+    if (absl::Status st = FromRocks(it->status(), "scanning raw records for retention"); !st.ok()) {
+      return st;
+    }
+    if (deleted == 0) return 0;
+    cp.set_raw_deleted_below(below);
+    cp.set_raw_bytes_deleted(cp.raw_bytes_deleted() + bytes);
+    rocksdb::WriteBatch wb;
+    wb.DeleteRange(raw_, start, OffsetKey(dataset, partition, below));
+    wb.Put(checkpoints_, RetentionKey(dataset, partition), cp.SerializeAsString());
+    rocksdb::WriteOptions wo;
+    // Durability: not synced. Only records already delivered everywhere and past retention are
+    // deleted; losing the delete in a power loss just means retention deletes them again.
+    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "deleting raw records"); !st.ok()) {
+      return st;
+    }
+    absl::MutexLock lock(&counters_mu_);
+    ds->partitions[partition].retention = cp;
+    return deleted;
+  }
+
+  absl::StatusOr<uint64_t> DeleteBatchesBelow(std::string_view dataset, uint32_t partition,
+                                              uint64_t offset) override {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr || partition >= ds->options.partitions) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown partition ", std::string(dataset), "/", partition));
+    }
+    wharf::v1::RetentionCheckpoint cp;
+    {
+      absl::MutexLock lock(&counters_mu_);
+      cp = ds->partitions[partition].retention;
+    }
+    if (offset <= cp.batches_deleted_below()) return 0;
+    const std::string start = OffsetKey(dataset, partition, cp.batches_deleted_below());
+    const std::string end = OffsetKey(dataset, partition, offset);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, batches_));
+    uint64_t deleted = 0, bytes = 0, below = cp.batches_deleted_below();
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      wharf::v1::StoredBatch batch;
+      if (absl::Status st = DecodeChecked(std::string_view(it->value().data(), it->value().size()),
+                                          &batch, "batch");
+          !st.ok()) {
+        return st;
+      }
+      // Only batches that end below `offset` are fully delivered.
+      if (batch.manifest().last_offset() >= offset) break;
+      ++deleted;
+      bytes += it->value().size();
+      below = batch.manifest().last_offset() + 1;
+    }
+    if (absl::Status st = FromRocks(it->status(), "scanning batches for retention"); !st.ok()) {
+      return st;
+    }
+    if (deleted == 0) return 0;
+    cp.set_batches_deleted_below(below);
+    cp.set_batch_bytes_deleted(cp.batch_bytes_deleted() + bytes);
+    rocksdb::WriteBatch wb;
+    wb.DeleteRange(batches_, start, OffsetKey(dataset, partition, below));
+    wb.Put(checkpoints_, RetentionKey(dataset, partition), cp.SerializeAsString());
+    // Durability: not synced, as for raw deletes: only delivered batches are deleted.
+    if (absl::Status st = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "deleting batches");
+        !st.ok()) {
+      return st;
+    }
+    absl::MutexLock lock(&counters_mu_);
+    ds->partitions[partition].retention = cp;
+    return deleted;
+  }
+
+  absl::Status ListQuarantine(std::string_view dataset, std::string_view after_key, size_t limit,
+                              std::vector<wharf::v1::QuarantineEntry>* out,
+                              std::string* next_key) override {
+    out->clear();
+    next_key->clear();
+    std::string prefix(dataset);
+    prefix.push_back('\0');
+    std::string end(dataset);
+    end.push_back('\1');
+    std::string start = prefix;
+    if (!after_key.empty()) {
+      std::vector<std::string> parts = absl::StrSplit(std::string(after_key), '/');
+      uint32_t partition = 0;
+      uint64_t offset = 0;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &partition) ||
+          !absl::SimpleAtoi(parts[1], &offset) || offset == UINT64_MAX) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("malformed page token \"", std::string(after_key), "\""));
+      }
+      start = OffsetKey(dataset, partition, offset + 1);
+    }
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, quarantine_));
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      if (out->size() == limit) {
+        const auto& last = out->back();
+        *next_key = absl::StrCat(last.partition(), "/", last.offset());
+        break;
+      }
+      wharf::v1::QuarantineEntry entry;
+      if (absl::Status st = DecodeChecked(std::string_view(it->value().data(), it->value().size()),
+                                          &entry, "quarantine entry");
+          !st.ok()) {
+        return st;
+      }
+      out->push_back(std::move(entry));
+    }
+    return FromRocks(it->status(), "reading quarantine");
+  }
+
+  const std::vector<DatasetOptions>& datasets() const override { return dataset_list_; }
+
+  bool HasDataset(std::string_view dataset) const override {
+    return datasets_.find(std::string(dataset)) != datasets_.end();
+  }
+
+  PartitionCounters GetPartitionCounters(std::string_view dataset,
+                                         uint32_t partition) const override {
+    auto it = datasets_.find(std::string(dataset));
+    if (it == datasets_.end() || partition >= it->second->options.partitions) return {};
+    absl::MutexLock lock(&counters_mu_);
+    return it->second->partitions[partition];
+  }
+
+  uint64_t StagedBytes(std::string_view dataset) const override {
+    auto it = datasets_.find(std::string(dataset));
+    if (it == datasets_.end()) return 0;
+    absl::MutexLock lock(&counters_mu_);
+    return StagedBytesLocked(*it->second);
+  }
+
+  uint64_t StoreSizeBytes() const override {
+    uint64_t total = 0;
+    for (auto* h : handles_) {
+      uint64_t v = 0;
+      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
+      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &v)) total += v;
+    }
+    return total;
+  }
+
+  uint64_t DiskFreeBytes() const override {
+    struct statvfs st;
+    if (statvfs(options_.path.c_str(), &st) != 0) return 0;
+    return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  }
+
+  std::string NotAcceptingReason() const override {
+    absl::MutexLock lock(&counters_mu_);
+    return not_accepting_;
+  }
+
+  absl::Status Flush() override {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    return FromRocks(db_->Flush(fo, handles_), "flushing memtables");
+  }
+
+ private:
+  DatasetState* FindDataset(std::string_view name) const {
+    auto it = datasets_.find(std::string(name));
+    return it == datasets_.end() ? nullptr : it->second.get();
+  }
+
+  uint64_t StagedBytesLocked(const DatasetState& ds) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(counters_mu_) {
+    uint64_t total = 0;
+    for (const auto& c : ds.partitions) {
+      const uint64_t in = c.ingest.bytes_appended() + c.validation.batch_bytes_committed();
+      const uint64_t out = c.retention.raw_bytes_deleted() + c.retention.batch_bytes_deleted();
+      total += in > out ? in - out : 0;
+    }
+    return total;
+  }
+
+  template <typename M>
+  absl::Status GetProto(rocksdb::ColumnFamilyHandle* cf, const std::string& key, M* out) {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, key, &value);
+    if (s.IsNotFound()) {
+      out->Clear();
+      return absl::OkStatus();
+    }
+    if (!s.ok()) return FromRocks(s, "reading checkpoint");
+    if (!out->ParseFromString(value)) return absl::DataLossError("checkpoint does not parse");
+    return absl::OkStatus();
+  }
+
+  // The group-commit writer ---------------------------------------------------------------------
+
+  void WriterLoop() {
+    std::vector<PendingAppend> group;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(queue_mu_);
+        queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) break;  // stopping and drained
+        uint64_t bytes = 0;
+        // Everything queued while the previous group was being written goes into this one:
+        // that is what amortises one fsync over all concurrent producers.
+        while (!queue_.empty() &&
+               (group.empty() || bytes + queue_.front().bytes <= options_.max_group_bytes)) {
+          bytes += queue_.front().bytes;
+          group.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        pending_bytes_ -= bytes;
+        if (metrics_.pending_bytes)
+          metrics_.pending_bytes->Set(static_cast<double>(pending_bytes_));
+      }
+      WriteGroup(group);
+      group.clear();
+    }
+  }
+
+  // Loads (or creates) the window of a producer into the cache. Writer thread only.
+  absl::StatusOr<wharf::v1::ProducerWindow*> ProducerWindowFor(const std::string& key) {
+    auto it = producer_cache_.find(key);
+    if (it != producer_cache_.end()) return &it->second;
+    if (producer_cache_.size() >= kMaxCachedProducers) producer_cache_.clear();
+    wharf::v1::ProducerWindow w;
+    if (absl::Status st = GetProto(producers_, key, &w); !st.ok()) return st;
+    return &producer_cache_.emplace(key, std::move(w)).first->second;
+  }
+
+  static std::vector<wharf::v1::RecordAck> AcksFrom(const wharf::v1::ProducerRequestAck& r) {
+    std::vector<wharf::v1::RecordAck> acks(r.partitions_size());
+    std::map<uint32_t, uint64_t> next;
+    for (int i = 0; i < r.partitions_used_size(); ++i)
+      next[r.partitions_used(i)] = r.first_offsets(i);
+    for (int i = 0; i < r.partitions_size(); ++i) {
+      acks[i].set_partition(r.partitions(i));
+      acks[i].set_offset(next[r.partitions(i)]++);
+    }
+    return acks;
+  }
+
+  void WriteGroup(std::vector<PendingAppend>& group) {
+    const google::protobuf::Timestamp now_ts = TimeUtil::GetCurrentTime();
+    std::vector<AppendResult> results(group.size());
+    rocksdb::WriteBatch wb;
+
+    // Snapshots for rollback if the write fails: the in-memory state must match the store.
+    std::map<std::pair<DatasetState*, uint32_t>, wharf::v1::PartitionIngestState> touched;
+    std::map<std::string, std::optional<wharf::v1::ProducerWindow>> producers_before;
+    std::map<DatasetState*, uint64_t> group_bytes;
+
+    std::string disk_reason;
+    const uint64_t free_bytes = DiskFreeBytes();
+    if (free_bytes < options_.min_free_bytes) {
+      disk_reason = absl::StrCat("free disk space ", free_bytes, " bytes is below the watermark ",
+                                 options_.min_free_bytes, " bytes");
+    }
+    {
+      absl::MutexLock lock(&counters_mu_);
+      if (!failed_) not_accepting_ = disk_reason;
+    }
+
+    std::string value;
+    for (size_t i = 0; i < group.size(); ++i) {
+      wharf::v1::ProduceRequest& req = group[i].request;
+      AppendResult& res = results[i];
+      if (failed_) {
+        res.status = absl::UnavailableError(
+            absl::StrCat("staging store failed earlier and refuses writes: ", failure_));
+        continue;
+      }
+      DatasetState* ds = FindDataset(req.dataset());
+      if (ds == nullptr) {
+        res.status = absl::NotFoundError(absl::StrCat("unknown dataset \"", req.dataset(), "\""));
+        continue;
+      }
+      if (!disk_reason.empty()) {
+        res.status = absl::ResourceExhaustedError(disk_reason + "; nothing was stored");
+        res.retry_after = options_.retry_after;
+        continue;
+      }
+      wharf::v1::ProducerWindow* window = nullptr;
+      std::string producer_key;
+      if (!req.producer_id().empty()) {
+        producer_key = ProducerKey(req.dataset(), req.producer_id());
+        auto w = ProducerWindowFor(producer_key);
+        if (!w.ok()) {
+          res.status = w.status();
+          continue;
+        }
+        window = *w;
+        const uint64_t expected = window->next_sequence();
+        const uint64_t first = req.first_sequence();
+        if (first < expected) {
+          const wharf::v1::ProducerRequestAck* found = nullptr;
+          for (const auto& r : window->recent()) {
+            if (r.first_sequence() == first) found = &r;
+          }
+          if (found != nullptr &&
+              found->record_count() == static_cast<uint32_t>(req.records_size())) {
+            res.acks = AcksFrom(*found);
+            res.duplicate = true;
+          } else if (found != nullptr) {
+            res.status = absl::FailedPreconditionError(absl::StrCat(
+                "sequence ", first, " was stored with ", found->record_count(),
+                " records, this request has ", req.records_size(), "; nothing was stored"));
+          } else {
+            res.status = absl::FailedPreconditionError(absl::StrCat(
+                "sequence ", first, " is older than the deduplication window of producer \"",
+                req.producer_id(), "\" (next expected sequence ", expected,
+                "); nothing was stored"));
+          }
+          continue;
+        }
+        if (first > expected) {
+          res.status = absl::FailedPreconditionError(
+              absl::StrCat("out of order sequence: expected ", expected, ", got ", first,
+                           "; nothing was stored"));
+          continue;
+        }
+      }
+      if (ds->options.quota_bytes > 0) {
+        uint64_t staged;
+        {
+          absl::MutexLock lock(&counters_mu_);
+          staged = StagedBytesLocked(*ds);
+        }
+        if (staged + group_bytes[ds] + group[i].bytes > ds->options.quota_bytes) {
+          res.status = absl::ResourceExhaustedError(
+              absl::StrCat("dataset \"", ds->options.name, "\" is at its staging quota (", staged,
+                           " of ", ds->options.quota_bytes, " bytes); nothing was stored"));
+          res.retry_after = options_.retry_after;
+          continue;
+        }
+      }
+
+      // Accepted: assign partitions and offsets. Keyless records of one request stay together
+      // in one partition (chosen round-robin per request): larger contiguous batches downstream.
+      const uint32_t nparts = ds->options.partitions;
+      const uint32_t keyless_partition = static_cast<uint32_t>(ds->round_robin++ % nparts);
+      wharf::v1::ProducerRequestAck ack_record;
+      ack_record.set_first_sequence(req.first_sequence());
+      ack_record.set_record_count(req.records_size());
+      std::map<uint32_t, uint64_t> first_offsets;
+      res.acks.resize(req.records_size());
+      uint64_t stored_bytes = 0;
+      for (int r = 0; r < req.records_size(); ++r) {
+        wharf::v1::Record* rec = req.mutable_records(r);
+        const uint32_t p =
+            rec->key().empty() ? keyless_partition : PartitionForKey(rec->key(), nparts);
+        auto key = std::make_pair(ds, p);
+        auto t = touched.find(key);
+        if (t == touched.end()) {
+          absl::MutexLock lock(&counters_mu_);
+          t = touched.emplace(key, ds->partitions[p].ingest).first;
+        }
+        wharf::v1::PartitionIngestState& st = t->second;
+        const uint64_t offset = st.next_offset();
+        st.set_next_offset(offset + 1);
+        first_offsets.emplace(p, offset);
+        wharf::v1::StoredRecord stored;
+        stored.mutable_record()->Swap(rec);
+        stored.set_producer_id(req.producer_id());
+        stored.set_sequence(req.first_sequence() + r);
+        *stored.mutable_ingest_time() = now_ts;
+        EncodeCheckedTo(stored, &value);
+        wb.Put(raw_, OffsetKey(ds->options.name, p, offset), value);
+        st.set_records_appended(st.records_appended() + 1);
+        st.set_bytes_appended(st.bytes_appended() + value.size());
+        *st.mutable_last_ingest_time() = now_ts;
+        stored_bytes += value.size();
+        ack_record.add_partitions(p);
+        res.acks[r].set_partition(p);
+        res.acks[r].set_offset(offset);
+      }
+      group_bytes[ds] += stored_bytes;
+      if (window != nullptr) {
+        if (producers_before.count(producer_key) == 0) producers_before[producer_key] = *window;
+        for (const auto& [p, o] : first_offsets) {
+          ack_record.add_partitions_used(p);
+          ack_record.add_first_offsets(o);
+        }
+        window->set_next_sequence(req.first_sequence() + req.records_size());
+        *window->add_recent() = std::move(ack_record);
+        while (window->recent_size() > static_cast<int>(options_.producer_window)) {
+          window->mutable_recent()->DeleteSubrange(0, 1);
+        }
+        *window->mutable_last_seen() = now_ts;
+      }
+    }
+    for (const auto& [key, unused] : producers_before) {
+      wb.Put(producers_, key, producer_cache_[key].SerializeAsString());
+    }
+    for (const auto& [key, st] : touched) {
+      wb.Put(checkpoints_, IngestStateKey(key.first->options.name, key.second),
+             st.SerializeAsString());
+    }
+
+    absl::Status write_status;
+    if (wb.Count() > 0) {
+      rocksdb::WriteOptions wo;
+      // Durability: this is the ack point. Records, each producer's window and each partition's
+      // next offset are one atomic write batch. In sync mode the WAL is fsynced before any
+      // request of the group is answered, so an acknowledged record survives kill -9 and power
+      // loss; in async mode it survives kill -9 (the WAL write is in the page cache). A crash
+      // before the write completes loses only unacknowledged requests, which the producer
+      // retries with the same sequence numbers.
+      wo.sync = options_.durability == Durability::kSync;
+      const auto t0 = std::chrono::steady_clock::now();
+      write_status = FromRocks(db_->Write(wo, &wb), "writing group commit");
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (metrics_.write_seconds) metrics_.write_seconds->Observe(secs);
+      if (metrics_.group_commits) metrics_.group_commits->Increment();
+      if (metrics_.group_requests)
+        metrics_.group_requests->Observe(static_cast<double>(group.size()));
+    }
+    if (!write_status.ok()) {
+      spdlog::error("staging store write failed, refusing further appends: {}",
+                    write_status.ToString());
+      if (metrics_.write_errors) metrics_.write_errors->Increment();
+      // Roll back the in-memory state; the store holds none of this group (or, if the failure
+      // was in the fsync, maybe all of it: deduplication makes the producers' retries harmless
+      // once the store is reopened).
+      for (auto& [key, before] : producers_before) {
+        if (before) producer_cache_[key] = *before;
+      }
+      failed_ = true;
+      failure_ = write_status.ToString();
+      {
+        absl::MutexLock lock(&counters_mu_);
+        not_accepting_ = "staging store write failed: " + failure_;
+      }
+      for (size_t i = 0; i < group.size(); ++i) {
+        if (results[i].status.ok()) {
+          results[i].status = absl::UnavailableError(
+              absl::StrCat("staging store write failed; the request was not acknowledged: ",
+                           write_status.message()));
+          results[i].acks.clear();
+          results[i].duplicate = false;
+        }
+      }
+    } else {
+      absl::MutexLock lock(&counters_mu_);
+      for (const auto& [key, st] : touched) key.first->partitions[key.second].ingest = st;
+    }
+    if (write_status.ok() && listener_) {
+      for (const auto& [key, st] : touched)
+        listener_(key.first->options.name, key.second, st.next_offset());
+    }
+    for (size_t i = 0; i < group.size(); ++i) group[i].done(std::move(results[i]));
+  }
+
+  const StoreOptions options_;
+  StoreMetrics metrics_;
+  rocksdb::DB* db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* raw_ = nullptr;
+  rocksdb::ColumnFamilyHandle* batches_ = nullptr;
+  rocksdb::ColumnFamilyHandle* quarantine_ = nullptr;
+  rocksdb::ColumnFamilyHandle* checkpoints_ = nullptr;
+  rocksdb::ColumnFamilyHandle* producers_ = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+
+  // Immutable after Open().
+  std::unordered_map<std::string, std::unique_ptr<DatasetState>> datasets_;
+  std::vector<DatasetOptions> dataset_list_;
+  AppendListener listener_;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<PendingAppend> queue_;  // guarded by queue_mu_
+  uint64_t pending_bytes_ = 0;       // guarded by queue_mu_
+  bool stopping_ = false;            // guarded by queue_mu_
+  std::thread writer_;
+
+  // Writer thread only.
+  std::unordered_map<std::string, wharf::v1::ProducerWindow> producer_cache_;
+  bool failed_ = false;
+  std::string failure_;
+
+  // Counters of every partition (inside DatasetState) and the acceptance state.
+  mutable absl::Mutex counters_mu_;
+  std::string not_accepting_ ABSL_GUARDED_BY(counters_mu_);
+};
+
+}  // namespace
+
+uint32_t PartitionForKey(std::string_view key, uint32_t partitions) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return static_cast<uint32_t>(h % partitions);
+}
+
+absl::StatusOr<std::unique_ptr<StagingStore>> StagingStore::Open(StoreOptions options) {
+  if (options.path.empty()) return absl::InvalidArgumentError("store path is empty");
+  std::error_code ec;
+  std::filesystem::create_directories(options.path, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create data directory ", options.path, ": ", ec.message()));
+  }
+  auto store = std::make_unique<StagingStoreImpl>(std::move(options));
+  if (absl::Status st = store->OpenDb(); !st.ok()) return st;
+  if (absl::Status st = store->LoadDatasets(); !st.ok()) return st;
+  return std::unique_ptr<StagingStore>(std::move(store));
+}
+
+}  // namespace wharf::storage

@@ -1,0 +1,217 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "wharf/v1/ingest.pb.h"
+#include "wharf/v1/record.pb.h"
+#include "wharf/v1/staging.pb.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace wharf::storage {
+
+// How an append is made durable before it is acknowledged.
+enum class Durability {
+  // The group commit's write batch is written to the WAL and fsynced before any request in it is
+  // acknowledged. Survives kill -9 and power loss.
+  kSync,
+  // The write batch is written to the WAL (the OS page cache) without fsync. Survives kill -9 of
+  // wharfd, not power loss or a kernel crash.
+  kAsync,
+};
+
+// A dataset as the store sees it.
+struct DatasetOptions {
+  std::string name;
+  // Number of partitions. Fixed for the life of the dataset: the store refuses to open a dataset
+  // with a different count than it was created with, since keys would move partitions.
+  uint32_t partitions = 4;
+  // Logical bytes (raw records + committed batches) the dataset may hold in the store; appends
+  // that would exceed it are refused with RESOURCE_EXHAUSTED. 0: no quota.
+  uint64_t quota_bytes = 0;
+};
+
+struct StoreOptions {
+  // Directory of the RocksDB store; created if missing.
+  std::string path;
+  // Default kSync: an ack means the record survives power loss.
+  Durability durability = Durability::kSync;
+  // Appends are refused with RESOURCE_EXHAUSTED while the file system holding `path` has less
+  // free space than this. Default 512 MiB: enough headroom for RocksDB to flush and compact
+  // (Debian's RocksDB asserts on some ENOSPC paths, so it must never get there).
+  uint64_t min_free_bytes = 512ull << 20;
+  // Upper bound of one group commit, in payload bytes. Default 16 MiB: large enough to amortise
+  // an fsync over thousands of records, small enough to keep ack latency bounded.
+  uint64_t max_group_bytes = 16ull << 20;
+  // Bytes of appends waiting for the writer beyond which Append() refuses new requests with
+  // RESOURCE_EXHAUSTED (memory bound of the ingest queue). Default 128 MiB.
+  uint64_t max_pending_bytes = 128ull << 20;
+  // Requests remembered per producer for deduplication. A retry older than this is refused with
+  // FAILED_PRECONDITION instead of being stored twice. Default 64.
+  uint32_t producer_window = 64;
+  // Retry delay suggested to producers refused for quota or disk space. Default 1 s.
+  std::chrono::milliseconds retry_after{1000};
+  // RocksDB block cache. Default 64 MiB.
+  uint64_t block_cache_bytes = 64ull << 20;
+  // RocksDB memtable size per column family. Default 32 MiB.
+  uint64_t write_buffer_bytes = 32ull << 20;
+  std::vector<DatasetOptions> datasets;
+  // Metrics are registered here when set; may be null.
+  prometheus::Registry* metrics_registry = nullptr;
+};
+
+// What Append() answers. `status` follows the codes documented on ProduceResponse.
+struct AppendResult {
+  absl::Status status;
+  std::vector<wharf::v1::RecordAck> acks;    // one per record when status is OK
+  bool duplicate = false;                    // a retry answered with the original acks
+  std::chrono::milliseconds retry_after{0};  // set with RESOURCE_EXHAUSTED
+};
+
+using AppendCallback = std::function<void(AppendResult)>;
+
+// A raw record read back from the landing zone; its checksum has been verified.
+struct RawRecord {
+  uint64_t offset = 0;
+  wharf::v1::StoredRecord record;
+  uint64_t stored_bytes = 0;  // size of the stored value
+};
+
+// Everything one pipeline step commits for one partition, in one atomic write.
+struct BatchCommit {
+  std::string dataset;
+  uint32_t partition = 0;
+  // The committed batch; absent when every record of the range went to quarantine.
+  std::optional<wharf::v1::StoredBatch> batch;
+  std::vector<wharf::v1::QuarantineEntry> quarantine;
+  // The validation cursor after this step: every offset below it is batched or quarantined.
+  uint64_t next_offset = 0;
+};
+
+// In-memory view of one partition, for the pipeline and for status.
+struct PartitionCounters {
+  wharf::v1::PartitionIngestState ingest;
+  wharf::v1::ValidationCheckpoint validation;
+  wharf::v1::RetentionCheckpoint retention;
+};
+
+// Called after each durable group commit, once per partition that received records, on the
+// writer thread: must not block.
+using AppendListener =
+    std::function<void(const std::string& dataset, uint32_t partition, uint64_t next_offset)>;
+
+// The staging store: the landing zone (raw records), committed batches, quarantine, checkpoints,
+// producer deduplication state and metadata, in one RocksDB database with a column family each.
+//
+// Durability: every write that covers data and the checkpoint describing it is one RocksDB write
+// batch, so a crash (kill -9, power loss in kSync mode) leaves either both or neither. The WAL is
+// always on; recovery refuses mid-log corruption (kTolerateCorruptedTailRecords): only a torn
+// tail, which was never acknowledged, may be dropped.
+//
+// Thread safety: all methods are safe to call from any thread. Appends are serialised through one
+// writer thread (group commit); reads and pipeline writes go straight to RocksDB. Per partition,
+// the caller guarantees that at most one thread runs CommitBatch / DeleteRawBelow /
+// DeleteBatchesBelow at a time, and per (destination, partition) at most one runs
+// SetDeliveryCursor.
+class StagingStore {
+ public:
+  // Opens (or creates) the store. Fails with DATA_LOSS when RocksDB finds corruption, with
+  // FAILED_PRECONDITION when a dataset's partition count differs from the stored one.
+  static absl::StatusOr<std::unique_ptr<StagingStore>> Open(StoreOptions options);
+
+  virtual ~StagingStore() = default;
+
+  // Starts the group-commit writer thread.
+  virtual absl::Status Start() = 0;
+  // Refuses new appends (UNAVAILABLE), commits and answers every queued one, then stops the
+  // writer. Idempotent.
+  virtual void Stop() = 0;
+
+  // Registers a listener for durable appends. Call before Start().
+  virtual void SetAppendListener(AppendListener listener) = 0;
+
+  // Queues the request for the next group commit. `done` is called exactly once, on the writer
+  // thread (or inline for requests refused before queueing), after the records are durable per
+  // the configured Durability, or with an error and nothing stored. `done` must not block.
+  //
+  // Records are assigned partitions (stable hash of the key; keyless records round-robin) and
+  // consecutive offsets per partition in request order. With a producer id, the sequence check
+  // and the producer window update are part of the same write batch as the records.
+  virtual void Append(wharf::v1::ProduceRequest request, AppendCallback done) = 0;
+
+  // Pipeline side -------------------------------------------------------------------------------
+
+  // Reads raw records of one partition with offsets in [from, to), at most max_records and at
+  // least one record even if it exceeds max_bytes. DATA_LOSS on a checksum mismatch.
+  virtual absl::Status ReadRaw(std::string_view dataset, uint32_t partition, uint64_t from,
+                               uint64_t to, size_t max_records, uint64_t max_bytes,
+                               std::vector<RawRecord>* out) = 0;
+
+  // Commits a pipeline step atomically (synced: batch boundaries must not change after a batch
+  // may have been delivered).
+  virtual absl::Status CommitBatch(const BatchCommit& commit) = 0;
+
+  // Reads committed batches of one partition whose first offset is >= from, in offset order.
+  virtual absl::Status ReadBatches(std::string_view dataset, uint32_t partition, uint64_t from,
+                                   size_t max_batches,
+                                   std::vector<wharf::v1::StoredBatch>* out) = 0;
+
+  // Delivery cursor of (dataset, destination, partition). NotFound is never returned: a missing
+  // cursor is an empty checkpoint.
+  virtual absl::StatusOr<wharf::v1::DeliveryCheckpoint> GetDeliveryCursor(
+      std::string_view dataset, std::string_view destination, uint32_t partition) = 0;
+  virtual absl::Status SetDeliveryCursor(std::string_view dataset, std::string_view destination,
+                                         uint32_t partition,
+                                         const wharf::v1::DeliveryCheckpoint& cursor) = 0;
+
+  // Retention: deletes raw records below `offset` whose ingest time is before `cutoff` (stops at
+  // the first newer one), or batches starting below `offset`. Each call is one atomic write
+  // together with the updated RetentionCheckpoint. Return how many were deleted.
+  virtual absl::StatusOr<uint64_t> DeleteRawBelow(std::string_view dataset, uint32_t partition,
+                                                  uint64_t offset,
+                                                  std::chrono::system_clock::time_point cutoff,
+                                                  size_t max_records) = 0;
+  virtual absl::StatusOr<uint64_t> DeleteBatchesBelow(std::string_view dataset, uint32_t partition,
+                                                      uint64_t offset) = 0;
+
+  // Quarantine entries of a dataset in (partition, offset) order, starting after `after_key`
+  // (an opaque token from a previous call; empty: from the start). Sets *next_key to the token
+  // to continue with, or empty at the end.
+  virtual absl::Status ListQuarantine(std::string_view dataset, std::string_view after_key,
+                                      size_t limit, std::vector<wharf::v1::QuarantineEntry>* out,
+                                      std::string* next_key) = 0;
+
+  // Status side ---------------------------------------------------------------------------------
+
+  virtual const std::vector<DatasetOptions>& datasets() const = 0;
+  virtual bool HasDataset(std::string_view dataset) const = 0;
+  // Counters of one partition as of the last durable writes.
+  virtual PartitionCounters GetPartitionCounters(std::string_view dataset,
+                                                 uint32_t partition) const = 0;
+  // Logical bytes held for the dataset (raw + batches not yet deleted).
+  virtual uint64_t StagedBytes(std::string_view dataset) const = 0;
+  // Size of the store's files on disk, and free bytes on its file system.
+  virtual uint64_t StoreSizeBytes() const = 0;
+  virtual uint64_t DiskFreeBytes() const = 0;
+  // Empty when appends are accepted; otherwise why not (disk watermark, stopped, write failure).
+  virtual std::string NotAcceptingReason() const = 0;
+  // Flushes memtables (used at shutdown to shorten the next start's WAL replay).
+  virtual absl::Status Flush() = 0;
+};
+
+// Stable partition of a non-empty key: FNV-1a 64 of the key bytes, modulo the partition count.
+// Part of the on-disk contract: changing it would reorder existing keys.
+uint32_t PartitionForKey(std::string_view key, uint32_t partitions);
+
+}  // namespace wharf::storage

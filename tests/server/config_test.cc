@@ -1,0 +1,713 @@
+#include "server/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace wharf::server {
+namespace {
+
+using std::chrono::hours;
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = 1024 * kKiB;
+constexpr uint64_t kGiB = 1024 * kMiB;
+constexpr uint64_t kTiB = 1024 * kGiB;
+
+// The smallest valid `datasets` section: six lines.
+constexpr char kDatasets[] = R"(datasets:
+  - name: orders
+    destinations:
+      - name: files
+        type: file
+        directory: /tmp/out
+)";
+
+// `prefix` (whole lines) followed by the minimal datasets section.
+std::string WithDatasets(const std::string& prefix) { return prefix + kDatasets; }
+
+absl::StatusOr<Config> Parse(const std::string& yaml) { return ParseConfig(yaml, "wharf.yaml"); }
+
+// Parsing fails with INVALID_ARGUMENT, a message that starts with "wharf.yaml:<line>: <path>: "
+// (or "wharf.yaml:<line>: " when `path` is empty) and that contains `fragment`.
+::testing::AssertionResult FailsWith(const std::string& yaml, int line, const std::string& path,
+                                     const std::string& fragment) {
+  absl::StatusOr<Config> config = Parse(yaml);
+  if (config.ok()) return ::testing::AssertionFailure() << "parsed without error";
+  const absl::Status& status = config.status();
+  if (!absl::IsInvalidArgument(status)) {
+    return ::testing::AssertionFailure() << "wrong code: " << status;
+  }
+  const std::string message(status.message());
+  const std::string prefix =
+      absl::StrCat("wharf.yaml:", line, ": ", path, path.empty() ? "" : ": ");
+  if (!absl::StartsWith(message, prefix)) {
+    return ::testing::AssertionFailure()
+           << "message \"" << message << "\" does not start with \"" << prefix << "\"";
+  }
+  if (!absl::StrContains(message, fragment)) {
+    return ::testing::AssertionFailure()
+           << "message \"" << message << "\" does not contain \"" << fragment << "\"";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Parses a config whose only non-dataset line is `line` (e.g. "quota: 5MiB" in the dataset).
+absl::StatusOr<Config> ParseWithDatasetKey(const std::string& line) {
+  return Parse(absl::StrCat("datasets:\n  - name: orders\n    ", line, R"(
+    destinations:
+      - name: files
+        type: file
+        directory: /tmp/out
+)"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid configurations.
+
+TEST(ConfigTest, FullConfigReadsEveryField) {
+  const std::string yaml = R"(listen: 0.0.0.0:7500
+metrics_listen: 0.0.0.0:9500
+data_dir: /srv/wharf
+durability: async
+min_free_disk: 2GiB
+shutdown_timeout: 45s
+pipeline_threads: 8
+batching:
+  max_records: 5000
+  max_bytes: 8MiB
+  linger: 50ms
+retention:
+  raw: 7d
+  interval: 30s
+delivery:
+  initial_backoff: 250ms
+  max_backoff: 2m
+  multiplier: 1.5
+  jitter: 0.1
+  down_after: 3
+limits:
+  max_message_bytes: 32MiB
+  max_records_per_request: 500
+  max_record_bytes: 2MiB
+  max_inflight_per_stream: 16
+  max_inflight_bytes: 1GiB
+log:
+  level: debug
+  format: json
+datasets:
+  - name: orders
+    partitions: 16
+    format: raw
+    quota: 10GB
+    destinations:
+      - name: files
+        type: file
+        directory: /srv/out/orders
+      - name: archive
+        type: file
+        directory: /srv/archive/orders
+  - name: clicks.v2
+    destinations:
+      - name: files
+        type: file
+        directory: /srv/out/clicks
+)";
+  absl::StatusOr<Config> config = Parse(yaml);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->path, "wharf.yaml");
+  EXPECT_EQ(config->listen, "0.0.0.0:7500");
+  EXPECT_EQ(config->metrics_listen, "0.0.0.0:9500");
+  EXPECT_EQ(config->data_dir, "/srv/wharf");
+  EXPECT_EQ(config->durability, storage::Durability::kAsync);
+  EXPECT_EQ(config->min_free_bytes, 2 * kGiB);
+  EXPECT_EQ(config->shutdown_timeout, seconds(45));
+  EXPECT_EQ(config->pipeline_threads, 8u);
+
+  EXPECT_EQ(config->batching.max_records, 5000u);
+  EXPECT_EQ(config->batching.max_bytes, 8 * kMiB);
+  EXPECT_EQ(config->batching.linger, milliseconds(50));
+
+  EXPECT_EQ(config->retention.raw, hours(7 * 24));
+  EXPECT_EQ(config->retention.interval, seconds(30));
+
+  EXPECT_EQ(config->delivery.initial_backoff, milliseconds(250));
+  EXPECT_EQ(config->delivery.max_backoff, minutes(2));
+  EXPECT_DOUBLE_EQ(config->delivery.multiplier, 1.5);
+  EXPECT_DOUBLE_EQ(config->delivery.jitter, 0.1);
+  EXPECT_EQ(config->delivery.down_after, 3u);
+
+  EXPECT_EQ(config->limits.max_message_bytes, 32 * kMiB);
+  EXPECT_EQ(config->limits.max_records_per_request, 500u);
+  EXPECT_EQ(config->limits.max_record_bytes, 2 * kMiB);
+  EXPECT_EQ(config->limits.max_inflight_per_stream, 16u);
+  EXPECT_EQ(config->limits.max_inflight_bytes, kGiB);
+
+  EXPECT_EQ(config->log.level, "debug");
+  EXPECT_EQ(config->log.format, "json");
+
+  ASSERT_EQ(config->datasets.size(), 2u);
+  const DatasetConfig& orders = config->datasets[0];
+  EXPECT_EQ(orders.name, "orders");
+  EXPECT_EQ(orders.partitions, 16u);
+  EXPECT_EQ(orders.format, "raw");
+  EXPECT_EQ(orders.quota_bytes, 10'000'000'000u);
+  ASSERT_EQ(orders.destinations.size(), 2u);
+  EXPECT_EQ(orders.destinations[0].name, "files");
+  EXPECT_EQ(orders.destinations[0].type, "file");
+  EXPECT_EQ(orders.destinations[0].file_directory, "/srv/out/orders");
+  EXPECT_EQ(orders.destinations[1].name, "archive");
+  EXPECT_EQ(orders.destinations[1].file_directory, "/srv/archive/orders");
+
+  const DatasetConfig& clicks = config->datasets[1];
+  EXPECT_EQ(clicks.name, "clicks.v2");
+  EXPECT_EQ(clicks.partitions, 4u);
+  EXPECT_EQ(clicks.format, "json");
+  EXPECT_EQ(clicks.quota_bytes, 0u);
+  ASSERT_EQ(clicks.destinations.size(), 1u);
+  // The same destination name in two datasets is fine.
+  EXPECT_EQ(clicks.destinations[0].name, "files");
+  EXPECT_EQ(clicks.destinations[0].file_directory, "/srv/out/clicks");
+}
+
+TEST(ConfigTest, AbsentKeysKeepTheDefaults) {
+  absl::StatusOr<Config> config = Parse(kDatasets);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const Config defaults;
+  EXPECT_EQ(config->listen, defaults.listen);
+  EXPECT_EQ(config->metrics_listen, defaults.metrics_listen);
+  EXPECT_EQ(config->data_dir, defaults.data_dir);
+  EXPECT_EQ(config->durability, defaults.durability);
+  EXPECT_EQ(config->min_free_bytes, defaults.min_free_bytes);
+  EXPECT_EQ(config->shutdown_timeout, defaults.shutdown_timeout);
+  EXPECT_EQ(config->pipeline_threads, defaults.pipeline_threads);
+  EXPECT_EQ(config->batching.max_records, defaults.batching.max_records);
+  EXPECT_EQ(config->batching.max_bytes, defaults.batching.max_bytes);
+  EXPECT_EQ(config->batching.linger, defaults.batching.linger);
+  EXPECT_EQ(config->retention.raw, defaults.retention.raw);
+  EXPECT_EQ(config->retention.interval, defaults.retention.interval);
+  EXPECT_EQ(config->delivery.initial_backoff, defaults.delivery.initial_backoff);
+  EXPECT_EQ(config->delivery.max_backoff, defaults.delivery.max_backoff);
+  EXPECT_DOUBLE_EQ(config->delivery.multiplier, defaults.delivery.multiplier);
+  EXPECT_DOUBLE_EQ(config->delivery.jitter, defaults.delivery.jitter);
+  EXPECT_EQ(config->delivery.down_after, defaults.delivery.down_after);
+  EXPECT_EQ(config->limits.max_message_bytes, defaults.limits.max_message_bytes);
+  EXPECT_EQ(config->limits.max_records_per_request, defaults.limits.max_records_per_request);
+  EXPECT_EQ(config->limits.max_record_bytes, defaults.limits.max_record_bytes);
+  EXPECT_EQ(config->limits.max_inflight_per_stream, defaults.limits.max_inflight_per_stream);
+  EXPECT_EQ(config->limits.max_inflight_bytes, defaults.limits.max_inflight_bytes);
+  EXPECT_EQ(config->log.level, defaults.log.level);
+  EXPECT_EQ(config->log.format, defaults.log.format);
+  ASSERT_EQ(config->datasets.size(), 1u);
+  EXPECT_EQ(config->datasets[0].partitions, 4u);
+  EXPECT_EQ(config->datasets[0].format, "json");
+  EXPECT_EQ(config->datasets[0].quota_bytes, 0u);
+}
+
+TEST(ConfigTest, EmptySectionsKeepTheDefaults) {
+  absl::StatusOr<Config> config = Parse(WithDatasets("batching:\nlog: {}\nlimits:\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->batching.max_records, 1000u);
+  EXPECT_EQ(config->log.level, "info");
+  EXPECT_EQ(config->limits.max_message_bytes, 16 * kMiB);
+}
+
+TEST(ConfigTest, SizeForms) {
+  const std::vector<std::pair<std::string, uint64_t>> cases = {
+      {"0", 0},
+      {"1048576", 1048576},
+      {"\"2048\"", 2048},
+      {"10B", 10},
+      {"1KB", 1000},
+      {"3MB", 3'000'000},
+      {"2GB", 2'000'000'000},
+      {"1TB", 1'000'000'000'000},
+      {"512KiB", 512 * kKiB},
+      {"64MiB", 64 * kMiB},
+      {"64 MiB", 64 * kMiB},
+      {"\"64 MiB\"", 64 * kMiB},
+      {"1GiB", kGiB},
+      {"5TiB", 5 * kTiB},
+  };
+  for (const auto& [text, bytes] : cases) {
+    absl::StatusOr<Config> config = ParseWithDatasetKey("quota: " + text);
+    ASSERT_TRUE(config.ok()) << text << ": " << config.status();
+    EXPECT_EQ(config->datasets[0].quota_bytes, bytes) << text;
+  }
+}
+
+TEST(ConfigTest, SizeRejectsUnknownForms) {
+  for (const std::string text :
+       {"64mb", "64Mib", "1.5GiB", "MiB", "64 MiBs", "0x10", "1e3", "lots", "\"\"", "64 M"}) {
+    EXPECT_TRUE(FailsWith("limits:\n  max_inflight_bytes: " + text + "\n" + kDatasets, 2,
+                          "limits.max_inflight_bytes", "expected a size in bytes or a number"))
+        << text;
+  }
+}
+
+TEST(ConfigTest, SizeOutOfRange) {
+  EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  max_bytes: 1000\n"), 2, "batching.max_bytes",
+                        "expected a size from 1KiB to 256MiB, got \"1000\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  max_bytes: 257MiB\n"), 2, "batching.max_bytes",
+                        "expected a size from 1KiB to 256MiB, got \"257MiB\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  max_message_bytes: 1GiB\n"), 2,
+                        "limits.max_message_bytes", "expected a size from 1KiB to 256MiB"));
+}
+
+TEST(ConfigTest, DurationForms) {
+  const std::vector<std::pair<std::string, milliseconds>> cases = {
+      {"250ms", milliseconds(250)},   {"5s", seconds(5)},
+      {"10m", minutes(10)},           {"24h", hours(24)},
+      {"7d", hours(7 * 24)},          {"5 s", seconds(5)},
+      {"\"90s\"", seconds(90)},       {"0s", milliseconds(0)},
+      {"0ms", milliseconds(0)},       {"0", milliseconds(0)},
+      {"1500ms", milliseconds(1500)},
+  };
+  for (const auto& [text, expected] : cases) {
+    absl::StatusOr<Config> config = Parse(WithDatasets("retention:\n  raw: " + text + "\n"));
+    ASSERT_TRUE(config.ok()) << text << ": " << config.status();
+    EXPECT_EQ(config->retention.raw, expected) << text;
+  }
+}
+
+TEST(ConfigTest, DurationWithoutUnitIsRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  linger: 200\n"), 2, "batching.linger",
+                        "a number without a unit (add one, e.g. \"200s\")"));
+  EXPECT_TRUE(FailsWith(WithDatasets("shutdown_timeout: 30\n"), 1, "shutdown_timeout",
+                        "expected a duration: a number with a unit ms, s, m, h or d"));
+}
+
+TEST(ConfigTest, DurationRejectsUnknownForms) {
+  for (const std::string text : {"5sec", "1.5s", "s", "5S", "5 seconds", "PT5S", "5s5ms"}) {
+    EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  linger: " + text + "\n"), 2, "batching.linger",
+                          "expected a duration: a number with a unit"))
+        << text;
+  }
+}
+
+TEST(ConfigTest, DurationOutOfRange) {
+  EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  linger: 2h\n"), 2, "batching.linger",
+                        "expected a duration from 0s to 1h, got \"2h\""));
+  // 0 is fine for linger and retention.raw, but not where the range starts above it.
+  EXPECT_TRUE(FailsWith(WithDatasets("shutdown_timeout: 0s\n"), 1, "shutdown_timeout",
+                        "expected a duration from 1s to 10m, got \"0s\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("retention:\n  interval: 50ms\n"), 2, "retention.interval",
+                        "expected a duration from 100ms to 1h"));
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  initial_backoff: 0ms\n"), 2,
+                        "delivery.initial_backoff", "expected a duration from 1ms to 1h"));
+}
+
+TEST(ConfigTest, IntegerOutOfRangeOrNotAnInteger) {
+  const std::string prefix = "datasets:\n  - name: orders\n    partitions: ";
+  const std::string rest = R"(
+    destinations:
+      - name: files
+        type: file
+        directory: /tmp/out
+)";
+  for (const std::string text : {"0", "1025", "x", "4.0", "0x10", "1e2", "\"\""}) {
+    EXPECT_TRUE(FailsWith(prefix + text + rest, 3, "datasets[0].partitions",
+                          "expected an integer from 1 to 1024, got "))
+        << text;
+  }
+  // The example message of config.h, word for word.
+  absl::StatusOr<Config> config = Parse(prefix + "x" + rest);
+  EXPECT_EQ(config.status().message(),
+            "wharf.yaml:3: datasets[0].partitions: expected an integer from 1 to 1024, got \"x\"");
+  EXPECT_TRUE(FailsWith(WithDatasets("pipeline_threads: 65\n"), 1, "pipeline_threads",
+                        "expected an integer from 1 to 64, got \"65\""));
+}
+
+TEST(ConfigTest, NegativeNumbersAreRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("pipeline_threads: -1\n"), 1, "pipeline_threads",
+                        "expected an integer from 1 to 64, got \"-1\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("min_free_disk: -5\n"), 1, "min_free_disk",
+                        "expected a size from 0B to 1024TiB, got \"-5\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("min_free_disk: -5MiB\n"), 1, "min_free_disk",
+                        "expected a size from 0B to 1024TiB, got \"-5MiB\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  linger: -5s\n"), 2, "batching.linger",
+                        "expected a duration from 0s to 1h, got \"-5s\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  jitter: -0.1\n"), 2, "delivery.jitter",
+                        "expected a number from 0.0 to 1.0, got \"-0.1\""));
+}
+
+TEST(ConfigTest, OverflowIsRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("pipeline_threads: 99999999999999999999999\n"), 1,
+                        "pipeline_threads", "expected an integer from 1 to 64"));
+  // Fits in 64 bits, not in the 32-bit field.
+  EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  max_records: 4294967297\n"), 2,
+                        "batching.max_records", "expected an integer from 1 to 1000000"));
+  // The number fits, the number times the unit does not.
+  EXPECT_TRUE(FailsWith(WithDatasets("min_free_disk: 18446744073709551615TiB\n"), 1,
+                        "min_free_disk", "expected a size from 0B to 1024TiB"));
+  EXPECT_TRUE(FailsWith(WithDatasets("min_free_disk: 99999999999999999999999\n"), 1,
+                        "min_free_disk", "expected a size from 0B to 1024TiB"));
+  EXPECT_TRUE(FailsWith(WithDatasets("retention:\n  raw: 999999999999999999d\n"), 2,
+                        "retention.raw", "expected a duration from 0s to 3650d"));
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  multiplier: 1e400\n"), 2, "delivery.multiplier",
+                        "expected a number from 1.0 to 10.0"));
+}
+
+TEST(ConfigTest, FractionsOutOfRangeOrNotNumbers) {
+  for (const std::string text : {"0.5", "10.5", "abc", ".nan", "inf", "2x", "\"\""}) {
+    EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  multiplier: " + text + "\n"), 2,
+                          "delivery.multiplier", "expected a number from 1.0 to 10.0, got "))
+        << text;
+  }
+  absl::StatusOr<Config> config = Parse(WithDatasets("delivery:\n  multiplier: 10\n  jitter: 0\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_DOUBLE_EQ(config->delivery.multiplier, 10.0);
+  EXPECT_DOUBLE_EQ(config->delivery.jitter, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys.
+
+TEST(ConfigTest, UnknownTopLevelKeySuggestsTheClosest) {
+  EXPECT_TRUE(FailsWith(WithDatasets("listen: 127.0.0.1:1\ndurabilty: sync\n"), 2, "durabilty",
+                        "unknown key; did you mean \"durability\"?"));
+}
+
+TEST(ConfigTest, UnknownNestedKeysSuggestTheClosest) {
+  EXPECT_TRUE(FailsWith(WithDatasets("batching:\n  max_recods: 10\n"), 2, "batching.max_recods",
+                        "did you mean \"batching.max_records\"?"));
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: orders\n    partition: 8\n", 3,
+                        "datasets[0].partition", "did you mean \"datasets[0].partitions\"?"));
+  EXPECT_TRUE(FailsWith(R"(datasets:
+  - name: orders
+    destinations:
+      - name: files
+        type: file
+        dir: /tmp/out
+)",
+                        6, "datasets[0].destinations[0].dir",
+                        "did you mean \"datasets[0].destinations[0].directory\"?"));
+}
+
+TEST(ConfigTest, UnknownKeyWithoutCloseMatchListsTheKnownKeys) {
+  EXPECT_TRUE(FailsWith(WithDatasets("log:\n  colour: true\n"), 2, "log.colour",
+                        "unknown key (known keys: level, format)"));
+}
+
+TEST(ConfigTest, SectionKeyAtTheTopLevelNamesItsSection) {
+  EXPECT_TRUE(FailsWith(WithDatasets("max_records: 10\n"), 1, "max_records",
+                        "did you mean \"batching.max_records\" (in the batching section)?"));
+}
+
+TEST(ConfigTest, DuplicateKeyIsRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("listen: a:1\ndata_dir: /x\nlisten: b:2\n"), 3, "listen",
+                        "duplicate key (first set at line 1)"));
+}
+
+TEST(ConfigTest, NonScalarKeyIsRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("? [a, b]\n: 1\n"), 1, "",
+                        "expected keys that are plain names, got a key that is a list"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types.
+
+TEST(ConfigTest, WrongTypesAreRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("batching: [1, 2]\n"), 1, "batching",
+                        "expected a map of batching settings, got a list"));
+  EXPECT_TRUE(FailsWith(WithDatasets("log: verbose\n"), 1, "log",
+                        "expected a map of log settings, got \"verbose\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("listen:\n  host: a\n"), 1, "listen",
+                        "expected a non-empty string, got a map"));
+  EXPECT_TRUE(FailsWith(WithDatasets("pipeline_threads: [1]\n"), 1, "pipeline_threads",
+                        "expected an integer from 1 to 64, got a list"));
+  EXPECT_TRUE(
+      FailsWith(WithDatasets("min_free_disk: {}\n"), 1, "min_free_disk", "got an empty map"));
+  EXPECT_TRUE(FailsWith(WithDatasets("retention:\n  raw: [1s]\n"), 2, "retention.raw",
+                        "expected a duration: a number with a unit ms, s, m, h or d"));
+  EXPECT_TRUE(FailsWith("datasets: orders\n", 1, "datasets",
+                        "expected a list of at least one dataset, got \"orders\""));
+  EXPECT_TRUE(FailsWith("datasets:\n  - orders\n", 2, "datasets[0]",
+                        "expected a map describing a dataset, got \"orders\""));
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: orders\n    destinations:\n      files: {}\n", 3,
+                        "datasets[0].destinations",
+                        "expected a list of at least one destination, got a map"));
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: orders\n    destinations:\n      - [file]\n", 4,
+                        "datasets[0].destinations[0]",
+                        "expected a map describing a destination, got a list"));
+}
+
+TEST(ConfigTest, EmptyValuesAreRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("listen:\n"), 1, "listen",
+                        "expected a non-empty string, got nothing"));
+  EXPECT_TRUE(FailsWith(WithDatasets("data_dir: \"\"\n"), 1, "data_dir",
+                        "expected a non-empty string, got \"\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("log:\n  level: ~\n"), 2, "log.level",
+                        "expected one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", "
+                        "\"critical\", \"off\", got nothing"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Required fields, names and choices.
+
+TEST(ConfigTest, MissingOrEmptyDatasets) {
+  EXPECT_TRUE(FailsWith("listen: 127.0.0.1:1\n", 1, "datasets", "required key is missing"));
+  EXPECT_TRUE(FailsWith("listen: 127.0.0.1:1\ndatasets: []\n", 2, "datasets",
+                        "expected a list of at least one dataset, got an empty list"));
+  EXPECT_TRUE(FailsWith("listen: 127.0.0.1:1\ndatasets:\n", 2, "datasets",
+                        "expected a list of at least one dataset, got nothing"));
+}
+
+TEST(ConfigTest, MissingDatasetFields) {
+  EXPECT_TRUE(FailsWith("datasets:\n  - partitions: 2\n", 2, "datasets[0].name",
+                        "required key is missing"));
+  EXPECT_TRUE(FailsWith(kDatasets + std::string("  - name: clicks\n    partitions: 2\n"), 7,
+                        "datasets[1].destinations", "required key is missing"));
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: orders\n    destinations: []\n", 3,
+                        "datasets[0].destinations",
+                        "expected a list of at least one destination, got an empty list"));
+}
+
+TEST(ConfigTest, MissingDestinationFields) {
+  const std::string head = "datasets:\n  - name: orders\n    destinations:\n";
+  EXPECT_TRUE(FailsWith(head + "      - type: file\n        directory: /tmp\n", 4,
+                        "datasets[0].destinations[0].name", "required key is missing"));
+  EXPECT_TRUE(FailsWith(head + "      - name: files\n        directory: /tmp\n", 4,
+                        "datasets[0].destinations[0].type", "required key is missing"));
+  EXPECT_TRUE(FailsWith(head + "      - name: a\n        type: file\n        directory: /a\n" +
+                            "      - name: b\n        type: file\n",
+                        7, "datasets[0].destinations[1].directory",
+                        "required key is missing (a file destination needs a directory)"));
+}
+
+TEST(ConfigTest, UnknownDestinationType) {
+  EXPECT_TRUE(FailsWith(
+      "datasets:\n  - name: orders\n    destinations:\n      - name: s3\n        type: s3\n", 5,
+      "datasets[0].destinations[0].type", "expected \"file\", got \"s3\""));
+}
+
+TEST(ConfigTest, InvalidNames) {
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: bad name\n", 2, "datasets[0].name",
+                        "dataset name \"bad name\" may only contain letters, digits"));
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: .hidden\n", 2, "datasets[0].name",
+                        "must start with a letter or digit"));
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: " + std::string(65, 'a') + "\n", 2,
+                        "datasets[0].name", "must be 1 to 64 characters, got 65"));
+  EXPECT_TRUE(FailsWith(
+      "datasets:\n  - name: orders\n    destinations:\n      - name: a/b\n        type: file\n", 4,
+      "datasets[0].destinations[0].name", "destination name \"a/b\" may only contain"));
+  absl::StatusOr<Config> config = Parse(
+      "datasets:\n  - name: " + std::string(64, 'a') +
+      "\n    destinations:\n      - name: 0_x.y-z\n        type: file\n        directory: /t\n");
+  EXPECT_TRUE(config.ok()) << config.status();
+}
+
+TEST(ConfigTest, DuplicateDatasetNames) {
+  EXPECT_TRUE(FailsWith(kDatasets + std::string("  - name: orders\n"), 7, "datasets[1].name",
+                        "duplicate dataset name \"orders\" (first defined at line 2)"));
+}
+
+TEST(ConfigTest, DuplicateDestinationNamesWithinADataset) {
+  EXPECT_TRUE(FailsWith(kDatasets + std::string("      - name: files\n        type: file\n"), 7,
+                        "datasets[0].destinations[1].name",
+                        "duplicate destination name \"files\" (first defined at line 4)"));
+}
+
+TEST(ConfigTest, ChoicesAreChecked) {
+  EXPECT_TRUE(FailsWith(WithDatasets("durability: fast\n"), 1, "durability",
+                        "expected \"sync\" or \"async\", got \"fast\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("log:\n  level: verbose\n"), 2, "log.level",
+                        "expected one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", "
+                        "\"critical\", \"off\", got \"verbose\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("log:\n  format: xml\n"), 2, "log.format",
+                        "expected \"text\" or \"json\", got \"xml\""));
+  EXPECT_TRUE(FailsWith("datasets:\n  - name: orders\n    format: csv\n", 3, "datasets[0].format",
+                        "expected \"json\" or \"raw\", got \"csv\""));
+  // Choices are case-sensitive.
+  EXPECT_TRUE(FailsWith(WithDatasets("durability: SYNC\n"), 1, "durability", "got \"SYNC\""));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-field checks.
+
+TEST(ConfigTest, MaxBackoffBelowInitialBackoff) {
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  initial_backoff: 5s\n  max_backoff: 1s\n"), 3,
+                        "delivery.max_backoff",
+                        "expected a duration of at least initial_backoff (5s), got \"1s\""));
+  // Only initial_backoff set, above the default max_backoff of 30s.
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  initial_backoff: 1m\n"), 2,
+                        "delivery.initial_backoff",
+                        "expected a duration of at most max_backoff (30s), got \"1m\""));
+  EXPECT_TRUE(Parse(WithDatasets("delivery:\n  initial_backoff: 5s\n  max_backoff: 5s\n")).ok());
+}
+
+TEST(ConfigTest, MaxRecordBytesAboveMaxMessageBytes) {
+  EXPECT_TRUE(
+      FailsWith(WithDatasets("limits:\n  max_message_bytes: 1MiB\n  max_record_bytes: 2MiB\n"), 3,
+                "limits.max_record_bytes",
+                "expected a size of at most max_message_bytes (1MiB), got \"2MiB\""));
+  // Only max_message_bytes set, below the default max_record_bytes of 1MiB.
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  max_message_bytes: 512KiB\n"), 2,
+                        "limits.max_message_bytes",
+                        "expected a size of at least max_record_bytes (1MiB), got \"512KiB\""));
+  EXPECT_TRUE(
+      Parse(WithDatasets("limits:\n  max_message_bytes: 1MiB\n  max_record_bytes: 1MiB\n")).ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as a whole.
+
+TEST(ConfigTest, EmptyFileIsRefused) {
+  EXPECT_TRUE(FailsWith("", 1, "", "got an empty file"));
+  EXPECT_TRUE(FailsWith("# only a comment\n\n", 1, "", "got an empty file"));
+  EXPECT_TRUE(FailsWith("---\n", 1, "", "got an empty file"));
+}
+
+TEST(ConfigTest, TopLevelMustBeAMap) {
+  EXPECT_TRUE(
+      FailsWith("- a\n- b\n", 1, "", "expected a map of settings at the top level, got a list"));
+  EXPECT_TRUE(FailsWith("\n\nhello\n", 3, "",
+                        "expected a map of settings at the top level, got \"hello\""));
+}
+
+TEST(ConfigTest, SyntaxErrorNamesTheLine) {
+  EXPECT_TRUE(FailsWith(WithDatasets("listen: [a, b\n"), 2, "", "end of sequence flow not found"));
+  EXPECT_TRUE(FailsWith("listen: a\n\tdata_dir: b\n", 2, "", "illegal tab"));
+}
+
+TEST(ConfigTest, SecondDocumentIsRefused) {
+  EXPECT_TRUE(FailsWith(kDatasets + std::string("---\nlisten: a:1\n"), 8, "",
+                        "expected a single YAML document, got a second one"));
+}
+
+TEST(ConfigTest, AnchorsAndAliasesWork) {
+  absl::StatusOr<Config> config = Parse(R"(datasets:
+  - name: orders
+    destinations: &dests
+      - name: files
+        type: file
+        directory: /tmp/out
+  - name: clicks
+    destinations: *dests
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->datasets.size(), 2u);
+  EXPECT_EQ(config->datasets[1].destinations[0].file_directory, "/tmp/out");
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoadConfig.
+
+class LoadConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/wharf_config_test_XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override {
+    for (const std::string& file : files_) unlink(file.c_str());
+    rmdir(dir_.c_str());
+  }
+  std::string Write(const std::string& name, const std::string& text) {
+    std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path;
+  }
+
+  std::string dir_;
+  std::vector<std::string> files_;
+};
+
+TEST_F(LoadConfigTest, ReadsTheFileAndSetsThePath) {
+  const std::string path = Write("wharf.yaml", kDatasets);
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->path, path);
+  EXPECT_EQ(config->datasets[0].name, "orders");
+}
+
+TEST_F(LoadConfigTest, ErrorsNameThePath) {
+  const std::string path = Write("bad.yaml", WithDatasets("pipeline_threads: 0\n"));
+  absl::StatusOr<Config> config = LoadConfig(path);
+  EXPECT_TRUE(absl::IsInvalidArgument(config.status()));
+  EXPECT_TRUE(absl::StartsWith(config.status().message(), path + ":1: pipeline_threads: "))
+      << config.status();
+}
+
+TEST_F(LoadConfigTest, MissingFileIsNotFound) {
+  const std::string path = dir_ + "/absent.yaml";
+  absl::StatusOr<Config> config = LoadConfig(path);
+  EXPECT_TRUE(absl::IsNotFound(config.status())) << config.status();
+  EXPECT_TRUE(absl::StrContains(config.status().message(), path)) << config.status();
+  EXPECT_TRUE(absl::StrContains(config.status().message(), "No such file or directory"))
+      << config.status();
+}
+
+TEST_F(LoadConfigTest, UnreadableFileIsPermissionDenied) {
+  if (geteuid() == 0) GTEST_SKIP() << "root reads any file";
+  const std::string path = Write("secret.yaml", kDatasets);
+  ASSERT_EQ(chmod(path.c_str(), 0), 0);
+  absl::StatusOr<Config> config = LoadConfig(path);
+  EXPECT_TRUE(absl::IsPermissionDenied(config.status())) << config.status();
+  EXPECT_TRUE(absl::StrContains(config.status().message(), path)) << config.status();
+  EXPECT_TRUE(absl::StrContains(config.status().message(), "Permission denied")) << config.status();
+}
+
+TEST(ExampleConfigTest, LoadsWithTheDocumentedValues) {
+  absl::StatusOr<Config> config = LoadConfig(WHARF_SOURCE_DIR "/deploy/examples/wharf.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen, "127.0.0.1:7400");
+  EXPECT_EQ(config->metrics_listen, "127.0.0.1:9464");
+  EXPECT_EQ(config->data_dir, "/tmp/wharf-demo/data");
+  EXPECT_EQ(config->durability, storage::Durability::kSync);
+  ASSERT_EQ(config->datasets.size(), 1u);
+  const DatasetConfig& orders = config->datasets[0];
+  EXPECT_EQ(orders.name, "orders");
+  EXPECT_EQ(orders.partitions, 4u);
+  EXPECT_EQ(orders.format, "json");
+  ASSERT_EQ(orders.destinations.size(), 1u);
+  EXPECT_EQ(orders.destinations[0].name, "files");
+  EXPECT_EQ(orders.destinations[0].type, "file");
+  EXPECT_EQ(orders.destinations[0].file_directory, "/tmp/wharf-demo/out");
+
+  // Every other value shown in the example is the default.
+  const Config defaults;
+  EXPECT_EQ(config->min_free_bytes, defaults.min_free_bytes);
+  EXPECT_EQ(config->shutdown_timeout, defaults.shutdown_timeout);
+  EXPECT_EQ(config->pipeline_threads, defaults.pipeline_threads);
+  EXPECT_EQ(config->batching.max_records, defaults.batching.max_records);
+  EXPECT_EQ(config->batching.max_bytes, defaults.batching.max_bytes);
+  EXPECT_EQ(config->batching.linger, defaults.batching.linger);
+  EXPECT_EQ(config->retention.raw, defaults.retention.raw);
+  EXPECT_EQ(config->retention.interval, defaults.retention.interval);
+  EXPECT_EQ(config->delivery.initial_backoff, defaults.delivery.initial_backoff);
+  EXPECT_EQ(config->delivery.max_backoff, defaults.delivery.max_backoff);
+  EXPECT_DOUBLE_EQ(config->delivery.multiplier, defaults.delivery.multiplier);
+  EXPECT_DOUBLE_EQ(config->delivery.jitter, defaults.delivery.jitter);
+  EXPECT_EQ(config->delivery.down_after, defaults.delivery.down_after);
+  EXPECT_EQ(config->limits.max_message_bytes, defaults.limits.max_message_bytes);
+  EXPECT_EQ(config->limits.max_records_per_request, defaults.limits.max_records_per_request);
+  EXPECT_EQ(config->limits.max_record_bytes, defaults.limits.max_record_bytes);
+  EXPECT_EQ(config->limits.max_inflight_per_stream, defaults.limits.max_inflight_per_stream);
+  EXPECT_EQ(config->limits.max_inflight_bytes, defaults.limits.max_inflight_bytes);
+  EXPECT_EQ(config->log.level, defaults.log.level);
+  EXPECT_EQ(config->log.format, defaults.log.format);
+  EXPECT_EQ(orders.quota_bytes, 0u);
+}
+
+}  // namespace
+}  // namespace wharf::server
