@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -237,7 +238,8 @@ void RunProducer(int index, const Options& options, uint64_t target, Clock::time
 }
 
 // Polls a directory tree every 5 ms for new *.jsonl files and measures, for every line with a
-// "bench_ts_us" of this run, now - bench_ts_us.
+// "bench_ts_us" of this run, (time the file was first seen) - bench_ts_us. Files are parsed on a
+// second thread so that parsing does not delay the discovery of the next files.
 // Thread safety: Stop() and the accessors may be called from any thread.
 class HandoffWatcher {
  public:
@@ -245,45 +247,78 @@ class HandoffWatcher {
       : dir_(std::move(dir)), run_start_us_(run_start_us) {
     // Files of earlier runs are not ours.
     Scan(/*record=*/false);
-    thread_ = std::thread([this] { Run(); });
+    scanner_ = std::thread([this] { ScanLoop(); });
+    parser_ = std::thread([this] { ParseLoop(); });
   }
   ~HandoffWatcher() { Stop(); }
 
   void Stop() {
-    if (stop_.exchange(true)) return;
-    thread_.join();
+    if (stop_scanning_.exchange(true)) return;
+    scanner_.join();
     Scan(/*record=*/true);  // whatever arrived since the last poll
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_parsing_ = true;
+    }
+    cv_.notify_all();
+    parser_.join();
   }
   uint64_t records() const { return latencies_.size(); }
   uint64_t files() const { return files_.load(); }
   const Samples& latencies() const { return latencies_; }
 
  private:
-  void Run() {
-    while (!stop_.load()) {
+  struct Found {
+    std::filesystem::path path;
+    int64_t seen_us;
+  };
+
+  void ScanLoop() {
+    while (!stop_scanning_.load()) {
       Scan(/*record=*/true);
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
 
+  // Called by one thread at a time (the constructor, the scanner, then Stop()).
   void Scan(bool record) {
+    const int64_t now_us = NowMicros();
+    std::vector<Found> found;
     std::error_code ec;
     std::filesystem::recursive_directory_iterator it(
         dir_, std::filesystem::directory_options::skip_permission_denied, ec);
     if (ec) return;
     for (; it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-      if (ec) return;
+      if (ec) break;
       const std::filesystem::path& path = it->path();
       if (path.extension() != ".jsonl" || path.filename().string().front() == '.') continue;
       if (!it->is_regular_file(ec)) continue;
       if (!seen_.insert(path.string()).second) continue;
-      if (record) ReadFile(path);
+      if (record) found.push_back(Found{path, now_us});
+    }
+    if (found.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (Found& f : found) queue_.push_back(std::move(f));
+    }
+    cv_.notify_all();
+  }
+
+  void ParseLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [this] { return stop_parsing_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      Found found = std::move(queue_.front());
+      queue_.erase(queue_.begin());
+      lock.unlock();
+      ReadFile(found);
+      lock.lock();
     }
   }
 
-  void ReadFile(const std::filesystem::path& path) {
-    const int64_t seen_us = NowMicros();
-    std::ifstream in(path, std::ios::binary);
+  void ReadFile(const Found& found) {
+    std::ifstream in(found.path, std::ios::binary);
     std::string line;
     std::vector<int64_t> latencies;
     rapidjson::Document document;
@@ -294,7 +329,7 @@ class HandoffWatcher {
       if (member == document.MemberEnd() || !member->value.IsInt64()) continue;
       const int64_t ts = member->value.GetInt64();
       if (ts < run_start_us_) continue;
-      latencies.push_back(std::max<int64_t>(seen_us - ts, 0));
+      latencies.push_back(std::max<int64_t>(found.seen_us - ts, 0));
     }
     latencies_.AddAll(latencies);
     ++files_;
@@ -302,11 +337,16 @@ class HandoffWatcher {
 
   const std::string dir_;
   const int64_t run_start_us_;
-  std::unordered_set<std::string> seen_;  // used by the watcher thread only (and before/after)
+  std::unordered_set<std::string> seen_;  // used by one thread at a time, see Scan()
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Found> queue_;   // guarded by mu_
+  bool stop_parsing_ = false;  // guarded by mu_
   Samples latencies_;
   std::atomic<uint64_t> files_{0};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::atomic<bool> stop_scanning_{false};
+  std::thread scanner_;
+  std::thread parser_;
 };
 
 int Main(int argc, char** argv) {

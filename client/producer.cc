@@ -29,6 +29,24 @@ bool IsFatalStreamCode(absl::StatusCode code) {
   }
 }
 
+// gRPC ends a call whose message exceeds the receiver's limit with RESOURCE_EXHAUSTED
+// "Received message larger than max (<size> vs. <limit>)". Returns the limit, 0 when `status`
+// is such an error without a readable limit, nullopt for other errors.
+std::optional<size_t> MessageSizeLimit(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kResourceExhausted) return std::nullopt;
+  const absl::string_view message = status.message();
+  if (message.find("larger than max") == absl::string_view::npos) return std::nullopt;
+  const size_t vs = message.find("vs. ");
+  if (vs == absl::string_view::npos) return 0;
+  size_t limit = 0;
+  bool digits = false;
+  for (size_t i = vs + 4; i < message.size() && message[i] >= '0' && message[i] <= '9'; ++i) {
+    limit = limit * 10 + static_cast<size_t>(message[i] - '0');
+    digits = true;
+  }
+  return digits ? limit : 0;
+}
+
 milliseconds ExponentialBackoff(milliseconds initial, milliseconds max, int failures) {
   double delay = static_cast<double>(std::max<int64_t>(initial.count(), 1));
   for (int i = 1; i < failures && delay < static_cast<double>(max.count()); ++i) delay *= 2;
@@ -96,6 +114,14 @@ absl::Status Producer::Send(std::vector<wharf::v1::Record> records, Callback don
   request->proto.mutable_records()->Reserve(static_cast<int>(records.size()));
   for (wharf::v1::Record& record : records)
     request->proto.mutable_records()->Add(std::move(record));
+  // request_id and first_sequence are set per attempt: at most 11 bytes each with their tags.
+  constexpr size_t kPerAttemptBytes = 22;
+  const size_t size = request->proto.ByteSizeLong() + kPerAttemptBytes;
+  if (options_.max_request_bytes > 0 && size > options_.max_request_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("request of ", size, " bytes exceeds ",
+                                                   options_.max_request_bytes,
+                                                   " bytes (max_request_bytes)"));
+  }
 
   std::unique_lock<std::mutex> lock(mu_);
   space_cv_.wait(lock, [this] {
@@ -251,6 +277,27 @@ void Producer::TearDownStreamLocked(std::unique_lock<std::mutex>& lock) {
   if (IsFatalStreamCode(cause.code())) {
     FailAllLocked(cause, /*fatal=*/true);
     return;
+  }
+  if (const std::optional<size_t> limit = MessageSizeLimit(cause)) {
+    // A request too large for the server breaks every stream it is sent on: fail it like a
+    // request the server refused, and go on with the others.
+    bool failed_any = false;
+    for (size_t i = 0; *limit > 0 && i < pending_.size();) {
+      const size_t size = pending_[i]->proto.ByteSizeLong();
+      if (size <= *limit) {
+        ++i;
+        continue;
+      }
+      FailPermanentlyLocked(
+          i, absl::InvalidArgumentError(absl::StrCat(
+                 "request of ", size, " bytes exceeds the server's limit of ", *limit, " bytes")));
+      failed_any = true;
+    }
+    if (!failed_any) {
+      FailAllLocked(cause, /*fatal=*/true);
+      return;
+    }
+    if (pending_.empty()) return;
   }
   if (cause.ok()) cause = absl::UnavailableError("the server closed the stream");
   ScheduleRetryLocked(0, absl::UnavailableError(absl::StrCat("stream broken: ", cause.ToString())),

@@ -50,6 +50,10 @@ struct ProducerOptions {
   // forever. When it expires the producer fails every unanswered request with
   // DEADLINE_EXCEEDED and refuses further Sends (see Producer).
   std::chrono::milliseconds retry_timeout{0};
+  // Send() refuses requests whose encoded size exceeds this (0: no limit). A message larger than
+  // the server's gRPC limit (4 MiB unless wharfd raises it) would break the stream on every
+  // attempt.
+  size_t max_request_bytes = 4 << 20;
 };
 
 // What became of one Send(). Passed to its callback exactly once.
@@ -133,7 +137,8 @@ class Producer {
 
   // Queues one request with `records` (at least one) and the next records.size() sequence
   // numbers. Blocks while max_inflight_requests are outstanding. On OK, `done` will be called
-  // exactly once; on error (closed, fatal failure, empty records) it is never called.
+  // exactly once; on error (closed, fatal failure, no records, request too large) it is never
+  // called.
   absl::Status Send(std::vector<wharf::v1::Record> records, Callback done);
 
   // Waits until every accepted Send() has been answered and its callback has returned.

@@ -290,6 +290,10 @@ int RunProduce(const GlobalOptions& global, const ProduceOptions& options) {
   producer_options.producer_id = options.producer_id;
   producer_options.first_sequence = options.first_sequence;
   producer_options.max_inflight_requests = options.max_inflight;
+  // A single record may be as large as --max-record-bytes; batches otherwise stay below
+  // --max-batch-bytes.
+  producer_options.max_request_bytes =
+      std::max<size_t>(producer_options.max_request_bytes, options.max_record_bytes + (64 << 10));
   producer_options.retry_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(options.retry_timeout_s * 1000));
   absl::StatusOr<std::unique_ptr<Producer>> created =
@@ -335,7 +339,12 @@ int RunProduce(const GlobalOptions& global, const ProduceOptions& options) {
         });
     batch.clear();
     batch_bytes = 0;
-    if (!status.ok()) {
+    if (status.code() == absl::StatusCode::kInvalidArgument) {
+      // This request alone was refused (too large); the producer goes on.
+      counters.records_failed += records;
+      ReportFailure(counters, absl::StrCat(input_name, ": lines ", first_line, "-", last_line, " (",
+                                           records, " records) refused: ", status.message()));
+    } else if (!status.ok()) {
       counters.records_failed += records;
       fatal = status;
     }
@@ -585,7 +594,8 @@ int Main(int argc, char** argv) {
       app.add_subcommand("produce", "send JSON Lines (one record per line) to a dataset");
   produce_cmd->fallthrough();
   produce_cmd->add_option("--dataset", produce.dataset, "dataset to produce to")->required();
-  produce_cmd->add_option("--file,file", produce.file, "JSON Lines file; stdin when absent or \"-\"");
+  produce_cmd->add_option("--file,file", produce.file,
+                          "JSON Lines file; stdin when absent or \"-\"");
   produce_cmd->add_option("--batch-size", produce.batch_size, "records per request")
       ->check(CLI::Range(size_t{1}, size_t{100000}))
       ->capture_default_str();

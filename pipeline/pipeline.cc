@@ -568,10 +568,18 @@ class PipelineImpl final : public Pipeline {
           std::lock_guard<std::mutex> lock(w->mu);
           from = w->cursors[p].next_offset();
         }
+        // Read the validation cursor before the batches: if no batch starts at `from` although
+        // validation has moved past it, every offset in between went to quarantine, and the
+        // delivery cursor can skip them (else the backlog would never reach zero).
+        const uint64_t validated =
+            store_->GetPartitionCounters(ds->name, p).validation.next_offset();
         if (absl::Status st = store_->ReadBatches(ds->name, p, from, 8, &batches); !st.ok()) {
           failure = st;
           break;
         }
+        const uint64_t skip_to = batches.empty() ? validated
+                                                 : batches.front().manifest().first_offset();
+        if (skip_to > from) SkipQuarantined(w, p, skip_to);
         for (const auto& batch : batches) {
           {
             std::lock_guard<std::mutex> lock(w->mu);
@@ -607,6 +615,20 @@ class PipelineImpl final : public Pipeline {
         continue;
       }
       if (!progressed && !WaitFor(w, std::chrono::seconds(1), true)) return;
+    }
+  }
+
+  // Moves the delivery cursor of partition p over offsets that all went to quarantine.
+  void SkipQuarantined(DestinationWorker* w, uint32_t p, uint64_t to) {
+    wharf::v1::DeliveryCheckpoint cp;
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      w->cursors[p].set_next_offset(to);
+      cp = w->cursors[p];
+    }
+    // Durability: as for delivered batches, losing this write only repeats the skip.
+    if (absl::Status st = store_->SetDeliveryCursor(w->ds->name, w->name, p, cp); !st.ok()) {
+      spdlog::warn("delivery {}/{}: saving cursor failed: {}", w->ds->name, w->name, st.ToString());
     }
   }
 

@@ -265,7 +265,10 @@ class FakeIngest final : public wharf::v1::Ingest::Service {
 // A gRPC server on 127.0.0.1 running a FakeIngest. Not thread-safe.
 class FakeServer {
  public:
-  explicit FakeServer(FakeIngest* service, int port = 0) : service_(service) { Start(port); }
+  explicit FakeServer(FakeIngest* service, int port = 0, int max_receive_bytes = -1)
+      : service_(service), max_receive_bytes_(max_receive_bytes) {
+    Start(port);
+  }
   ~FakeServer() { Stop(); }
 
   void Start(int port) {
@@ -273,6 +276,7 @@ class FakeServer {
     builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(),
                              &port_);
     builder.RegisterService(service_);
+    if (max_receive_bytes_ > 0) builder.SetMaxReceiveMessageSize(max_receive_bytes_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     ASSERT_NE(port_, 0);
@@ -292,6 +296,7 @@ class FakeServer {
 
  private:
   FakeIngest* service_;
+  const int max_receive_bytes_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
@@ -384,6 +389,44 @@ TEST(ProducerTest, CreateValidatesOptions) {
   ASSERT_TRUE(producer.ok()) << producer.status();
   EXPECT_EQ((*producer)->producer_id().size(), 32u);
   EXPECT_EQ((*producer)->Send({}, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ProducerTest, RefusesOversizedRequests) {
+  FakeIngest fake;
+  FakeServer server(&fake);
+  ProducerOptions options = FastOptions();
+  options.max_request_bytes = 1000;
+  auto producer = Producer::Create(Connect(server), options);
+  ASSERT_TRUE(producer.ok());
+  std::vector<wharf::v1::Record> records(1);
+  records[0].set_payload(std::string(2000, 'x'));
+  EXPECT_EQ((*producer)->Send(std::move(records), nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*producer)->next_sequence(), 0u);
+  Results results;
+  ASSERT_TRUE((*producer)->Send(MakeRecords(0, 3), results.Slot(0)).ok());
+  ASSERT_TRUE((*producer)->Flush(milliseconds(5000)).ok());
+  EXPECT_TRUE(results.Get(0).status.ok());
+}
+
+TEST(ProducerTest, RequestLargerThanServerLimitFailsAlone) {
+  FakeIngest fake;
+  FakeServer server(&fake, 0, /*max_receive_bytes=*/64 << 10);
+  auto producer = Producer::Create(Connect(server), FastOptions());
+  ASSERT_TRUE(producer.ok());
+  Results results;
+  ASSERT_TRUE((*producer)->Send(MakeRecords(0, 2), results.Slot(0)).ok());
+  std::vector<wharf::v1::Record> big(1);
+  big[0].set_payload(std::string(100 << 10, 'x'));
+  ASSERT_TRUE((*producer)->Send(std::move(big), results.Slot(1)).ok());
+  ASSERT_TRUE((*producer)->Send(MakeRecords(10, 3), results.Slot(2)).ok());
+  ASSERT_TRUE((*producer)->Flush(milliseconds(5000)).ok());
+  EXPECT_TRUE(results.Get(0).status.ok());
+  EXPECT_EQ(results.Get(1).status.code(), absl::StatusCode::kInvalidArgument)
+      << results.Get(1).status;
+  EXPECT_TRUE(results.Get(2).status.ok()) << results.Get(2).status;
+  EXPECT_EQ(results.Get(2).first_sequence, 2u);
+  EXPECT_EQ(StoredSequences(fake, "p1"), Iota(5));
 }
 
 TEST(ProducerTest, PipelinesRequestsAndAcksEveryRecord) {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs dependencies (Debian packages), builds Wharf and runs every test.
+#
+#   tests/run.sh             format check, build, all tests, then the ASan+UBSan build's tests
+#   tests/run.sh --quick     skip the sanitizer build
+#   tests/run.sh --extended  long crash tests (WHARF_EXTENDED=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+QUICK=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=1 ;;
+    --extended) export WHARF_EXTENDED=1 ;;
+    *) echo "usage: tests/run.sh [--quick] [--extended]" >&2; exit 2 ;;
+  esac
+done
+
+deploy/install-deps.sh
+
+JOBS=$(nproc)
+step() { echo; echo "=== $* ($(date +%H:%M:%S))"; }
+
+step "clang-format check"
+mapfile -t SOURCES < <(git ls-files -- '*.cc' '*.h' 2>/dev/null || find proto server storage pipeline client tests bench -name '*.cc' -o -name '*.h')
+clang-format --dry-run --Werror "${SOURCES[@]}"
+
+step "build (RelWithDebInfo, -Werror)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHARF_WERROR=ON > build-configure.log
+cmake --build build -j"$JOBS"
+
+step "tests"
+ctest --test-dir build --output-on-failure --timeout 1200 -j2
+
+if [[ $QUICK -eq 0 ]]; then
+  step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWHARF_SANITIZE=ON -DWHARF_BUILD_BENCH=OFF \
+    > build-asan-configure.log
+  cmake --build build-asan -j"$JOBS"
+  step "tests under ASan+UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure --timeout 1800 -j2
+fi
+
+step "bench smoke run"
+bench/run.sh --smoke
+
+step "done"
