@@ -111,6 +111,13 @@ struct PartitionWork {
   asio::steady_timer timer;
   bool timer_armed = false;
   SteadyClock::time_point timer_deadline;
+  // Ingest bytes (PartitionIngestState::bytes_appended) below the validation cursor when the
+  // linger timer was last armed. Only ever lags the true value, so the backlog it estimates is
+  // never smaller than the real one.
+  uint64_t bytes_below_cursor = 0;
+  // Quarantine counters by reason, filled lazily. Per partition (only touched on `strand`):
+  // the partitions of a dataset run on different pool threads at the same time.
+  std::map<int, prometheus::Counter*> m_quarantined;
   std::atomic<bool> scheduled{false};
   std::atomic<bool> again{false};
 };
@@ -156,7 +163,6 @@ struct DatasetRuntime {
   prometheus::Counter* m_batches = nullptr;
   prometheus::Counter* m_records = nullptr;
   prometheus::Counter* m_retention = nullptr;
-  std::map<int, prometheus::Counter*> m_quarantined;
 };
 
 class PipelineImpl final : public Pipeline {
@@ -334,6 +340,7 @@ class PipelineImpl final : public Pipeline {
   }
 
   void RunRetentionNow() override {
+    if (!started_ || stopping_.load()) return;  // the pool is gone or going
     std::promise<void> done;
     auto f = done.get_future();
     asio::post(retention_strand_, [&] {
@@ -391,9 +398,13 @@ class PipelineImpl final : public Pipeline {
     const uint64_t end = counters.ingest.next_offset();
     if (cursor >= end) return StepResult::kIdle;
     const auto& b = options_.batching;
-    // A linger timer is pending and the backlog cannot fill a batch yet: nothing to do until it
-    // fires (saves re-reading the same records on every group commit).
-    if (pw->timer_armed && end - cursor < b.max_records) return StepResult::kIdle;
+    // A linger timer is pending and the backlog cannot fill a batch yet, by count or by bytes:
+    // nothing to do until it fires (saves re-reading the same records on every group commit).
+    const uint64_t appended = counters.ingest.bytes_appended();
+    if (pw->timer_armed && end - cursor < b.max_records && appended >= pw->bytes_below_cursor &&
+        appended - pw->bytes_below_cursor <= b.max_bytes) {
+      return StepResult::kIdle;
+    }
 
     std::vector<storage::RawRecord> raw;
     if (absl::Status st =
@@ -414,6 +425,10 @@ class PipelineImpl final : public Pipeline {
       const int64_t linger_us =
           std::chrono::duration_cast<std::chrono::microseconds>(b.linger).count();
       if (waited_us < linger_us) {
+        // Not full: `raw` is the whole backlog [cursor, end).
+        uint64_t backlog_bytes = 0;
+        for (const auto& r : raw) backlog_bytes += r.stored_bytes;
+        pw->bytes_below_cursor = appended - std::min(appended, backlog_bytes);
         ArmTimer(pw, SteadyClock::now() + std::chrono::microseconds(linger_us - waited_us));
         return StepResult::kIdle;
       }
@@ -428,7 +443,8 @@ class PipelineImpl final : public Pipeline {
     uint32_t crc = 0;
     uint64_t bytes = 0;
     int64_t min_ingest_us = INT64_MAX;
-    const google::protobuf::Timestamp now_ts = TimeUtil::GetCurrentTime();
+    // Not TimeUtil::GetCurrentTime(): protobuf 3.21 truncates it to whole seconds.
+    const google::protobuf::Timestamp now_ts = TimeUtil::MicrosecondsToTimestamp(NowMicros());
     std::string payload;
     for (auto& r : raw) {
       wharf::v1::QuarantineEntry q;
@@ -487,7 +503,7 @@ class PipelineImpl final : public Pipeline {
     }
     if (metrics_.records_quarantined != nullptr) {
       for (const auto& q : commit.quarantine) {
-        auto& c = ds->m_quarantined[q.reason()];
+        auto& c = pw->m_quarantined[q.reason()];
         if (c == nullptr) {
           c = &metrics_.records_quarantined->Add(
               {{"dataset", ds->name}, {"reason", wharf::v1::QuarantineReason_Name(q.reason())}});
@@ -495,7 +511,8 @@ class PipelineImpl final : public Pipeline {
         c->Increment();
       }
     }
-    if (commit.batch.has_value()) {
+    // Wake the deliverers also after a quarantine-only step: their cursors skip such ranges.
+    {
       for (auto& w : ds->workers) {
         {
           std::lock_guard<std::mutex> lock(w->mu);
@@ -577,8 +594,8 @@ class PipelineImpl final : public Pipeline {
           failure = st;
           break;
         }
-        const uint64_t skip_to = batches.empty() ? validated
-                                                 : batches.front().manifest().first_offset();
+        const uint64_t skip_to =
+            batches.empty() ? validated : batches.front().manifest().first_offset();
         if (skip_to > from) SkipQuarantined(w, p, skip_to);
         for (const auto& batch : batches) {
           {

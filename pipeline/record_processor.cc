@@ -50,9 +50,12 @@ class JsonParseProcessor final : public RecordProcessor {
     TopLevelHandler handler;
     rapidjson::MemoryStream ms(payload.data(), payload.size());
     rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+    // kParseIterativeFlag: the recursive parser recurses once per nesting level, so a payload
+    // of a million '[' overflowed the thread's stack and crashed wharfd (again at every restart:
+    // the record stays in the landing zone). The iterative parser keeps its state on the heap.
     rapidjson::ParseResult ok =
-        reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag>(
-            is, handler);
+        reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag |
+                     rapidjson::kParseIterativeFlag>(is, handler);
     if (!ok) {
       quarantine->set_reason(wharf::v1::PARSE_ERROR);
       quarantine->set_error_position(ok.Offset());
@@ -74,9 +77,16 @@ class JsonParseProcessor final : public RecordProcessor {
       }
     }
     if (!handler.top_is_object) {
+      // Like every other PARSE_ERROR, say where: the first byte of the (non-object) value.
+      size_t start = 0;
+      while (start < payload.size() && (payload[start] == ' ' || payload[start] == '\t' ||
+                                        payload[start] == '\n' || payload[start] == '\r')) {
+        ++start;
+      }
       quarantine->set_reason(wharf::v1::PARSE_ERROR);
-      quarantine->set_error_position(0);
-      quarantine->set_message("payload is valid JSON but not an object; records must be objects");
+      quarantine->set_error_position(start);
+      quarantine->set_message(absl::StrCat("payload is valid JSON but not an object at byte ",
+                                           start, "; records must be objects"));
       return false;
     }
     *payload_out = payload;

@@ -50,6 +50,15 @@ constexpr const char* kMetaCf = "meta";
 // the next request of that producer): bounds memory with many producers.
 constexpr size_t kMaxCachedProducers = 100000;
 
+// The current time at full precision. TimeUtil::GetCurrentTime() of protobuf 3.21 truncates to
+// whole seconds, which made ingest times up to 1 s early (retention then deleted records
+// ingested after its cutoff).
+google::protobuf::Timestamp NowTimestamp() {
+  return TimeUtil::NanosecondsToTimestamp(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+          .count());
+}
+
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
   std::string msg = absl::StrCat(std::string(what), ": ", s.ToString());
@@ -224,7 +233,7 @@ class StagingStoreImpl final : public StagingStore {
         wharf::v1::DatasetMeta meta;
         meta.set_name(ds.name);
         meta.set_partitions(ds.partitions);
-        *meta.mutable_create_time() = TimeUtil::GetCurrentTime();
+        *meta.mutable_create_time() = NowTimestamp();
         wb.Put(meta_, DatasetMetaKey(ds.name), meta.SerializeAsString());
       } else {
         return FromRocks(s, "reading dataset metadata");
@@ -276,6 +285,7 @@ class StagingStoreImpl final : public StagingStore {
       std::lock_guard<std::mutex> lock(queue_mu_);
       stopping_ = true;
     }
+    stopped_.store(true);
     queue_cv_.notify_all();
     if (writer_.joinable()) writer_.join();
     // A queue left by a store that was never started: answer, never drop a callback.
@@ -564,6 +574,7 @@ class StagingStoreImpl final : public StagingStore {
                               std::string* next_key) override {
     out->clear();
     next_key->clear();
+    if (limit == 0) return absl::InvalidArgumentError("quarantine listing limit must be positive");
     std::string prefix(dataset);
     prefix.push_back('\0');
     std::string end(dataset);
@@ -639,8 +650,13 @@ class StagingStoreImpl final : public StagingStore {
   }
 
   std::string NotAcceptingReason() const override {
-    absl::MutexLock lock(&counters_mu_);
-    return not_accepting_;
+    {
+      absl::MutexLock lock(&counters_mu_);
+      if (!not_accepting_.empty()) return not_accepting_;
+    }
+    // Appends are refused with UNAVAILABLE from the moment Stop() begins.
+    if (stopped_.load()) return "staging store is stopped (wharfd is shutting down)";
+    return std::string();
   }
 
   absl::Status Flush() override {
@@ -706,11 +722,12 @@ class StagingStoreImpl final : public StagingStore {
     }
   }
 
-  // Loads (or creates) the window of a producer into the cache. Writer thread only.
+  // Loads (or creates) the window of a producer into the cache. Writer thread only. The cache
+  // is never dropped here: it holds the updated windows of the group being built until they
+  // are written (see WriteGroup).
   absl::StatusOr<wharf::v1::ProducerWindow*> ProducerWindowFor(const std::string& key) {
     auto it = producer_cache_.find(key);
     if (it != producer_cache_.end()) return &it->second;
-    if (producer_cache_.size() >= kMaxCachedProducers) producer_cache_.clear();
     wharf::v1::ProducerWindow w;
     if (absl::Status st = GetProto(producers_, key, &w); !st.ok()) return st;
     return &producer_cache_.emplace(key, std::move(w)).first->second;
@@ -729,7 +746,11 @@ class StagingStoreImpl final : public StagingStore {
   }
 
   void WriteGroup(std::vector<PendingAppend>& group) {
-    const google::protobuf::Timestamp now_ts = TimeUtil::GetCurrentTime();
+    // Bound the producer cache between groups only: every cached window then matches the store
+    // and is reloaded on demand. Dropping it within a group would lose the window updates of the
+    // group's earlier requests (a retry would then be stored twice).
+    if (producer_cache_.size() >= kMaxCachedProducers) producer_cache_.clear();
+    const google::protobuf::Timestamp now_ts = NowTimestamp();
     std::vector<AppendResult> results(group.size());
     rocksdb::WriteBatch wb;
 
@@ -958,9 +979,10 @@ class StagingStoreImpl final : public StagingStore {
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<PendingAppend> queue_;  // guarded by queue_mu_
-  uint64_t pending_bytes_ = 0;       // guarded by queue_mu_
-  bool stopping_ = false;            // guarded by queue_mu_
+  std::deque<PendingAppend> queue_;   // guarded by queue_mu_
+  uint64_t pending_bytes_ = 0;        // guarded by queue_mu_
+  bool stopping_ = false;             // guarded by queue_mu_
+  std::atomic<bool> stopped_{false};  // set with stopping_; readable without queue_mu_
   std::thread writer_;
 
   // Writer thread only.

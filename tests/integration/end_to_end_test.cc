@@ -416,8 +416,18 @@ TEST(EndToEnd, QuotaRefusesWithRetryInfoAndResumesAfterDelivery) {
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->datasets(0).records_ingested(), static_cast<uint64_t>(accepted) * 100)
       << "the refused request stored something";
-  EXPECT_NE(st->datasets(0).destinations(0).state(), wharf::v1::HEALTHY);
-  EXPECT_FALSE(st->datasets(0).destinations(0).last_error().empty());
+  // Delivery keeps failing: the destination leaves HEALTHY and reports why.
+  wharf::v1::DestinationStatus dest;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto s = fx.wharfd->control().GetStatus({});
+        if (!s.ok()) return false;
+        dest = s->datasets(0).destinations(0);
+        return dest.state() != wharf::v1::HEALTHY;
+      },
+      20s));
+  EXPECT_FALSE(dest.last_error().empty());
+  EXPECT_GT(dest.delivery_failures(), 0u);
 
   // The destination comes back: the backlog drains, retention frees the quota, ingest resumes.
   std::filesystem::remove(fx.config.out_dir);
