@@ -31,8 +31,8 @@ free_port() {
 }
 
 run_scenario() {
-  local name=$1 durability=$2 paused=$3
-  shift 3
+  local name=$1 durability=$2
+  shift 2
   local dir port mport pid
   dir=$(mktemp -d /tmp/wharf-bench-XXXXXX)
   port=$(free_port); mport=$(free_port)
@@ -77,6 +77,7 @@ YAML
   return $rc
 }
 
-run_scenario "4 producers x 1000 records/request" sync no --producers 4 --batch-size 1000 --record-size 200
-run_scenario "4 producers x 1000 records/request" async no --producers 4 --batch-size 1000 --record-size 200
-run_scenario "16 producers x 100 records/request" sync no --producers 16 --batch-size 100 --record-size 200
+run_scenario "4 producers x 1000 records/request" sync --producers 4 --batch-size 1000 --record-size 200
+run_scenario "4 producers x 1000 records/request" async --producers 4 --batch-size 1000 --record-size 200
+run_scenario "16 producers x 100 records/request" sync --producers 16 --batch-size 100 --record-size 200
+run_scenario "4 producers x 1000 records/request at 50,000 records/s" sync --producers 4 --batch-size 1000 --record-size 200 --rate 50000

@@ -169,6 +169,12 @@ void ReportError(Totals& totals, const std::string& message) {
   if (totals.errors_printed.fetch_add(1) < 10) std::cerr << "wharf-bench: " << message << "\n";
 }
 
+// Counts `records` records as failed and reports `message`.
+void ReportFailure(Totals& totals, uint64_t records, const std::string& message) {
+  totals.records_failed += records;
+  ReportError(totals, message);
+}
+
 // Sends `target` records (0: until `deadline`) from one producer.
 void RunProducer(int index, const Options& options, uint64_t target, Clock::time_point start,
                  Clock::time_point deadline, Totals& totals, Samples& ack_latency) {
@@ -181,8 +187,7 @@ void RunProducer(int index, const Options& options, uint64_t target, Clock::time
   auto producer = Producer::Create(client::CreateChannel(options.server, channel_options),
                                    std::move(producer_options));
   if (!producer.ok()) {
-    ReportError(totals, producer.status().ToString());
-    totals.records_failed += target;
+    ReportFailure(totals, target, producer.status().ToString());
     return;
   }
   RecordGenerator generator(index, options.record_size);
@@ -217,15 +222,13 @@ void RunProducer(int index, const Options& options, uint64_t target, Clock::time
                                 Clock::now() - result.queued_time)
                                 .count());
           } else {
-            totals.records_failed += n;
-            ReportError(totals, result.status.ToString());
+            ReportFailure(totals, n, result.status.ToString());
           }
         });
     sent += n;
     totals.records_sent += n;
     if (!status.ok()) {
-      totals.records_failed += n;
-      ReportError(totals, status.ToString());
+      ReportFailure(totals, n, status.ToString());
       break;
     }
   }

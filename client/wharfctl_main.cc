@@ -165,14 +165,46 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+// Writes one flat JSON object, a member per Add(), compactly.
+class FlatJsonWriter {
+ public:
+  FlatJsonWriter() : writer_(buffer_) { writer_.StartObject(); }
+  void Add(const char* key, const std::string& value) {
+    writer_.Key(key);
+    writer_.String(value.c_str());
+  }
+  void Add(const char* key, uint64_t value) {
+    writer_.Key(key);
+    writer_.Uint64(value);
+  }
+  void Add(const char* key, double value) {
+    writer_.Key(key);
+    writer_.Double(value);
+  }
+  // The object's text. Call once, after the last Add().
+  std::string Finish() {
+    writer_.EndObject();
+    return std::string(buffer_.GetString(), buffer_.GetSize());
+  }
+
+ private:
+  rapidjson::StringBuffer buffer_;
+  rapidjson::Writer<rapidjson::StringBuffer> writer_;
+};
+
+// Prints `message` as JSON on stdout. Returns the exit code.
+int PrintJson(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
   options.add_whitespace = true;
   std::string json;
   const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
-  if (!status.ok()) return absl::InternalError(std::string(status.message()));
-  return json;
+  if (!status.ok()) {
+    PrintError(std::string(status.message()));
+    return 1;
+  }
+  std::cout << json << "\n";
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,7 +247,9 @@ struct ProduceCounters {
 
 constexpr int kMaxPrintedErrors = 20;
 
-void ReportFailure(ProduceCounters& counters, const std::string& message) {
+// Counts `records` records as failed and prints `message` (the first kMaxPrintedErrors only).
+void ReportFailure(ProduceCounters& counters, uint64_t records, const std::string& message) {
+  counters.records_failed += records;
   const int printed = counters.errors_printed.fetch_add(1);
   if (printed < kMaxPrintedErrors) {
     PrintError(message);
@@ -319,31 +353,25 @@ int RunProduce(const GlobalOptions& global, const ProduceOptions& options) {
     if (batch.empty()) return;
     const size_t records = batch.size();
     const size_t bytes = batch_bytes;
-    const uint64_t first_line = batch_first_line;
-    const uint64_t last_line = batch_last_line;
+    const std::string lines = absl::StrCat(input_name, ": lines ", batch_first_line, "-",
+                                           batch_last_line, " (", records, " records)");
     counters.records_sent += records;
     counters.bytes_sent += bytes;
-    absl::Status status = producer.Send(
-        std::move(batch),
-        [&counters, records, bytes, first_line, last_line, &input_name](const SendResult& result) {
-          if (result.status.ok()) {
-            counters.records_acked += records;
-            counters.bytes_acked += bytes;
-            if (result.duplicate) ++counters.duplicates;
-            return;
-          }
-          counters.records_failed += records;
-          ReportFailure(counters,
-                        absl::StrCat(input_name, ": lines ", first_line, "-", last_line, " (",
-                                     records, " records) failed: ", result.status.ToString()));
-        });
+    absl::Status status = producer.Send(std::move(batch), [&counters, records, bytes,
+                                                           lines](const SendResult& result) {
+      if (result.status.ok()) {
+        counters.records_acked += records;
+        counters.bytes_acked += bytes;
+        if (result.duplicate) ++counters.duplicates;
+        return;
+      }
+      ReportFailure(counters, records, absl::StrCat(lines, " failed: ", result.status.ToString()));
+    });
     batch.clear();
     batch_bytes = 0;
     if (status.code() == absl::StatusCode::kInvalidArgument) {
       // This request alone was refused (too large); the producer goes on.
-      counters.records_failed += records;
-      ReportFailure(counters, absl::StrCat(input_name, ": lines ", first_line, "-", last_line, " (",
-                                           records, " records) refused: ", status.message()));
+      ReportFailure(counters, records, absl::StrCat(lines, " refused: ", status.message()));
     } else if (!status.ok()) {
       counters.records_failed += records;
       fatal = status;
@@ -356,8 +384,7 @@ int RunProduce(const GlobalOptions& global, const ProduceOptions& options) {
     ++line_no;
     if (IsBlank(line)) continue;
     if (line.size() > options.max_record_bytes) {
-      counters.records_failed += 1;
-      ReportFailure(counters,
+      ReportFailure(counters, 1,
                     absl::StrCat(input_name, ": line ", line_no, ": record of ", line.size(),
                                  " bytes exceeds --max-record-bytes ", options.max_record_bytes));
       continue;
@@ -395,37 +422,21 @@ int RunProduce(const GlobalOptions& global, const ProduceOptions& options) {
   const double rate = seconds > 0 ? acked / seconds : 0;
   const ProducerStats stats = producer.stats();
   if (global.json()) {
-    rapidjson::StringBuffer buffer;
-    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-    writer.StartObject();
-    writer.Key("dataset");
-    writer.String(options.dataset.c_str());
-    writer.Key("records_sent");
-    writer.Uint64(counters.records_sent);
-    writer.Key("records_acked");
-    writer.Uint64(acked);
-    writer.Key("records_failed");
-    writer.Uint64(failed);
-    writer.Key("bytes_sent");
-    writer.Uint64(counters.bytes_sent);
-    writer.Key("bytes_acked");
-    writer.Uint64(counters.bytes_acked);
-    writer.Key("duration_s");
-    writer.Double(seconds);
-    writer.Key("records_per_s");
-    writer.Double(rate);
-    writer.Key("duplicate_requests");
-    writer.Uint64(counters.duplicates);
-    writer.Key("retries");
-    writer.Uint64(stats.retries);
-    writer.Key("reconnects");
-    writer.Uint64(stats.reconnects);
-    writer.Key("producer_id");
-    writer.String(producer.producer_id().c_str());
-    writer.Key("next_sequence");
-    writer.Uint64(producer.next_sequence());
-    writer.EndObject();
-    std::cout << buffer.GetString() << "\n";
+    FlatJsonWriter json;
+    json.Add("dataset", options.dataset);
+    json.Add("records_sent", counters.records_sent.load());
+    json.Add("records_acked", acked);
+    json.Add("records_failed", failed);
+    json.Add("bytes_sent", counters.bytes_sent.load());
+    json.Add("bytes_acked", counters.bytes_acked.load());
+    json.Add("duration_s", seconds);
+    json.Add("records_per_s", rate);
+    json.Add("duplicate_requests", counters.duplicates.load());
+    json.Add("retries", stats.retries);
+    json.Add("reconnects", stats.reconnects);
+    json.Add("producer_id", producer.producer_id());
+    json.Add("next_sequence", producer.next_sequence());
+    std::cout << json.Finish() << "\n";
   } else {
     Table table({"records sent", absl::StrCat(counters.records_sent.load())});
     table.Add({"records acked", absl::StrCat(acked)});
@@ -474,15 +485,7 @@ int RunStatus(const GlobalOptions& global, const StatusOptions& options) {
     PrintError(DescribeRpcError(global, response.status()));
     return 1;
   }
-  if (global.json()) {
-    absl::StatusOr<std::string> json = ToJson(*response);
-    if (!json.ok()) {
-      PrintError(std::string(json.status().message()));
-      return 1;
-    }
-    std::cout << *json << "\n";
-    return 0;
-  }
+  if (global.json()) return PrintJson(*response);
 
   std::cout << "server      " << global.server << " (wharfd " << response->version() << ")\n";
   if (response->has_start_time()) {
@@ -545,15 +548,7 @@ int RunQuarantineList(const GlobalOptions& global, const QuarantineOptions& opti
     PrintError(DescribeRpcError(global, response.status()));
     return 1;
   }
-  if (global.json()) {
-    absl::StatusOr<std::string> json = ToJson(*response);
-    if (!json.ok()) {
-      PrintError(std::string(json.status().message()));
-      return 1;
-    }
-    std::cout << *json << "\n";
-    return 0;
-  }
+  if (global.json()) return PrintJson(*response);
   if (response->entries().empty()) {
     std::cout << "no quarantined records in " << options.dataset << "\n";
     return 0;

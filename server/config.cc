@@ -384,114 +384,113 @@ class Parser {
     return Error(fields.line, fields.PathOf(key), absl::StrCat("required key is missing", hint));
   }
 
-  // The entry `key` of `fields` when it is present, after checking it is a scalar.
-  absl::StatusOr<const Entry*> Scalar(const Fields& fields, absl::string_view key,
-                                      absl::string_view expected) const {
+  // The error for the value of `key`, a key present in `fields`: "expected <expected>, got <the
+  // value><detail>", pointing at the key's line.
+  absl::Status Refuse(const Fields& fields, absl::string_view key, absl::string_view expected,
+                      absl::string_view detail = "") const {
     const Entry* entry = fields.Find(key);
-    if (entry != nullptr && !entry->value.IsScalar()) {
-      return Expected(entry->line, fields.PathOf(key), expected, Describe(entry->value));
-    }
-    return entry;
+    return Expected(entry->line, fields.PathOf(key), expected,
+                    absl::StrCat(Describe(entry->value), detail));
+  }
+
+  // Reads `key` of `fields` when it is present: a scalar (else the error says `form` was
+  // expected), whose text `parse` checks and stores, returning the error (made with Refuse) when
+  // the text is not acceptable.
+  template <typename Parse>
+  absl::Status ReadScalar(const Fields& fields, absl::string_view key, absl::string_view form,
+                          Parse parse) const {
+    const Entry* entry = fields.Find(key);
+    if (entry == nullptr) return absl::OkStatus();
+    if (!entry->value.IsScalar()) return Refuse(fields, key, form);
+    return parse(entry->value.Scalar());
   }
 
   absl::Status ReadString(const Fields& fields, absl::string_view key, std::string* out) const {
     constexpr absl::string_view kExpected = "a non-empty string";
-    absl::StatusOr<const Entry*> entry = Scalar(fields, key, kExpected);
-    if (!entry.ok() || *entry == nullptr) return entry.status();
-    if ((*entry)->value.Scalar().empty()) {
-      return Expected((*entry)->line, fields.PathOf(key), kExpected, "\"\"");
-    }
-    *out = (*entry)->value.Scalar();
-    return absl::OkStatus();
+    return ReadScalar(fields, key, kExpected, [&](const std::string& text) {
+      if (text.empty()) return Refuse(fields, key, kExpected);
+      *out = text;
+      return absl::OkStatus();
+    });
   }
 
   absl::Status ReadChoice(const Fields& fields, absl::string_view key,
                           std::span<const absl::string_view> choices, std::string* out) const {
     const std::string expected = OneOf(choices);
-    absl::StatusOr<const Entry*> entry = Scalar(fields, key, expected);
-    if (!entry.ok() || *entry == nullptr) return entry.status();
-    const std::string& value = (*entry)->value.Scalar();
-    if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
-      return Expected((*entry)->line, fields.PathOf(key), expected, Quote(value));
-    }
-    *out = value;
-    return absl::OkStatus();
+    return ReadScalar(fields, key, expected, [&](const std::string& text) {
+      if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
+        return Refuse(fields, key, expected);
+      }
+      *out = text;
+      return absl::OkStatus();
+    });
   }
 
   absl::Status ReadUint32(const Fields& fields, absl::string_view key, uint32_t min, uint32_t max,
                           uint32_t* out) const {
     const std::string expected = absl::StrCat("an integer from ", min, " to ", max);
-    absl::StatusOr<const Entry*> entry = Scalar(fields, key, expected);
-    if (!entry.ok() || *entry == nullptr) return entry.status();
-    uint64_t value = 0;
-    if (ParseUnsigned((*entry)->value.Scalar(), &value) != NumberError::kNone || value < min ||
-        value > max) {
-      return Expected((*entry)->line, fields.PathOf(key), expected, Describe((*entry)->value));
-    }
-    *out = static_cast<uint32_t>(value);
-    return absl::OkStatus();
+    return ReadScalar(fields, key, expected, [&](const std::string& text) {
+      uint64_t value = 0;
+      if (ParseUnsigned(text, &value) != NumberError::kNone || value < min || value > max) {
+        return Refuse(fields, key, expected);
+      }
+      *out = static_cast<uint32_t>(value);
+      return absl::OkStatus();
+    });
   }
 
   absl::Status ReadSize(const Fields& fields, absl::string_view key, uint64_t min, uint64_t max,
                         uint64_t* out) const {
-    const std::string range =
-        absl::StrCat("a size from ", FormatSize(min), " to ", FormatSize(max));
-    absl::StatusOr<const Entry*> entry = Scalar(fields, key, kSizeForm);
-    if (!entry.ok() || *entry == nullptr) return entry.status();
-    uint64_t value = 0;
-    NumberError error = ParseWithUnit((*entry)->value.Scalar(), kSizeUnits, true, &value);
-    if (error == NumberError::kInvalid) {
-      return Expected((*entry)->line, fields.PathOf(key), kSizeForm, Describe((*entry)->value));
-    }
-    if (error != NumberError::kNone || value < min || value > max) {
-      return Expected((*entry)->line, fields.PathOf(key), range, Describe((*entry)->value));
-    }
-    *out = value;
-    return absl::OkStatus();
+    return ReadScalar(fields, key, kSizeForm, [&](const std::string& text) {
+      uint64_t value = 0;
+      NumberError error = ParseWithUnit(text, kSizeUnits, true, &value);
+      if (error == NumberError::kInvalid) return Refuse(fields, key, kSizeForm);
+      if (error != NumberError::kNone || value < min || value > max) {
+        return Refuse(fields, key,
+                      absl::StrCat("a size from ", FormatSize(min), " to ", FormatSize(max)));
+      }
+      *out = value;
+      return absl::OkStatus();
+    });
   }
 
   absl::Status ReadDuration(const Fields& fields, absl::string_view key, Millis min, Millis max,
                             Millis* out) const {
-    const std::string range =
-        absl::StrCat("a duration from ", FormatDuration(min), " to ", FormatDuration(max));
-    absl::StatusOr<const Entry*> entry = Scalar(fields, key, kDurationForm);
-    if (!entry.ok() || *entry == nullptr) return entry.status();
-    const std::string& text = (*entry)->value.Scalar();
-    uint64_t value = 0;
-    // A bare 0 is the same in every unit.
-    NumberError error =
-        text == "0" ? NumberError::kNone : ParseWithUnit(text, kDurationUnits, false, &value);
-    if (error == NumberError::kMissingUnit) {
-      return Expected(
-          (*entry)->line, fields.PathOf(key), kDurationForm,
-          absl::StrCat(Quote(text), ", a number without a unit (add one, e.g. \"", text, "s\")"));
-    }
-    if (error == NumberError::kInvalid) {
-      return Expected((*entry)->line, fields.PathOf(key), kDurationForm, Quote(text));
-    }
-    if (error != NumberError::kNone || value < static_cast<uint64_t>(min.count()) ||
-        value > static_cast<uint64_t>(max.count())) {
-      return Expected((*entry)->line, fields.PathOf(key), range, Quote(text));
-    }
-    *out = Millis(static_cast<int64_t>(value));
-    return absl::OkStatus();
+    return ReadScalar(fields, key, kDurationForm, [&](const std::string& text) {
+      uint64_t value = 0;
+      // A bare 0 is the same in every unit.
+      NumberError error =
+          text == "0" ? NumberError::kNone : ParseWithUnit(text, kDurationUnits, false, &value);
+      if (error == NumberError::kMissingUnit) {
+        return Refuse(fields, key, kDurationForm,
+                      absl::StrCat(", a number without a unit (add one, e.g. \"", text, "s\")"));
+      }
+      if (error == NumberError::kInvalid) return Refuse(fields, key, kDurationForm);
+      if (error != NumberError::kNone || value < static_cast<uint64_t>(min.count()) ||
+          value > static_cast<uint64_t>(max.count())) {
+        return Refuse(
+            fields, key,
+            absl::StrCat("a duration from ", FormatDuration(min), " to ", FormatDuration(max)));
+      }
+      *out = Millis(static_cast<int64_t>(value));
+      return absl::OkStatus();
+    });
   }
 
   absl::Status ReadDouble(const Fields& fields, absl::string_view key, double min, double max,
                           double* out) const {
     const std::string expected =
         absl::StrCat("a number from ", FormatDouble(min), " to ", FormatDouble(max));
-    absl::StatusOr<const Entry*> entry = Scalar(fields, key, expected);
-    if (!entry.ok() || *entry == nullptr) return entry.status();
-    const std::string& text = (*entry)->value.Scalar();
-    double value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value) ||
-        value < min || value > max) {
-      return Expected((*entry)->line, fields.PathOf(key), expected, Quote(text));
-    }
-    *out = value;
-    return absl::OkStatus();
+    return ReadScalar(fields, key, expected, [&](const std::string& text) {
+      double value = 0;
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+      if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value) ||
+          value < min || value > max) {
+        return Refuse(fields, key, expected);
+      }
+      *out = value;
+      return absl::OkStatus();
+    });
   }
 
   // The value of section `key` of the top-level map, as Fields (empty when absent or empty).
@@ -581,18 +580,9 @@ class Parser {
     }
     if (!status.ok()) return status;
     if (out->max_backoff < out->initial_backoff) {
-      // Point at whichever of the two the file set (max_backoff when both are set).
-      if (const Entry* max = fields->Find("max_backoff"); max != nullptr) {
-        return Expected(max->line, fields->PathOf("max_backoff"),
-                        absl::StrCat("a duration of at least initial_backoff (",
-                                     FormatDuration(out->initial_backoff), ")"),
-                        Quote(max->value.Scalar()));
-      }
-      const Entry* initial = fields->Find("initial_backoff");
-      return Expected(initial->line, fields->PathOf("initial_backoff"),
-                      absl::StrCat("a duration of at most max_backoff (",
-                                   FormatDuration(out->max_backoff), ")"),
-                      Quote(initial->value.Scalar()));
+      return OutOfOrder(*fields, "a duration",
+                        {"initial_backoff", FormatDuration(out->initial_backoff)},
+                        {"max_backoff", FormatDuration(out->max_backoff)}, "max_backoff");
     }
     return absl::OkStatus();
   }
@@ -618,17 +608,9 @@ class Parser {
     }
     if (!status.ok()) return status;
     if (out->max_record_bytes > out->max_message_bytes) {
-      if (const Entry* record = fields->Find("max_record_bytes"); record != nullptr) {
-        return Expected(record->line, fields->PathOf("max_record_bytes"),
-                        absl::StrCat("a size of at most max_message_bytes (",
-                                     FormatSize(out->max_message_bytes), ")"),
-                        Quote(record->value.Scalar()));
-      }
-      const Entry* message = fields->Find("max_message_bytes");
-      return Expected(message->line, fields->PathOf("max_message_bytes"),
-                      absl::StrCat("a size of at least max_record_bytes (",
-                                   FormatSize(out->max_record_bytes), ")"),
-                      Quote(message->value.Scalar()));
+      return OutOfOrder(*fields, "a size", {"max_record_bytes", FormatSize(out->max_record_bytes)},
+                        {"max_message_bytes", FormatSize(out->max_message_bytes)},
+                        "max_record_bytes");
     }
     return absl::OkStatus();
   }
@@ -641,18 +623,49 @@ class Parser {
     return status;
   }
 
-  // A required, non-empty list at `key` of `fields`.
-  absl::StatusOr<const Entry*> RequiredList(const Fields& fields, absl::string_view key,
-                                            absl::string_view what) const {
-    const Entry* entry = fields.Find(key);
-    if (entry == nullptr) {
+  // One side of a cross-field bound: a key of a map and its value as messages show it.
+  struct Bound {
+    absl::string_view key;
+    std::string shown;
+  };
+
+  // The error for two keys of `fields` whose values are out of order (`low` above `high`).
+  // It points at `blame` when the file set it, else at the other key (which the file then set,
+  // since the defaults are in order). `kind` is the kind of value, e.g. "a size".
+  absl::Status OutOfOrder(const Fields& fields, absl::string_view kind, const Bound& low,
+                          const Bound& high, absl::string_view blame) const {
+    if (fields.Find(blame) == nullptr) blame = blame == low.key ? high.key : low.key;
+    const bool blame_low = blame == low.key;
+    const Bound& other = blame_low ? high : low;
+    return Refuse(fields, blame,
+                  absl::StrCat(kind, blame_low ? " of at most " : " of at least ", other.key, " (",
+                               other.shown, ")"));
+  }
+
+  // Reads the required, non-empty list at `key` of `fields`, whose items are maps describing a
+  // `what` with keys from `known`, and hands each item's Fields to `read`, in order, until it
+  // returns an error.
+  template <typename Read>
+  absl::Status ReadListOfMaps(const Fields& fields, absl::string_view key, absl::string_view what,
+                              std::span<const absl::string_view> known, Read read) const {
+    const Entry* list = fields.Find(key);
+    if (list == nullptr) {
       return Missing(fields, key, absl::StrCat(" (expected a list of at least one ", what, ")"));
     }
-    if (!entry->value.IsSequence() || entry->value.size() == 0) {
-      return Expected(entry->line, fields.PathOf(key),
-                      absl::StrCat("a list of at least one ", what), Describe(entry->value));
+    if (!list->value.IsSequence() || list->value.size() == 0) {
+      return Refuse(fields, key, absl::StrCat("a list of at least one ", what));
     }
-    return entry;
+    size_t i = 0;
+    for (auto it = list->value.begin(); it != list->value.end(); ++it, ++i) {
+      const YAML::Node item = *it;
+      const int line = LineOf(item) > 0 ? LineOf(item) : list->line;
+      absl::StatusOr<Fields> item_fields =
+          ReadMap(item, line, absl::StrCat(fields.PathOf(key), "[", i, "]"),
+                  absl::StrCat("a map describing a ", what), /*null_is_empty=*/false, known);
+      if (!item_fields.ok()) return item_fields.status();
+      if (absl::Status status = read(*item_fields); !status.ok()) return status;
+    }
+    return absl::OkStatus();
   }
 
   // The name of a dataset or destination: required, valid, unique among `seen`.
@@ -677,61 +690,43 @@ class Parser {
   }
 
   absl::Status ParseDatasets(const Fields& top, std::vector<DatasetConfig>* out) const {
-    absl::StatusOr<const Entry*> list = RequiredList(top, "datasets", "dataset");
-    if (!list.ok()) return list.status();
     std::map<std::string, int> names;
-    size_t i = 0;
-    for (auto it = (*list)->value.begin(); it != (*list)->value.end(); ++it, ++i) {
-      const YAML::Node item = *it;
-      const int line = LineOf(item) > 0 ? LineOf(item) : (*list)->line;
-      absl::StatusOr<Fields> fields =
-          ReadMap(item, line, absl::StrCat("datasets[", i, "]"), "a map describing a dataset",
-                  /*null_is_empty=*/false, kDatasetKeys);
-      if (!fields.ok()) return fields.status();
+    return ReadListOfMaps(top, "datasets", "dataset", kDatasetKeys, [&](const Fields& fields) {
       DatasetConfig dataset;
-      absl::Status status = ReadName(*fields, "dataset", &names, &dataset.name);
-      if (status.ok()) status = ReadUint32(*fields, "partitions", 1, 1024, &dataset.partitions);
-      if (status.ok()) status = ReadChoice(*fields, "format", kDatasetFormats, &dataset.format);
-      if (status.ok()) {
-        status = ReadSize(*fields, "quota", 0, kMaxAnySize, &dataset.quota_bytes);
-      }
-      if (status.ok()) status = ParseDestinations(*fields, &dataset.destinations);
-      if (!status.ok()) return status;
-      out->push_back(std::move(dataset));
-    }
-    return absl::OkStatus();
+      absl::Status status = ReadName(fields, "dataset", &names, &dataset.name);
+      if (status.ok()) status = ReadUint32(fields, "partitions", 1, 1024, &dataset.partitions);
+      if (status.ok()) status = ReadChoice(fields, "format", kDatasetFormats, &dataset.format);
+      if (status.ok()) status = ReadSize(fields, "quota", 0, kMaxAnySize, &dataset.quota_bytes);
+      if (status.ok()) status = ParseDestinations(fields, &dataset.destinations);
+      if (status.ok()) out->push_back(std::move(dataset));
+      return status;
+    });
   }
 
   absl::Status ParseDestinations(const Fields& dataset, std::vector<DestinationConfig>* out) const {
-    absl::StatusOr<const Entry*> list = RequiredList(dataset, "destinations", "destination");
-    if (!list.ok()) return list.status();
     std::map<std::string, int> names;
-    size_t i = 0;
-    for (auto it = (*list)->value.begin(); it != (*list)->value.end(); ++it, ++i) {
-      const YAML::Node item = *it;
-      const int line = LineOf(item) > 0 ? LineOf(item) : (*list)->line;
-      absl::StatusOr<Fields> fields =
-          ReadMap(item, line, absl::StrCat(dataset.path, ".destinations[", i, "]"),
-                  "a map describing a destination", /*null_is_empty=*/false, kDestinationKeys);
-      if (!fields.ok()) return fields.status();
-      DestinationConfig destination;
-      absl::Status status = ReadName(*fields, "destination", &names, &destination.name);
-      if (!status.ok()) return status;
-      if (fields->Find("type") == nullptr) {
-        return Missing(*fields, "type", absl::StrCat(" (expected ", OneOf(kDestinationTypes), ")"));
-      }
-      status = ReadChoice(*fields, "type", kDestinationTypes, &destination.type);
-      if (!status.ok()) return status;
-      if (destination.type == "file") {
-        if (fields->Find("directory") == nullptr) {
-          return Missing(*fields, "directory", " (a file destination needs a directory)");
-        }
-        status = ReadString(*fields, "directory", &destination.file_directory);
-        if (!status.ok()) return status;
-      }
-      out->push_back(std::move(destination));
-    }
-    return absl::OkStatus();
+    return ReadListOfMaps(
+        dataset, "destinations", "destination", kDestinationKeys,
+        [&](const Fields& fields) -> absl::Status {
+          DestinationConfig destination;
+          absl::Status status = ReadName(fields, "destination", &names, &destination.name);
+          if (!status.ok()) return status;
+          if (fields.Find("type") == nullptr) {
+            return Missing(fields, "type",
+                           absl::StrCat(" (expected ", OneOf(kDestinationTypes), ")"));
+          }
+          status = ReadChoice(fields, "type", kDestinationTypes, &destination.type);
+          if (!status.ok()) return status;
+          if (destination.type == "file") {
+            if (fields.Find("directory") == nullptr) {
+              return Missing(fields, "directory", " (a file destination needs a directory)");
+            }
+            status = ReadString(fields, "directory", &destination.file_directory);
+            if (!status.ok()) return status;
+          }
+          out->push_back(std::move(destination));
+          return absl::OkStatus();
+        });
   }
 
   absl::string_view name_;

@@ -121,7 +121,10 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
   }
 
  private:
-  // Called on the store's writer thread: must not block.
+  // Called on the store's writer thread: must not block. Durability: this is the only place a
+  // stream's OK answer is produced, and the store calls it only after the group commit holding
+  // the records returned (fsynced in sync mode); a crash before this point leaves the request
+  // unanswered, and the producer's retry is deduplicated by its sequence numbers.
   void OnAppended(uint64_t request_id, const std::string& dataset, uint64_t records, uint64_t bytes,
                   SteadyClock::time_point received, storage::AppendResult result) {
     service_->Release(bytes);
@@ -306,6 +309,7 @@ grpc::ServerUnaryReactor* IngestService::ProduceOne(grpc::CallbackServerContext*
                                    std::string(result.status.message()), rpc.SerializeAsString()));
       return;
     }
+    // Durability: answered from the store's callback, after the durable group commit.
     response->set_request_id(request_id);
     ToRpcStatus(result.status, std::chrono::milliseconds(0), response->mutable_status());
     for (auto& a : result.acks) *response->add_acks() = std::move(a);

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -462,111 +463,39 @@ class StagingStoreImpl final : public StagingStore {
   absl::StatusOr<uint64_t> DeleteRawBelow(std::string_view dataset, uint32_t partition,
                                           uint64_t offset, Clock::time_point cutoff,
                                           size_t max_records) override {
-    DatasetState* ds = FindDataset(dataset);
-    if (ds == nullptr || partition >= ds->options.partitions) {
-      return absl::NotFoundError(
-          absl::StrCat("unknown partition ", std::string(dataset), "/", partition));
-    }
-    wharf::v1::RetentionCheckpoint cp;
-    {
-      absl::MutexLock lock(&counters_mu_);
-      cp = ds->partitions[partition].retention;
-    }
-    if (offset <= cp.raw_deleted_below()) return 0;
-    const std::string start = OffsetKey(dataset, partition, cp.raw_deleted_below());
-    const std::string end = OffsetKey(dataset, partition, offset);
-    rocksdb::Slice upper(end);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, raw_));
-    uint64_t deleted = 0, bytes = 0, below = cp.raw_deleted_below();
     const int64_t cutoff_us =
         std::chrono::duration_cast<std::chrono::microseconds>(cutoff.time_since_epoch()).count();
-    for (it->Seek(start); it->Valid() && deleted < max_records; it->Next()) {
-      auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
-      if (!key) return absl::DataLossError("malformed raw record key");
-      wharf::v1::StoredRecord rec;
-      if (absl::Status st = DecodeChecked(
-              std::string_view(it->value().data(), it->value().size()), &rec,
-              absl::StrCat("raw record ", std::string(dataset), "/", partition, "/", key->offset));
-          !st.ok()) {
-        return st;
-      }
-      if (TimeUtil::TimestampToMicroseconds(rec.ingest_time()) >= cutoff_us) break;
-      ++deleted;
-      bytes += it->value().size();
-      below = key->offset + 1;
-    }
-    if (absl::Status st = FromRocks(it->status(), "scanning raw records for retention"); !st.ok()) {
-      return st;
-    }
-    if (deleted == 0) return 0;
-    cp.set_raw_deleted_below(below);
-    cp.set_raw_bytes_deleted(cp.raw_bytes_deleted() + bytes);
-    rocksdb::WriteBatch wb;
-    wb.DeleteRange(raw_, start, OffsetKey(dataset, partition, below));
-    wb.Put(checkpoints_, RetentionKey(dataset, partition), cp.SerializeAsString());
-    rocksdb::WriteOptions wo;
-    // Durability: not synced. Only records already delivered everywhere and past retention are
-    // deleted; losing the delete in a power loss just means retention deletes them again.
-    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "deleting raw records"); !st.ok()) {
-      return st;
-    }
-    absl::MutexLock lock(&counters_mu_);
-    ds->partitions[partition].retention = cp;
-    return deleted;
+    return DeleteBelow(
+        dataset, partition, offset, /*raw=*/true, max_records,
+        [&](uint64_t key_offset, std::string_view value) -> absl::StatusOr<uint64_t> {
+          wharf::v1::StoredRecord rec;
+          if (absl::Status st = DecodeChecked(value, &rec,
+                                              absl::StrCat("raw record ", std::string(dataset), "/",
+                                                           partition, "/", key_offset));
+              !st.ok()) {
+            return st;
+          }
+          if (TimeUtil::TimestampToMicroseconds(rec.ingest_time()) >= cutoff_us) return 0;
+          return key_offset + 1;
+        });
   }
 
   absl::StatusOr<uint64_t> DeleteBatchesBelow(std::string_view dataset, uint32_t partition,
                                               uint64_t offset) override {
-    DatasetState* ds = FindDataset(dataset);
-    if (ds == nullptr || partition >= ds->options.partitions) {
-      return absl::NotFoundError(
-          absl::StrCat("unknown partition ", std::string(dataset), "/", partition));
-    }
-    wharf::v1::RetentionCheckpoint cp;
-    {
-      absl::MutexLock lock(&counters_mu_);
-      cp = ds->partitions[partition].retention;
-    }
-    if (offset <= cp.batches_deleted_below()) return 0;
-    const std::string start = OffsetKey(dataset, partition, cp.batches_deleted_below());
-    const std::string end = OffsetKey(dataset, partition, offset);
-    rocksdb::Slice upper(end);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, batches_));
-    uint64_t deleted = 0, bytes = 0, below = cp.batches_deleted_below();
-    for (it->Seek(start); it->Valid(); it->Next()) {
-      wharf::v1::StoredBatch batch;
-      if (absl::Status st = DecodeChecked(std::string_view(it->value().data(), it->value().size()),
-                                          &batch, "batch");
-          !st.ok()) {
-        return st;
-      }
-      // Only batches that end below `offset` are fully delivered.
-      if (batch.manifest().last_offset() >= offset) break;
-      ++deleted;
-      bytes += it->value().size();
-      below = batch.manifest().last_offset() + 1;
-    }
-    if (absl::Status st = FromRocks(it->status(), "scanning batches for retention"); !st.ok()) {
-      return st;
-    }
-    if (deleted == 0) return 0;
-    cp.set_batches_deleted_below(below);
-    cp.set_batch_bytes_deleted(cp.batch_bytes_deleted() + bytes);
-    rocksdb::WriteBatch wb;
-    wb.DeleteRange(batches_, start, OffsetKey(dataset, partition, below));
-    wb.Put(checkpoints_, RetentionKey(dataset, partition), cp.SerializeAsString());
-    // Durability: not synced, as for raw deletes: only delivered batches are deleted.
-    if (absl::Status st = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "deleting batches");
-        !st.ok()) {
-      return st;
-    }
-    absl::MutexLock lock(&counters_mu_);
-    ds->partitions[partition].retention = cp;
-    return deleted;
+    return DeleteBelow(
+        dataset, partition, offset, /*raw=*/false, SIZE_MAX,
+        [&](uint64_t key_offset, std::string_view value) -> absl::StatusOr<uint64_t> {
+          wharf::v1::StoredBatch batch;
+          if (absl::Status st = DecodeChecked(
+                  value, &batch,
+                  absl::StrCat("batch ", std::string(dataset), "/", partition, "/", key_offset));
+              !st.ok()) {
+            return st;
+          }
+          // Only batches that end below `offset` are fully delivered.
+          if (batch.manifest().last_offset() >= offset) return 0;
+          return batch.manifest().last_offset() + 1;
+        });
   }
 
   absl::Status ListQuarantine(std::string_view dataset, std::string_view after_key, size_t limit,
@@ -666,6 +595,68 @@ class StagingStoreImpl final : public StagingStore {
   }
 
  private:
+  // Retention of one partition's raw records (raw) or batches (!raw): scans from the
+  // partition's retention mark towards `offset`; for each entry `next_below` returns the offset
+  // below which everything may go once this entry is deleted, or 0 to stop before it. Deletes
+  // the scanned range and updates the RetentionCheckpoint in one write. Returns the count.
+  absl::StatusOr<uint64_t> DeleteBelow(
+      std::string_view dataset, uint32_t partition, uint64_t offset, bool raw, size_t max_entries,
+      const std::function<absl::StatusOr<uint64_t>(uint64_t key_offset, std::string_view value)>&
+          next_below) {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr || partition >= ds->options.partitions) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown partition ", std::string(dataset), "/", partition));
+    }
+    wharf::v1::RetentionCheckpoint cp;
+    {
+      absl::MutexLock lock(&counters_mu_);
+      cp = ds->partitions[partition].retention;
+    }
+    const uint64_t mark = raw ? cp.raw_deleted_below() : cp.batches_deleted_below();
+    if (offset <= mark) return 0;
+    rocksdb::ColumnFamilyHandle* cf = raw ? raw_ : batches_;
+    const std::string start = OffsetKey(dataset, partition, mark);
+    const std::string end = OffsetKey(dataset, partition, offset);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
+    uint64_t deleted = 0, bytes = 0, below = mark;
+    for (it->Seek(start); it->Valid() && deleted < max_entries; it->Next()) {
+      auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
+      if (!key) return absl::DataLossError("malformed key in retention scan");
+      absl::StatusOr<uint64_t> next =
+          next_below(key->offset, std::string_view(it->value().data(), it->value().size()));
+      if (!next.ok()) return next.status();
+      if (*next == 0) break;
+      ++deleted;
+      bytes += it->value().size();
+      below = *next;
+    }
+    if (absl::Status st = FromRocks(it->status(), "scanning for retention"); !st.ok()) return st;
+    if (deleted == 0) return 0;
+    if (raw) {
+      cp.set_raw_deleted_below(below);
+      cp.set_raw_bytes_deleted(cp.raw_bytes_deleted() + bytes);
+    } else {
+      cp.set_batches_deleted_below(below);
+      cp.set_batch_bytes_deleted(cp.batch_bytes_deleted() + bytes);
+    }
+    rocksdb::WriteBatch wb;
+    wb.DeleteRange(cf, start, OffsetKey(dataset, partition, below));
+    wb.Put(checkpoints_, RetentionKey(dataset, partition), cp.SerializeAsString());
+    // Durability: not synced. Only data already delivered everywhere (and, for raw records,
+    // past retention) is deleted; losing the delete in a power loss just repeats it.
+    if (absl::Status st = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "retention delete");
+        !st.ok()) {
+      return st;
+    }
+    absl::MutexLock lock(&counters_mu_);
+    ds->partitions[partition].retention = cp;
+    return deleted;
+  }
+
   DatasetState* FindDataset(std::string_view name) const {
     auto it = datasets_.find(std::string(name));
     return it == datasets_.end() ? nullptr : it->second.get();

@@ -210,7 +210,7 @@ absl::StatusOr<std::string> NormalizeDirectory(const std::string& directory) {
     }
     pos = end + 1;
   }
-  if (path.empty()) path = "/";
+  if (path.empty()) return std::string(1, '/');
   return path;
 }
 

@@ -70,14 +70,64 @@ absl::StatusOr<Config> Parse(const std::string& yaml) { return ParseConfig(yaml,
   return ::testing::AssertionSuccess();
 }
 
-// Parses a config whose only non-dataset line is `line` (e.g. "quota: 5MiB" in the dataset).
-absl::StatusOr<Config> ParseWithDatasetKey(const std::string& line) {
-  return Parse(absl::StrCat("datasets:\n  - name: orders\n    ", line, R"(
+// The minimal datasets section with `line` added to the dataset (e.g. "quota: 5MiB"); `line`
+// is on line 3.
+std::string WithDatasetKey(const std::string& line) {
+  return absl::StrCat("datasets:\n  - name: orders\n    ", line, R"(
     destinations:
       - name: files
         type: file
         directory: /tmp/out
-)"));
+)");
+}
+
+// Parses a config whose only non-dataset line is `line` (e.g. "quota: 5MiB" in the dataset).
+absl::StatusOr<Config> ParseWithDatasetKey(const std::string& line) {
+  return Parse(WithDatasetKey(line));
+}
+
+// EXPECTs that every field of `actual` outside `path` and `datasets` equals that of `expected`.
+void ExpectSettingsEq(const Config& actual, const Config& expected) {
+  EXPECT_EQ(actual.listen, expected.listen);
+  EXPECT_EQ(actual.metrics_listen, expected.metrics_listen);
+  EXPECT_EQ(actual.data_dir, expected.data_dir);
+  EXPECT_EQ(actual.durability, expected.durability);
+  EXPECT_EQ(actual.min_free_bytes, expected.min_free_bytes);
+  EXPECT_EQ(actual.shutdown_timeout, expected.shutdown_timeout);
+  EXPECT_EQ(actual.pipeline_threads, expected.pipeline_threads);
+  EXPECT_EQ(actual.batching.max_records, expected.batching.max_records);
+  EXPECT_EQ(actual.batching.max_bytes, expected.batching.max_bytes);
+  EXPECT_EQ(actual.batching.linger, expected.batching.linger);
+  EXPECT_EQ(actual.retention.raw, expected.retention.raw);
+  EXPECT_EQ(actual.retention.interval, expected.retention.interval);
+  EXPECT_EQ(actual.delivery.initial_backoff, expected.delivery.initial_backoff);
+  EXPECT_EQ(actual.delivery.max_backoff, expected.delivery.max_backoff);
+  EXPECT_DOUBLE_EQ(actual.delivery.multiplier, expected.delivery.multiplier);
+  EXPECT_DOUBLE_EQ(actual.delivery.jitter, expected.delivery.jitter);
+  EXPECT_EQ(actual.delivery.down_after, expected.delivery.down_after);
+  EXPECT_EQ(actual.limits.max_message_bytes, expected.limits.max_message_bytes);
+  EXPECT_EQ(actual.limits.max_records_per_request, expected.limits.max_records_per_request);
+  EXPECT_EQ(actual.limits.max_record_bytes, expected.limits.max_record_bytes);
+  EXPECT_EQ(actual.limits.max_inflight_per_stream, expected.limits.max_inflight_per_stream);
+  EXPECT_EQ(actual.limits.max_inflight_bytes, expected.limits.max_inflight_bytes);
+  EXPECT_EQ(actual.log.level, expected.log.level);
+  EXPECT_EQ(actual.log.format, expected.log.format);
+}
+
+// EXPECTs that `actual` equals `expected`, destinations included.
+void ExpectDatasetEq(const DatasetConfig& actual, const DatasetConfig& expected) {
+  SCOPED_TRACE(absl::StrCat("dataset ", expected.name));
+  EXPECT_EQ(actual.name, expected.name);
+  EXPECT_EQ(actual.partitions, expected.partitions);
+  EXPECT_EQ(actual.format, expected.format);
+  EXPECT_EQ(actual.quota_bytes, expected.quota_bytes);
+  ASSERT_EQ(actual.destinations.size(), expected.destinations.size());
+  for (size_t i = 0; i < expected.destinations.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("destinations[", i, "]"));
+    EXPECT_EQ(actual.destinations[i].name, expected.destinations[i].name);
+    EXPECT_EQ(actual.destinations[i].type, expected.destinations[i].type);
+    EXPECT_EQ(actual.destinations[i].file_directory, expected.destinations[i].file_directory);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,92 +184,56 @@ datasets:
   absl::StatusOr<Config> config = Parse(yaml);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->path, "wharf.yaml");
-  EXPECT_EQ(config->listen, "0.0.0.0:7500");
-  EXPECT_EQ(config->metrics_listen, "0.0.0.0:9500");
-  EXPECT_EQ(config->data_dir, "/srv/wharf");
-  EXPECT_EQ(config->durability, storage::Durability::kAsync);
-  EXPECT_EQ(config->min_free_bytes, 2 * kGiB);
-  EXPECT_EQ(config->shutdown_timeout, seconds(45));
-  EXPECT_EQ(config->pipeline_threads, 8u);
 
-  EXPECT_EQ(config->batching.max_records, 5000u);
-  EXPECT_EQ(config->batching.max_bytes, 8 * kMiB);
-  EXPECT_EQ(config->batching.linger, milliseconds(50));
-
-  EXPECT_EQ(config->retention.raw, hours(7 * 24));
-  EXPECT_EQ(config->retention.interval, seconds(30));
-
-  EXPECT_EQ(config->delivery.initial_backoff, milliseconds(250));
-  EXPECT_EQ(config->delivery.max_backoff, minutes(2));
-  EXPECT_DOUBLE_EQ(config->delivery.multiplier, 1.5);
-  EXPECT_DOUBLE_EQ(config->delivery.jitter, 0.1);
-  EXPECT_EQ(config->delivery.down_after, 3u);
-
-  EXPECT_EQ(config->limits.max_message_bytes, 32 * kMiB);
-  EXPECT_EQ(config->limits.max_records_per_request, 500u);
-  EXPECT_EQ(config->limits.max_record_bytes, 2 * kMiB);
-  EXPECT_EQ(config->limits.max_inflight_per_stream, 16u);
-  EXPECT_EQ(config->limits.max_inflight_bytes, kGiB);
-
-  EXPECT_EQ(config->log.level, "debug");
-  EXPECT_EQ(config->log.format, "json");
+  Config expected;
+  expected.listen = "0.0.0.0:7500";
+  expected.metrics_listen = "0.0.0.0:9500";
+  expected.data_dir = "/srv/wharf";
+  expected.durability = storage::Durability::kAsync;
+  expected.min_free_bytes = 2 * kGiB;
+  expected.shutdown_timeout = seconds(45);
+  expected.pipeline_threads = 8;
+  expected.batching = {.max_records = 5000, .max_bytes = 8 * kMiB, .linger = milliseconds(50)};
+  expected.retention = {.raw = hours(7 * 24), .interval = seconds(30)};
+  expected.delivery = {.initial_backoff = milliseconds(250),
+                       .max_backoff = minutes(2),
+                       .multiplier = 1.5,
+                       .jitter = 0.1,
+                       .down_after = 3};
+  expected.limits = {.max_message_bytes = 32 * kMiB,
+                     .max_records_per_request = 500,
+                     .max_record_bytes = 2 * kMiB,
+                     .max_inflight_per_stream = 16,
+                     .max_inflight_bytes = kGiB};
+  expected.log = {.level = "debug", .format = "json"};
+  ExpectSettingsEq(*config, expected);
 
   ASSERT_EQ(config->datasets.size(), 2u);
-  const DatasetConfig& orders = config->datasets[0];
-  EXPECT_EQ(orders.name, "orders");
-  EXPECT_EQ(orders.partitions, 16u);
-  EXPECT_EQ(orders.format, "raw");
-  EXPECT_EQ(orders.quota_bytes, 10'000'000'000u);
-  ASSERT_EQ(orders.destinations.size(), 2u);
-  EXPECT_EQ(orders.destinations[0].name, "files");
-  EXPECT_EQ(orders.destinations[0].type, "file");
-  EXPECT_EQ(orders.destinations[0].file_directory, "/srv/out/orders");
-  EXPECT_EQ(orders.destinations[1].name, "archive");
-  EXPECT_EQ(orders.destinations[1].file_directory, "/srv/archive/orders");
-
-  const DatasetConfig& clicks = config->datasets[1];
-  EXPECT_EQ(clicks.name, "clicks.v2");
-  EXPECT_EQ(clicks.partitions, 4u);
-  EXPECT_EQ(clicks.format, "json");
-  EXPECT_EQ(clicks.quota_bytes, 0u);
-  ASSERT_EQ(clicks.destinations.size(), 1u);
+  ExpectDatasetEq(config->datasets[0],
+                  {.name = "orders",
+                   .partitions = 16,
+                   .format = "raw",
+                   .quota_bytes = 10'000'000'000u,
+                   .destinations = {{"files", "file", "/srv/out/orders"},
+                                    {"archive", "file", "/srv/archive/orders"}}});
   // The same destination name in two datasets is fine.
-  EXPECT_EQ(clicks.destinations[0].name, "files");
-  EXPECT_EQ(clicks.destinations[0].file_directory, "/srv/out/clicks");
+  ExpectDatasetEq(config->datasets[1], {.name = "clicks.v2",
+                                        .partitions = 4,
+                                        .format = "json",
+                                        .quota_bytes = 0,
+                                        .destinations = {{"files", "file", "/srv/out/clicks"}}});
 }
 
 TEST(ConfigTest, AbsentKeysKeepTheDefaults) {
   absl::StatusOr<Config> config = Parse(kDatasets);
   ASSERT_TRUE(config.ok()) << config.status();
-  const Config defaults;
-  EXPECT_EQ(config->listen, defaults.listen);
-  EXPECT_EQ(config->metrics_listen, defaults.metrics_listen);
-  EXPECT_EQ(config->data_dir, defaults.data_dir);
-  EXPECT_EQ(config->durability, defaults.durability);
-  EXPECT_EQ(config->min_free_bytes, defaults.min_free_bytes);
-  EXPECT_EQ(config->shutdown_timeout, defaults.shutdown_timeout);
-  EXPECT_EQ(config->pipeline_threads, defaults.pipeline_threads);
-  EXPECT_EQ(config->batching.max_records, defaults.batching.max_records);
-  EXPECT_EQ(config->batching.max_bytes, defaults.batching.max_bytes);
-  EXPECT_EQ(config->batching.linger, defaults.batching.linger);
-  EXPECT_EQ(config->retention.raw, defaults.retention.raw);
-  EXPECT_EQ(config->retention.interval, defaults.retention.interval);
-  EXPECT_EQ(config->delivery.initial_backoff, defaults.delivery.initial_backoff);
-  EXPECT_EQ(config->delivery.max_backoff, defaults.delivery.max_backoff);
-  EXPECT_DOUBLE_EQ(config->delivery.multiplier, defaults.delivery.multiplier);
-  EXPECT_DOUBLE_EQ(config->delivery.jitter, defaults.delivery.jitter);
-  EXPECT_EQ(config->delivery.down_after, defaults.delivery.down_after);
-  EXPECT_EQ(config->limits.max_message_bytes, defaults.limits.max_message_bytes);
-  EXPECT_EQ(config->limits.max_records_per_request, defaults.limits.max_records_per_request);
-  EXPECT_EQ(config->limits.max_record_bytes, defaults.limits.max_record_bytes);
-  EXPECT_EQ(config->limits.max_inflight_per_stream, defaults.limits.max_inflight_per_stream);
-  EXPECT_EQ(config->limits.max_inflight_bytes, defaults.limits.max_inflight_bytes);
-  EXPECT_EQ(config->log.level, defaults.log.level);
-  EXPECT_EQ(config->log.format, defaults.log.format);
+  ExpectSettingsEq(*config, Config());
   ASSERT_EQ(config->datasets.size(), 1u);
-  EXPECT_EQ(config->datasets[0].partitions, 4u);
-  EXPECT_EQ(config->datasets[0].format, "json");
-  EXPECT_EQ(config->datasets[0].quota_bytes, 0u);
+  ExpectDatasetEq(config->datasets[0], {.name = "orders",
+                                        .partitions = 4,
+                                        .format = "json",
+                                        .quota_bytes = 0,
+                                        .destinations = {{"files", "file", "/tmp/out"}}});
 }
 
 TEST(ConfigTest, EmptySectionsKeepTheDefaults) {
@@ -316,20 +330,13 @@ TEST(ConfigTest, DurationOutOfRange) {
 }
 
 TEST(ConfigTest, IntegerOutOfRangeOrNotAnInteger) {
-  const std::string prefix = "datasets:\n  - name: orders\n    partitions: ";
-  const std::string rest = R"(
-    destinations:
-      - name: files
-        type: file
-        directory: /tmp/out
-)";
   for (const std::string text : {"0", "1025", "x", "4.0", "0x10", "1e2", "\"\""}) {
-    EXPECT_TRUE(FailsWith(prefix + text + rest, 3, "datasets[0].partitions",
+    EXPECT_TRUE(FailsWith(WithDatasetKey("partitions: " + text), 3, "datasets[0].partitions",
                           "expected an integer from 1 to 1024, got "))
         << text;
   }
   // The example message of config.h, word for word.
-  absl::StatusOr<Config> config = Parse(prefix + "x" + rest);
+  absl::StatusOr<Config> config = ParseWithDatasetKey("partitions: x");
   EXPECT_EQ(config.status().message(),
             "wharf.yaml:3: datasets[0].partitions: expected an integer from 1 to 1024, got \"x\"");
   EXPECT_TRUE(FailsWith(WithDatasets("pipeline_threads: 65\n"), 1, "pipeline_threads",
@@ -686,41 +693,18 @@ TEST(ExampleConfigTest, LoadsWithTheDocumentedValues) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->listen, "127.0.0.1:7400");
   EXPECT_EQ(config->metrics_listen, "127.0.0.1:9464");
-  EXPECT_EQ(config->data_dir, "/tmp/wharf-demo/data");
   EXPECT_EQ(config->durability, storage::Durability::kSync);
+  // Every value shown in the example but data_dir is the default.
+  Config expected;
+  expected.data_dir = "/tmp/wharf-demo/data";
+  ExpectSettingsEq(*config, expected);
   ASSERT_EQ(config->datasets.size(), 1u);
-  const DatasetConfig& orders = config->datasets[0];
-  EXPECT_EQ(orders.name, "orders");
-  EXPECT_EQ(orders.partitions, 4u);
-  EXPECT_EQ(orders.format, "json");
-  ASSERT_EQ(orders.destinations.size(), 1u);
-  EXPECT_EQ(orders.destinations[0].name, "files");
-  EXPECT_EQ(orders.destinations[0].type, "file");
-  EXPECT_EQ(orders.destinations[0].file_directory, "/tmp/wharf-demo/out");
-
-  // Every other value shown in the example is the default.
-  const Config defaults;
-  EXPECT_EQ(config->min_free_bytes, defaults.min_free_bytes);
-  EXPECT_EQ(config->shutdown_timeout, defaults.shutdown_timeout);
-  EXPECT_EQ(config->pipeline_threads, defaults.pipeline_threads);
-  EXPECT_EQ(config->batching.max_records, defaults.batching.max_records);
-  EXPECT_EQ(config->batching.max_bytes, defaults.batching.max_bytes);
-  EXPECT_EQ(config->batching.linger, defaults.batching.linger);
-  EXPECT_EQ(config->retention.raw, defaults.retention.raw);
-  EXPECT_EQ(config->retention.interval, defaults.retention.interval);
-  EXPECT_EQ(config->delivery.initial_backoff, defaults.delivery.initial_backoff);
-  EXPECT_EQ(config->delivery.max_backoff, defaults.delivery.max_backoff);
-  EXPECT_DOUBLE_EQ(config->delivery.multiplier, defaults.delivery.multiplier);
-  EXPECT_DOUBLE_EQ(config->delivery.jitter, defaults.delivery.jitter);
-  EXPECT_EQ(config->delivery.down_after, defaults.delivery.down_after);
-  EXPECT_EQ(config->limits.max_message_bytes, defaults.limits.max_message_bytes);
-  EXPECT_EQ(config->limits.max_records_per_request, defaults.limits.max_records_per_request);
-  EXPECT_EQ(config->limits.max_record_bytes, defaults.limits.max_record_bytes);
-  EXPECT_EQ(config->limits.max_inflight_per_stream, defaults.limits.max_inflight_per_stream);
-  EXPECT_EQ(config->limits.max_inflight_bytes, defaults.limits.max_inflight_bytes);
-  EXPECT_EQ(config->log.level, defaults.log.level);
-  EXPECT_EQ(config->log.format, defaults.log.format);
-  EXPECT_EQ(orders.quota_bytes, 0u);
+  ExpectDatasetEq(config->datasets[0],
+                  {.name = "orders",
+                   .partitions = 4,
+                   .format = "json",
+                   .quota_bytes = 0,
+                   .destinations = {{"files", "file", "/tmp/wharf-demo/out"}}});
 }
 
 }  // namespace
