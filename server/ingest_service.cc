@@ -35,9 +35,13 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      std::unique_lock<std::mutex> lock(mu_);
-      reads_done_ = true;
-      MaybeFinishLocked();
+      Actions actions;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        reads_done_ = true;
+        MaybeFinishLocked(&actions);
+      }
+      Run(actions);
       return;
     }
     const auto received = SteadyClock::now();
@@ -66,9 +70,13 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
       service_->metrics()->OnRequest(
           dataset, invalid, false, records, 0,
           std::chrono::duration<double>(SteadyClock::now() - received).count());
-      std::unique_lock<std::mutex> lock(mu_);
-      QueueWriteLocked(std::move(response));
-      StartRead(&request_);
+      Actions actions;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        QueueWriteLocked(std::move(response), &actions);
+      }
+      actions.read = true;
+      Run(actions);
       return;
     }
 
@@ -79,6 +87,8 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
       read_more = inflight_ < service_->limits().max_inflight_per_stream;
       if (!read_more) read_paused_ = true;
     }
+    // The reactor cannot be deleted before this returns: that needs Finish(), which needs
+    // reads_done_, which needs a read that has not been started yet.
     service_->store()->Append(std::move(request), [this, request_id, dataset, records, bytes,
                                                    received](storage::AppendResult result) {
       OnAppended(request_id, dataset, records, bytes, received, std::move(result));
@@ -87,27 +97,26 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
   }
 
   void OnWriteDone(bool ok) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    writing_ = false;
-    if (!ok) {
-      // The stream is broken (client gone). Answers still queued cannot be delivered; the
-      // producer will retry those requests with the same sequence numbers and get the original
-      // acks from the deduplication window.
-      write_broken_ = true;
-      writes_.clear();
-    } else if (!writes_.empty()) {
-      writes_.pop_front();
+    Actions actions;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      writing_ = false;
+      if (!ok) {
+        // The stream is broken (client gone). Answers still queued cannot be delivered; the
+        // producer will retry those requests with the same sequence numbers and get the
+        // original acks from the deduplication window.
+        write_broken_ = true;
+        writes_.clear();
+      } else if (!writes_.empty()) {
+        writes_.pop_front();
+      }
+      if (!writes_.empty() && !write_broken_) {
+        writing_ = true;
+        actions.write = &writes_.front();
+      }
+      MaybeFinishLocked(&actions);
     }
-    if (!writes_.empty() && !write_broken_) {
-      writing_ = true;
-      StartWrite(&writes_.front());
-    }
-    MaybeFinishLocked();
-  }
-
-  void OnCancel() override {
-    std::unique_lock<std::mutex> lock(mu_);
-    cancelled_ = true;
+    Run(actions);
   }
 
   void OnDone() override {
@@ -121,6 +130,21 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
   }
 
  private:
+  // gRPC operations decided under mu_ and started after it is released: a Start*() or Finish()
+  // call may run another reaction of this reactor before it returns (for example when the
+  // stream is already cancelled), which would then deadlock on mu_.
+  struct Actions {
+    const ProduceResponse* write = nullptr;  // element of writes_; deque references stay valid
+    bool read = false;
+    bool finish = false;
+  };
+
+  void Run(const Actions& actions) {
+    if (actions.write != nullptr) StartWrite(actions.write);
+    if (actions.read) StartRead(&request_);
+    if (actions.finish) Finish(grpc::Status::OK);
+  }
+
   // Called on the store's writer thread: must not block. Durability: this is the only place a
   // stream's OK answer is produced, and the store calls it only after the group commit holding
   // the records returned (fsynced in sync mode); a crash before this point leaves the request
@@ -139,39 +163,44 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
     service_->metrics()->OnRequest(
         dataset, result.status, result.duplicate, records, bytes,
         std::chrono::duration<double>(SteadyClock::now() - received).count());
+    Actions actions;
     bool del = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
       --inflight_;
       if (!done_) {
-        QueueWriteLocked(std::move(response));
+        QueueWriteLocked(std::move(response), &actions);
         if (read_paused_ && !reads_done_) {
           read_paused_ = false;
-          StartRead(&request_);
+          actions.read = true;
         }
-        MaybeFinishLocked();
+        MaybeFinishLocked(&actions);
       } else {
         del = inflight_ == 0;
       }
     }
-    if (del) delete this;
+    if (del) {
+      delete this;
+      return;
+    }
+    Run(actions);
   }
 
-  void QueueWriteLocked(ProduceResponse response) {
+  void QueueWriteLocked(ProduceResponse response, Actions* actions) {
     if (write_broken_ || finished_) return;
     writes_.push_back(std::move(response));
     if (!writing_) {
       writing_ = true;
-      StartWrite(&writes_.front());
+      actions->write = &writes_.front();
     }
   }
 
-  void MaybeFinishLocked() {
+  void MaybeFinishLocked(Actions* actions) {
     if (finished_) return;
     if (!reads_done_ || inflight_ > 0) return;
     if (writing_ && !write_broken_) return;
     finished_ = true;
-    Finish(grpc::Status::OK);
+    actions->finish = true;
   }
 
   IngestService* const service_;
@@ -182,7 +211,6 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
   bool write_broken_ = false;
   bool reads_done_ = false;
   bool read_paused_ = false;
-  bool cancelled_ = false;
   bool finished_ = false;
   bool done_ = false;
   uint32_t inflight_ = 0;  // requests handed to the store and not yet answered
