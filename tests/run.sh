@@ -44,6 +44,7 @@ if [[ $QUICK -eq 0 ]]; then
 fi
 
 step "bench smoke run"
-bench/run.sh --smoke
+# The smoke run reuses the test build: it checks the harness, not figures.
+WHARF_BUILD_DIR=build bench/run.sh --smoke
 
 step "done"

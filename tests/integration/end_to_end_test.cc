@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,7 @@
 #include "client/producer.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "rapidjson/document.h"
 #include "tests/support/wharfd_process.h"
 #include "wharf/v1/ingest.grpc.pb.h"
 
@@ -518,6 +520,32 @@ TEST(EndToEnd, SigtermDrainsAndExitsZero) {
   ASSERT_TRUE(
       WaitFor([&] { return DeliveredRecords(fx.wharfd->control(), "orders") >= 5000; }, 30s));
   ExpectDeliveredExactly(fx.config.out_dir, log.acked);
+}
+
+}  // namespace
+}  // namespace wharf::testing
+
+namespace wharf::testing {
+namespace {
+
+TEST(EndToEnd, JsonLogsAreOneJsonObjectPerLine) {
+  Fixture fx([](WharfdConfig& c) { c.log_format = "json"; });
+  ASSERT_TRUE(fx.wharfd->Start().ok());
+  auto code = fx.wharfd->Terminate();
+  ASSERT_TRUE(code.ok());
+  std::istringstream log(fx.wharfd->Log());
+  std::string line;
+  int lines = 0;
+  while (std::getline(log, line)) {
+    rapidjson::Document doc;
+    ASSERT_FALSE(doc.Parse(line.c_str()).HasParseError()) << line;
+    ASSERT_TRUE(doc.IsObject()) << line;
+    for (const char* key : {"time", "level", "msg"}) {
+      EXPECT_TRUE(doc.HasMember(key)) << key << " missing in " << line;
+    }
+    ++lines;
+  }
+  EXPECT_GE(lines, 2) << "start and stop are logged";
 }
 
 }  // namespace

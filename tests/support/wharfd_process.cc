@@ -67,7 +67,7 @@ std::string RenderConfig(const WharfdConfig& c) {
       "shutdown_timeout: 10s\n", "batching:\n", "  max_records: ", c.max_records, "\n",
       "  linger: ", c.linger, "\n", "retention:\n", "  raw: ", c.retention_raw, "\n",
       "  interval: ", c.retention_interval, "\n", "delivery:\n", "  initial_backoff: 50ms\n",
-      "  max_backoff: 1s\n", "log:\n", "  level: info\n");
+      "  max_backoff: 1s\n", "log:\n", "  level: info\n", "  format: ", c.log_format, "\n");
   y += c.extra_top;
   y += "datasets:\n";
   for (size_t i = 0; i < c.datasets.size(); ++i) {

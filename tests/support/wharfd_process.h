@@ -47,6 +47,7 @@ struct WharfdConfig {
   std::string quota;          // empty: none
   std::string extra_top;      // appended at top level (YAML)
   std::string extra_dataset;  // appended to the first dataset (YAML, 4-space indent)
+  std::string log_format = "text";
   std::vector<std::string> datasets = {"orders"};
 };
 std::string RenderConfig(const WharfdConfig& c);
