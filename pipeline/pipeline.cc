@@ -111,10 +111,6 @@ struct PartitionWork {
   asio::steady_timer timer;
   bool timer_armed = false;
   SteadyClock::time_point timer_deadline;
-  // Ingest bytes (PartitionIngestState::bytes_appended) below the validation cursor when the
-  // linger timer was last armed. Only ever lags the true value, so the backlog it estimates is
-  // never smaller than the real one.
-  uint64_t bytes_below_cursor = 0;
   // Quarantine counters by reason, filled lazily. Per partition (only touched on `strand`):
   // the partitions of a dataset run on different pool threads at the same time.
   std::map<int, prometheus::Counter*> m_quarantined;
@@ -401,8 +397,9 @@ class PipelineImpl final : public Pipeline {
     // A linger timer is pending and the backlog cannot fill a batch yet, by count or by bytes:
     // nothing to do until it fires (saves re-reading the same records on every group commit).
     const uint64_t appended = counters.ingest.bytes_appended();
-    if (pw->timer_armed && end - cursor < b.max_records && appended >= pw->bytes_below_cursor &&
-        appended - pw->bytes_below_cursor <= b.max_bytes) {
+    const uint64_t validated_bytes = counters.validation.raw_bytes_validated();
+    const uint64_t backlog_bytes = appended > validated_bytes ? appended - validated_bytes : 0;
+    if (pw->timer_armed && end - cursor < b.max_records && backlog_bytes <= b.max_bytes) {
       return StepResult::kIdle;
     }
 
@@ -425,10 +422,6 @@ class PipelineImpl final : public Pipeline {
       const int64_t linger_us =
           std::chrono::duration_cast<std::chrono::microseconds>(b.linger).count();
       if (waited_us < linger_us) {
-        // Not full: `raw` is the whole backlog [cursor, end).
-        uint64_t backlog_bytes = 0;
-        for (const auto& r : raw) backlog_bytes += r.stored_bytes;
-        pw->bytes_below_cursor = appended - std::min(appended, backlog_bytes);
         ArmTimer(pw, SteadyClock::now() + std::chrono::microseconds(linger_us - waited_us));
         return StepResult::kIdle;
       }
@@ -438,6 +431,7 @@ class PipelineImpl final : public Pipeline {
     commit.dataset = ds->name;
     commit.partition = p;
     commit.next_offset = raw.back().offset + 1;
+    for (const auto& r : raw) commit.raw_bytes += r.stored_bytes;
     wharf::v1::StoredBatch batch;
     auto* m = batch.mutable_manifest();
     uint32_t crc = 0;
@@ -512,14 +506,12 @@ class PipelineImpl final : public Pipeline {
       }
     }
     // Wake the deliverers also after a quarantine-only step: their cursors skip such ranges.
-    {
-      for (auto& w : ds->workers) {
-        {
-          std::lock_guard<std::mutex> lock(w->mu);
-          w->wake = true;
-        }
-        w->cv.notify_one();
+    for (auto& w : ds->workers) {
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        w->wake = true;
       }
+      w->cv.notify_one();
     }
     return commit.next_offset < end ? StepResult::kMore : StepResult::kIdle;
   }

@@ -286,7 +286,6 @@ class StagingStoreImpl final : public StagingStore {
       std::lock_guard<std::mutex> lock(queue_mu_);
       stopping_ = true;
     }
-    stopped_.store(true);
     queue_cv_.notify_all();
     if (writer_.joinable()) writer_.join();
     // A queue left by a store that was never started: answer, never drop a callback.
@@ -397,6 +396,7 @@ class StagingStoreImpl final : public StagingStore {
     }
     cp.set_records_quarantined(cp.records_quarantined() + commit.quarantine.size());
     cp.set_next_offset(commit.next_offset);
+    cp.set_raw_bytes_validated(cp.raw_bytes_validated() + commit.raw_bytes);
     wb.Put(checkpoints_, ValidationKey(commit.dataset, commit.partition), cp.SerializeAsString());
     rocksdb::WriteOptions wo;
     // Durability: the batch, its quarantine entries and the cursor advance are one atomic write,
@@ -584,7 +584,8 @@ class StagingStoreImpl final : public StagingStore {
       if (!not_accepting_.empty()) return not_accepting_;
     }
     // Appends are refused with UNAVAILABLE from the moment Stop() begins.
-    if (stopped_.load()) return "staging store is stopped (wharfd is shutting down)";
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    if (stopping_) return "staging store is stopped (wharfd is shutting down)";
     return std::string();
   }
 
@@ -968,12 +969,11 @@ class StagingStoreImpl final : public StagingStore {
   std::vector<DatasetOptions> dataset_list_;
   AppendListener listener_;
 
-  std::mutex queue_mu_;
+  mutable std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<PendingAppend> queue_;   // guarded by queue_mu_
-  uint64_t pending_bytes_ = 0;        // guarded by queue_mu_
-  bool stopping_ = false;             // guarded by queue_mu_
-  std::atomic<bool> stopped_{false};  // set with stopping_; readable without queue_mu_
+  std::deque<PendingAppend> queue_;  // guarded by queue_mu_
+  uint64_t pending_bytes_ = 0;       // guarded by queue_mu_
+  bool stopping_ = false;            // guarded by queue_mu_
   std::thread writer_;
 
   // Writer thread only.

@@ -97,6 +97,8 @@ struct BatchCommit {
   std::vector<wharf::v1::QuarantineEntry> quarantine;
   // The validation cursor after this step: every offset below it is batched or quarantined.
   uint64_t next_offset = 0;
+  // Stored bytes of the raw records this step covers (RawRecord::stored_bytes summed).
+  uint64_t raw_bytes = 0;
 };
 
 // In-memory view of one partition, for the pipeline and for status.

@@ -230,6 +230,23 @@ class StagingStoreTest : public ::testing::Test {
     Open();
   }
 
+  // Commits `count` consecutive batches of 10 offsets each (0-9, 10-19, ...) to one partition;
+  // returns the stored size of each.
+  std::vector<uint64_t> CommitTenOffsetBatches(const std::string& dataset, uint32_t partition,
+                                               int count) {
+    std::vector<uint64_t> sizes;
+    for (uint64_t first = 0; first < 10u * count; first += 10) {
+      BatchCommit commit;
+      commit.dataset = dataset;
+      commit.partition = partition;
+      commit.batch = MakeBatch(dataset, partition, first, first + 9);
+      commit.next_offset = first + 10;
+      sizes.push_back(EncodeChecked(*commit.batch).size());
+      EXPECT_TRUE(store_->CommitBatch(commit).ok());
+    }
+    return sizes;
+  }
+
   AppendResult Append(const std::string& dataset, const std::vector<Record>& records,
                       const std::string& producer = "", uint64_t first_sequence = 0) {
     return AppendAndWait(store_.get(), MakeRequest(dataset, records, producer, first_sequence));
@@ -1038,14 +1055,8 @@ TEST_F(StagingStoreTest, CommitBatchRefusesACursorMovingBackAndStoresNothing) {
 
 TEST_F(StagingStoreTest, ReadBatchesStartsAtFromAndHonoursTheLimit) {
   ASSERT_NO_FATAL_FAILURE(Open());
-  for (uint64_t first = 0; first < 50; first += 10) {
-    BatchCommit commit;
-    commit.dataset = "one";
-    commit.partition = 0;
-    commit.batch = MakeBatch("one", 0, first, first + 9);
-    commit.next_offset = first + 10;
-    ASSERT_TRUE(store_->CommitBatch(commit).ok());
-  }
+  CommitTenOffsetBatches("one", 0, 5);
+  ASSERT_FALSE(HasFailure());
   std::vector<StoredBatch> batches;
   ASSERT_TRUE(store_->ReadBatches("one", 0, 15, 2, &batches).ok());
   ASSERT_EQ(batches.size(), 2u);
@@ -1175,16 +1186,8 @@ TEST_F(StagingStoreTest, DeliveryCursorRoundTripsAndSurvivesReopen) {
 
 TEST_F(StagingStoreTest, DeleteBatchesBelowDeletesOnlyBatchesEndingBelowTheOffset) {
   ASSERT_NO_FATAL_FAILURE(Open());
-  std::vector<uint64_t> sizes;
-  for (uint64_t first = 0; first < 30; first += 10) {
-    BatchCommit commit;
-    commit.dataset = "events";
-    commit.partition = 1;
-    commit.batch = MakeBatch("events", 1, first, first + 9);
-    commit.next_offset = first + 10;
-    sizes.push_back(EncodeChecked(*commit.batch).size());
-    ASSERT_TRUE(store_->CommitBatch(commit).ok());
-  }
+  const std::vector<uint64_t> sizes = CommitTenOffsetBatches("events", 1, 3);
+  ASSERT_FALSE(HasFailure());
   const uint64_t staged = store_->StagedBytes("events");
   EXPECT_EQ(staged, sizes[0] + sizes[1] + sizes[2]);
 
