@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Installs what Wharf needs to build, test and run, from Debian bookworm packages.
 # Idempotent: packages already installed are left alone; apt runs only when something is missing.
-# Usage: deploy/install-deps.sh [--bench]   (--bench adds what bench/run.sh uses)
+# Usage: deploy/install-deps.sh [--tests|--bench]   (--tests adds what tests/run.sh uses,
+# --bench what bench/run.sh uses)
 set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev libboost-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
-  libyaml-cpp-dev rapidjson-dev libcli11-dev
+  libyaml-cpp-dev rapidjson-dev libcli11-dev libre2-dev libssl-dev libpq-dev
+  libcurl4-openssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format curl ca-certificates procps
 )
+# Tests: a throwaway PostgreSQL cluster (started by the tests on loopback) and the official
+# JSON-Schema-Test-Suite (draft7) for the validator's conformance test.
+if [[ "${1:-}" == "--tests" || "${1:-}" == "--bench" ]]; then
+  PACKAGES+=(postgresql json-schema-test-suite)
+fi
 if [[ "${1:-}" == "--bench" ]]; then
-  PACKAGES+=(gnuplot-nox postgresql)
+  PACKAGES+=(gnuplot-nox libvalijson-dev)
 fi
 
 missing=()

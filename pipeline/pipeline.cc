@@ -595,7 +595,8 @@ class PipelineImpl final : public Pipeline {
             if (w->stopping) return;
           }
           const auto t0 = SteadyClock::now();
-          absl::Status st = w->destination->Deliver(batch);
+          DeliveryReport report;
+          absl::Status st = w->destination->Deliver(batch, &report);
           if (!st.ok()) {
             failure = absl::Status(
                 st.code(), absl::StrCat("batch ", batch.manifest().batch_id(), ": ", st.message()));

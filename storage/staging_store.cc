@@ -814,7 +814,7 @@ class StagingStoreImpl final : public StagingStore {
           }
           continue;
         }
-        if (first > expected) {
+        if (first > expected && !req.allow_sequence_gap()) {
           res.status = absl::FailedPreconditionError(
               absl::StrCat("out of order sequence: expected ", expected, ", got ", first,
                            "; nothing was stored"));

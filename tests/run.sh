@@ -17,7 +17,7 @@ for arg in "$@"; do
   esac
 done
 
-deploy/install-deps.sh
+deploy/install-deps.sh --bench  # the tests also run the benchmark smoke
 
 JOBS=$(nproc)
 step() { echo; echo "=== $* ($(date +%H:%M:%S))"; }

@@ -411,15 +411,17 @@ absl::Status FileDestination::Publish(const std::string& temp_path, const std::s
   return absl::OkStatus();
 }
 
-absl::Status FileDestination::Deliver(const wharf::v1::StoredBatch& batch) {
+absl::Status FileDestination::Deliver(const wharf::v1::StoredBatch& batch, DeliveryReport* report) {
   const wharf::v1::BatchManifest& m = batch.manifest();
   // The dataset name becomes part of a path: only valid Wharf names (no '/', no leading '.')
   // are accepted, so the file can only land in the directory and never looks temporary.
   if (absl::Status s = storage::ValidateName("dataset", m.dataset()); !s.ok()) {
-    return absl::InvalidArgumentError(
+    // Not INVALID_ARGUMENT: that would quarantine the records; this is a configuration error.
+    return absl::FailedPreconditionError(
         absl::StrCat("file destination: batch ", m.batch_id(), ": ", s.message()));
   }
   const std::string name = FileNameFor(m);
+  report->commit_id = name;
   const std::string final_path = JoinPath(options_.directory, name);
   uint64_t expected_size = 0;
   for (const wharf::v1::BatchRecord& record : batch.records()) {
@@ -428,7 +430,10 @@ absl::Status FileDestination::Deliver(const wharf::v1::StoredBatch& batch) {
 
   absl::StatusOr<bool> delivered = CheckDelivered(final_path, expected_size, m.batch_id());
   if (!delivered.ok()) return delivered.status();
-  if (*delivered) return absl::OkStatus();  // Delivered before: idempotent.
+  if (*delivered) {  // Delivered before: idempotent.
+    report->already_delivered = true;
+    return absl::OkStatus();
+  }
 
   // Render the whole file first, then write it in large chunks.
   std::string content;

@@ -52,11 +52,12 @@ class FileDestination final : public Destination {
 
   // Writes the batch's file unless it already exists. Returns OK if the file exists with the
   // expected size (delivered before), DATA_LOSS if a file of that name exists with a different
-  // size or is not a regular file (it is never overwritten), INVALID_ARGUMENT for a dataset name
-  // that is not a valid Wharf name, UNAVAILABLE for transient I/O conditions (ENOSPC, EIO, ...)
-  // and INTERNAL for other system call failures. On error nothing is left under the final name
-  // that was not there before.
-  absl::Status Deliver(const wharf::v1::StoredBatch& batch) override;
+  // size or is not a regular file (it is never overwritten), FAILED_PRECONDITION for a dataset
+  // name that is not a valid Wharf name (not INVALID_ARGUMENT: that would quarantine records for
+  // a configuration error), UNAVAILABLE for transient I/O conditions (ENOSPC, EIO, ...) and
+  // INTERNAL for other system call failures. On error nothing is left under the final name that
+  // was not there before. report->commit_id is the file name.
+  absl::Status Deliver(const wharf::v1::StoredBatch& batch, DeliveryReport* report) override;
 
   // The final path of a batch's file (for tests and lineage). Absolute.
   std::string PathFor(const wharf::v1::BatchManifest& m) const;

@@ -109,6 +109,7 @@ bool SetImmutable(const std::string& path, bool on) {
 // Each test gets a fresh directory under /tmp, removed afterwards.
 class FileDestinationTest : public ::testing::Test {
  protected:
+  wharf::pipeline::DeliveryReport report_;
   void SetUp() override {
     char pattern[] = "/tmp/wharf-file-destination-test-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr) << "mkdtemp: " << std::strerror(errno);
@@ -154,7 +155,7 @@ TEST_F(FileDestinationTest, WritesExactBytesUnderTheDocumentedName) {
   };
   const wharf::v1::StoredBatch batch = MakeBatch("orders", 3, 42, 46, payloads);
 
-  ASSERT_TRUE(destination->Deliver(batch).ok());
+  ASSERT_TRUE(destination->Deliver(batch, &report_).ok());
 
   const std::string name = "orders-p0003-00000000000000000042-00000000000000000046.jsonl";
   EXPECT_EQ(destination->PathFor(batch.manifest()), dir_ + "/" + name);
@@ -182,7 +183,7 @@ TEST_F(FileDestinationTest, ReplacesNewlinesInPayloadsBySpaces) {
   ASSERT_NE(destination, nullptr);
   const wharf::v1::StoredBatch batch =
       MakeBatch("ds", 0, 0, 2, {"{\n  \"a\": 1\r\n}\n", "\r", R"({"b":"x"})"});
-  ASSERT_TRUE(destination->Deliver(batch).ok());
+  ASSERT_TRUE(destination->Deliver(batch, &report_).ok());
   EXPECT_EQ(ReadFile(destination->PathFor(batch.manifest())),
             "{   \"a\": 1  } \n"
             " \n"
@@ -194,12 +195,12 @@ TEST_F(FileDestinationTest, EmptyBatchIsAnEmptyFile) {
   ASSERT_NE(destination, nullptr);
   // All records of the range quarantined.
   const wharf::v1::StoredBatch batch = MakeBatch("ds", 1, 10, 19, {});
-  ASSERT_TRUE(destination->Deliver(batch).ok());
+  ASSERT_TRUE(destination->Deliver(batch, &report_).ok());
   const std::string path = destination->PathFor(batch.manifest());
   ASSERT_TRUE(Exists(path));
   EXPECT_EQ(ReadFile(path), "");
   // And redelivering it is recognised as done.
-  EXPECT_TRUE(destination->Deliver(batch).ok());
+  EXPECT_TRUE(destination->Deliver(batch, &report_).ok());
   EXPECT_EQ(ListDir(dir_).size(), 1u);
 }
 
@@ -207,16 +208,16 @@ TEST_F(FileDestinationTest, RedeliveryIsIdempotent) {
   std::unique_ptr<FileDestination> destination = MustCreate();
   ASSERT_NE(destination, nullptr);
   const wharf::v1::StoredBatch batch = MakeBatch("ds", 2, 100, 101, {R"({"a":1})", R"({"a":2})"});
-  ASSERT_TRUE(destination->Deliver(batch).ok());
+  ASSERT_TRUE(destination->Deliver(batch, &report_).ok());
   const std::string path = destination->PathFor(batch.manifest());
   struct stat before {};
   ASSERT_EQ(::stat(path.c_str(), &before), 0);
 
   // Redelivered by this instance and, after a "restart", by a new one.
-  EXPECT_TRUE(destination->Deliver(batch).ok());
+  EXPECT_TRUE(destination->Deliver(batch, &report_).ok());
   std::unique_ptr<FileDestination> restarted = MustCreate();
   ASSERT_NE(restarted, nullptr);
-  EXPECT_TRUE(restarted->Deliver(batch).ok());
+  EXPECT_TRUE(restarted->Deliver(batch, &report_).ok());
 
   EXPECT_EQ(ListDir(dir_),
             std::vector<std::string>{"ds-p0002-00000000000000000100-00000000000000000101.jsonl"});
@@ -235,7 +236,7 @@ TEST_F(FileDestinationTest, ConcurrentDeliveryOfTheSameBatchWritesOneFile) {
   std::vector<absl::Status> results(8);
   std::vector<std::thread> threads;
   for (size_t i = 0; i < results.size(); ++i) {
-    threads.emplace_back([&, i] { results[i] = destination->Deliver(batch); });
+    threads.emplace_back([&, i] { results[i] = destination->Deliver(batch, &report_); });
   }
   for (std::thread& t : threads) t.join();
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
@@ -248,7 +249,7 @@ TEST_F(FileDestinationTest, CreateRemovesOnlyLeftoverTemporaryFiles) {
   ASSERT_NE(destination, nullptr);
   const wharf::v1::StoredBatch done = MakeBatch("ds", 0, 0, 0, {R"({"a":1})"});
   const wharf::v1::StoredBatch crashed = MakeBatch("ds", 0, 1, 1, {R"({"a":2})"});
-  ASSERT_TRUE(destination->Deliver(done).ok());
+  ASSERT_TRUE(destination->Deliver(done, &report_).ok());
   destination.reset();
 
   // What a process killed in the middle of delivering `crashed` leaves behind.
@@ -270,7 +271,7 @@ TEST_F(FileDestinationTest, CreateRemovesOnlyLeftoverTemporaryFiles) {
   EXPECT_TRUE(Exists(dir_ + "/.sub.jsonl.x.tmp"));
 
   // The interrupted batch is delivered again, completely.
-  ASSERT_TRUE(destination->Deliver(crashed).ok());
+  ASSERT_TRUE(destination->Deliver(crashed, &report_).ok());
   EXPECT_EQ(ReadFile(dir_ + "/" + final_name), "{\"a\":2}\n");
 }
 
@@ -281,7 +282,7 @@ TEST_F(FileDestinationTest, ExistingFinalFileOfWrongSizeIsDataLossAndUntouched) 
   const std::string path = destination->PathFor(batch.manifest());
   WriteFile(path, "{\"a\":1}\n{\"a\"");  // truncated by someone
 
-  const absl::Status status = destination->Deliver(batch);
+  const absl::Status status = destination->Deliver(batch, &report_);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
   EXPECT_TRUE(MessageContains(status, path));
   EXPECT_EQ(ReadFile(path), "{\"a\":1}\n{\"a\"");
@@ -290,7 +291,7 @@ TEST_F(FileDestinationTest, ExistingFinalFileOfWrongSizeIsDataLossAndUntouched) 
   // A directory in its place is not overwritten either.
   const wharf::v1::StoredBatch other = MakeBatch("ds", 5, 9, 9, {"{}"});
   ASSERT_EQ(::mkdir(destination->PathFor(other.manifest()).c_str(), 0755), 0);
-  EXPECT_EQ(destination->Deliver(other).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(destination->Deliver(other, &report_).code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(FileDestinationTest, InvalidDatasetNameIsRejected) {
@@ -298,8 +299,8 @@ TEST_F(FileDestinationTest, InvalidDatasetNameIsRejected) {
   ASSERT_NE(destination, nullptr);
   for (const std::string& dataset :
        {std::string("../escape"), std::string(""), std::string(".hidden"), std::string("a/b")}) {
-    const absl::Status status = destination->Deliver(MakeBatch(dataset, 0, 0, 0, {"{}"}));
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << dataset << ": " << status;
+    const absl::Status status = destination->Deliver(MakeBatch(dataset, 0, 0, 0, {"{}"}), &report_);
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << dataset << ": " << status;
   }
   EXPECT_TRUE(ListDir(dir_).empty());
   EXPECT_EQ(ListDir(root_), std::vector<std::string>{"out"});
@@ -335,7 +336,7 @@ TEST_F(FileDestinationTest, CreateMakesParentsAndNormalizesThePath) {
   const wharf::v1::StoredBatch batch = MakeBatch("ds", 0, 0, 0, {"{}"});
   EXPECT_EQ((*destination)->PathFor(batch.manifest()),
             root_ + "/a/b/c/ds-p0000-00000000000000000000-00000000000000000000.jsonl");
-  EXPECT_TRUE((*destination)->Deliver(batch).ok());
+  EXPECT_TRUE((*destination)->Deliver(batch, &report_).ok());
 }
 
 TEST_F(FileDestinationTest, NonWritableDirectoryFails) {
@@ -357,7 +358,7 @@ TEST_F(FileDestinationTest, NonWritableDirectoryFails) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
-      const absl::Status status = destination->Deliver(batch);
+      const absl::Status status = destination->Deliver(batch, &report_);
       if (status.ok()) ::_exit(11);
       if (!MessageContains(status, dir_)) ::_exit(12);
       ::_exit(0);
@@ -367,12 +368,12 @@ TEST_F(FileDestinationTest, NonWritableDirectoryFails) {
     ASSERT_TRUE(WIFEXITED(wstatus));
     EXPECT_EQ(WEXITSTATUS(wstatus), 0) << "10: setuid failed, 11: delivery succeeded, 12: message";
     ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
-    EXPECT_TRUE(destination->Deliver(batch).ok());
+    EXPECT_TRUE(destination->Deliver(batch, &report_).ok());
     return;
   }
 
   const wharf::v1::StoredBatch batch = MakeBatch("ds", 0, 0, 0, {"{}"});
-  const absl::Status status = destination->Deliver(batch);
+  const absl::Status status = destination->Deliver(batch, &report_);
   EXPECT_FALSE(status.ok());
   EXPECT_TRUE(MessageContains(status, dir_));
   EXPECT_FALSE(Exists(destination->PathFor(batch.manifest())));
@@ -388,7 +389,7 @@ TEST_F(FileDestinationTest, NonWritableDirectoryFails) {
   } else {
     ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
   }
-  EXPECT_TRUE(destination->Deliver(batch).ok());
+  EXPECT_TRUE(destination->Deliver(batch, &report_).ok());
   EXPECT_EQ(ListDir(dir_).size(), 1u);
 }
 
@@ -398,7 +399,7 @@ TEST_F(FileDestinationTest, DirectoryReplacedByAFileFailsDelivery) {
   ASSERT_NE(destination, nullptr);
   ASSERT_EQ(::rmdir(dir_.c_str()), 0);
   WriteFile(dir_, "not a directory");
-  const absl::Status status = destination->Deliver(MakeBatch("ds", 0, 0, 0, {"{}"}));
+  const absl::Status status = destination->Deliver(MakeBatch("ds", 0, 0, 0, {"{}"}), &report_);
   EXPECT_FALSE(status.ok());
   EXPECT_TRUE(MessageContains(status, dir_));
   EXPECT_EQ(ReadFile(dir_), "not a directory");
@@ -420,8 +421,9 @@ TEST_F(FileDestinationTest, ConcurrentDeliveryOfDifferentPartitionsAllLands) {
         for (uint64_t o = first; o < first + kRecordsPerBatch; ++o) {
           payloads.push_back(absl::StrCat(R"({"p":)", p, R"(,"o":)", o, "}"));
         }
+        DeliveryReport report;
         results[p].push_back(destination->Deliver(
-            MakeBatch("ds", p, first, first + kRecordsPerBatch - 1, payloads)));
+            MakeBatch("ds", p, first, first + kRecordsPerBatch - 1, payloads), &report));
       }
     });
   }
@@ -464,7 +466,7 @@ TEST_F(FileDestinationTest, ListingSortsByPartitionThenOffset) {
   std::vector<std::tuple<uint32_t, uint64_t, uint64_t>> shuffled = batches;
   std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(42));
   for (const auto& [p, first, last] : shuffled) {
-    ASSERT_TRUE(destination->Deliver(MakeBatch("ds", p, first, last, {"{}"})).ok());
+    ASSERT_TRUE(destination->Deliver(MakeBatch("ds", p, first, last, {"{}"}), &report_).ok());
   }
 
   std::vector<std::string> expected;  // `batches` is already in (partition, offset) order
@@ -490,7 +492,7 @@ TEST_F(FileDestinationTest, LargeBatchIsWrittenCompletely) {
     expected += payloads.back() + "\n";
   }
   const wharf::v1::StoredBatch batch = MakeBatch("big", 0, 0, 4095, payloads);
-  ASSERT_TRUE(destination->Deliver(batch).ok());
+  ASSERT_TRUE(destination->Deliver(batch, &report_).ok());
   EXPECT_EQ(ReadFile(destination->PathFor(batch.manifest())), expected);
 }
 

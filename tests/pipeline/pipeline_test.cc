@@ -176,7 +176,7 @@ class FakeDestination final : public Destination {
  public:
   explicit FakeDestination(std::shared_ptr<FakeSink> sink) : sink_(std::move(sink)) {}
   std::string_view type() const override { return "fake"; }
-  absl::Status Deliver(const wharf::v1::StoredBatch& batch) override {
+  absl::Status Deliver(const wharf::v1::StoredBatch& batch, DeliveryReport* /*report*/) override {
     return sink_->Deliver(batch);
   }
 
