@@ -54,6 +54,10 @@ class Destination {
 
   // `report` is never null; it is default-initialised by the caller.
   virtual absl::Status Deliver(const wharf::v1::StoredBatch& batch, DeliveryReport* report) = 0;
+
+  // Called about once a second from the destination's delivery thread, also while idle, for
+  // time-based work (rolling files by age). Errors are logged and retried at the next tick.
+  virtual absl::Status Tick() { return absl::OkStatus(); }
 };
 
 }  // namespace wharf::pipeline

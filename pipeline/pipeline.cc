@@ -18,6 +18,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "spdlog/spdlog.h"
@@ -50,6 +51,12 @@ struct PipelineMetrics {
   prometheus::Family<prometheus::Counter>* retention_deleted = nullptr;
   prometheus::Family<prometheus::Histogram>* handoff_latency = nullptr;
   prometheus::Family<prometheus::Histogram>* delivery_seconds = nullptr;
+  prometheus::Family<prometheus::Counter>* records_rejected = nullptr;
+  prometheus::Family<prometheus::Gauge>* destination_state = nullptr;
+  prometheus::Family<prometheus::Gauge>* quarantine_bytes = nullptr;
+  prometheus::Family<prometheus::Gauge>* quarantine_entries = nullptr;
+  prometheus::Family<prometheus::Counter>* quarantine_expired = nullptr;
+  prometheus::Family<prometheus::Counter>* records_filtered = nullptr;
 
   explicit PipelineMetrics(prometheus::Registry* r) {
     if (r == nullptr) return;
@@ -89,6 +96,34 @@ struct PipelineMetrics {
                             .Name("wharf_delivery_seconds")
                             .Help("Time of one successful batch delivery")
                             .Register(*r);
+    records_rejected = &prometheus::BuildCounter()
+                            .Name("wharf_records_rejected_total")
+                            .Help(
+                                "Records a destination refused, quarantined as "
+                                "DESTINATION_REJECTED")
+                            .Register(*r);
+    destination_state = &prometheus::BuildGauge()
+                             .Name("wharf_destination_state")
+                             .Help(
+                                 "1 for the destination's current state (healthy, retrying, "
+                                 "open, paused), 0 for the others")
+                             .Register(*r);
+    quarantine_bytes = &prometheus::BuildGauge()
+                            .Name("wharf_quarantine_bytes")
+                            .Help("Bytes held in quarantine")
+                            .Register(*r);
+    quarantine_entries = &prometheus::BuildGauge()
+                              .Name("wharf_quarantine_entries")
+                              .Help("Entries held in quarantine")
+                              .Register(*r);
+    quarantine_expired = &prometheus::BuildCounter()
+                              .Name("wharf_quarantine_expired_total")
+                              .Help("Quarantine entries deleted by quarantine retention")
+                              .Register(*r);
+    records_filtered = &prometheus::BuildCounter()
+                            .Name("wharf_records_filtered_total")
+                            .Help("Records dropped by a filter transform (not quarantined)")
+                            .Register(*r);
   }
 };
 
@@ -116,6 +151,7 @@ struct PartitionWork {
   std::map<int, prometheus::Counter*> m_quarantined;
   std::atomic<bool> scheduled{false};
   std::atomic<bool> again{false};
+  bool quarantine_full_logged = false;  // only touched on `strand`
 };
 
 // Delivery of one dataset to one destination, on its own thread.
@@ -123,18 +159,21 @@ struct DestinationWorker {
   std::string name;
   Destination* destination = nullptr;
   DatasetRuntime* ds = nullptr;
+  RetryOptions retry;
   std::thread thread;
 
   std::mutex mu;
   std::condition_variable cv;
-  bool wake = false;      // guarded by mu
-  bool stopping = false;  // guarded by mu
+  bool wake = false;             // guarded by mu
+  bool stopping = false;         // guarded by mu
+  bool control_changed = false;  // guarded by mu: pause/resume ends a backoff wait
   // Status, guarded by mu.
   wharf::v1::DestinationState state = wharf::v1::HEALTHY;
   std::string last_error;
   SystemClock::time_point next_attempt{};
   uint32_t consecutive_failures = 0;
   uint64_t delivery_failures = 0;
+  bool paused = false;
   std::vector<wharf::v1::DeliveryCheckpoint> cursors;  // per partition
   bool cursors_loaded = false;
 
@@ -144,12 +183,17 @@ struct DestinationWorker {
   prometheus::Counter* m_failures = nullptr;
   prometheus::Histogram* m_handoff = nullptr;
   prometheus::Histogram* m_seconds = nullptr;
+  prometheus::Counter* m_rejected = nullptr;
+  std::map<wharf::v1::DestinationState, prometheus::Gauge*> m_state;
 };
 
 struct DatasetRuntime {
   std::string name;
   uint32_t partitions = 0;
-  std::unique_ptr<RecordProcessor> processor;
+  mutable std::mutex processor_mu;
+  std::shared_ptr<const RecordProcessor> processor;  // guarded by processor_mu
+  uint64_t quarantine_quota_bytes = 0;
+  std::chrono::milliseconds quarantine_retention{0};
   std::vector<DestinationSpec> specs;
   std::vector<std::unique_ptr<PartitionWork>> work;
   std::vector<std::unique_ptr<DestinationWorker>> workers;
@@ -159,7 +203,20 @@ struct DatasetRuntime {
   prometheus::Counter* m_batches = nullptr;
   prometheus::Counter* m_records = nullptr;
   prometheus::Counter* m_retention = nullptr;
+  prometheus::Gauge* m_quarantine_bytes = nullptr;
+  prometheus::Gauge* m_quarantine_entries = nullptr;
+  prometheus::Counter* m_quarantine_expired = nullptr;
+  prometheus::Counter* m_filtered = nullptr;
+
+  std::shared_ptr<const RecordProcessor> Processor() const {
+    std::lock_guard<std::mutex> lock(processor_mu);
+    return processor;
+  }
 };
+
+std::string PausedKey(const std::string& dataset, const std::string& destination) {
+  return absl::StrCat("paused/", dataset, "/", destination);
+}
 
 class PipelineImpl final : public Pipeline {
  public:
@@ -188,6 +245,8 @@ class PipelineImpl final : public Pipeline {
         if (o.name == d.name) rt->partitions = o.partitions;
       }
       rt->processor = std::move(d.processor);
+      rt->quarantine_quota_bytes = d.quarantine_quota_bytes;
+      rt->quarantine_retention = d.quarantine_retention;
       rt->specs = std::move(d.destinations);
       rt->delivered_samples.resize(rt->partitions);
       for (uint32_t p = 0; p < rt->partitions; ++p) {
@@ -197,13 +256,26 @@ class PipelineImpl final : public Pipeline {
         rt->m_batches = &metrics_.batches_committed->Add({{"dataset", rt->name}});
         rt->m_records = &metrics_.records_committed->Add({{"dataset", rt->name}});
         rt->m_retention = &metrics_.retention_deleted->Add({{"dataset", rt->name}});
+        rt->m_quarantine_bytes = &metrics_.quarantine_bytes->Add({{"dataset", rt->name}});
+        rt->m_quarantine_entries = &metrics_.quarantine_entries->Add({{"dataset", rt->name}});
+        rt->m_quarantine_expired = &metrics_.quarantine_expired->Add({{"dataset", rt->name}});
+        rt->m_filtered = &metrics_.records_filtered->Add({{"dataset", rt->name}});
+        rt->m_quarantine_bytes->Set(static_cast<double>(store_->QuarantineBytes(rt->name)));
+        rt->m_quarantine_entries->Set(static_cast<double>(store_->QuarantineEntries(rt->name)));
       }
       for (auto& spec : rt->specs) {
         auto w = std::make_unique<DestinationWorker>();
         w->name = spec.name;
         w->destination = spec.destination.get();
         w->ds = rt.get();
+        w->retry = spec.retry.value_or(options_.retry);
         w->cursors.resize(rt->partitions);
+        auto paused = store_->GetMeta(PausedKey(rt->name, spec.name));
+        if (!paused.ok()) return paused.status();
+        if (paused->has_value()) {
+          w->paused = true;
+          w->state = wharf::v1::PAUSED;
+        }
         if (metrics_.records_delivered != nullptr) {
           const prometheus::Labels labels = {{"dataset", rt->name}, {"destination", spec.name}};
           w->m_records = &metrics_.records_delivered->Add(labels);
@@ -211,6 +283,17 @@ class PipelineImpl final : public Pipeline {
           w->m_failures = &metrics_.delivery_failures->Add(labels);
           w->m_handoff = &metrics_.handoff_latency->Add(labels, LatencyBuckets());
           w->m_seconds = &metrics_.delivery_seconds->Add(labels, LatencyBuckets());
+          w->m_rejected = &metrics_.records_rejected->Add(labels);
+          for (auto st :
+               {wharf::v1::HEALTHY, wharf::v1::RETRYING, wharf::v1::OPEN, wharf::v1::PAUSED}) {
+            prometheus::Labels l = labels;
+            std::string state = wharf::v1::DestinationState_Name(st);
+            std::transform(state.begin(), state.end(), state.begin(),
+                           [](unsigned char c) { return std::tolower(c); });
+            l["state"] = state;
+            w->m_state[st] = &metrics_.destination_state->Add(l);
+          }
+          SetStateMetric(w.get(), w->state);
         }
         rt->workers.push_back(std::move(w));
       }
@@ -303,12 +386,13 @@ class PipelineImpl final : public Pipeline {
           if (c.ok()) cursors[p] = *c;
         }
       }
-      uint64_t records = 0, batches = 0, backlog_records = 0, backlog_batches = 0;
+      uint64_t records = 0, batches = 0, backlog_records = 0, backlog_batches = 0, rejected = 0;
       int64_t oldest_us = 0;
       for (uint32_t p = 0; p < ds->partitions; ++p) {
         const auto& c = cursors[p];
         records += c.records_delivered();
         batches += c.batches_delivered();
+        rejected += c.records_rejected();
         const storage::PartitionCounters pc = store_->GetPartitionCounters(ds->name, p);
         const uint64_t end = pc.ingest.next_offset();
         if (end > c.next_offset()) {
@@ -326,6 +410,7 @@ class PipelineImpl final : public Pipeline {
         }
       }
       s.set_records_delivered(records);
+      s.set_records_rejected(rejected);
       s.set_batches_delivered(batches);
       s.set_backlog_records(backlog_records);
       s.set_backlog_batches(backlog_batches);
@@ -333,6 +418,68 @@ class PipelineImpl final : public Pipeline {
       out.push_back(std::move(s));
     }
     return out;
+  }
+
+  absl::Status SetProcessor(const std::string& dataset,
+                            std::shared_ptr<const RecordProcessor> processor) override {
+    auto it = by_name_.find(dataset);
+    if (it == by_name_.end()) {
+      return absl::NotFoundError(absl::StrCat("unknown dataset \"", dataset, "\""));
+    }
+    if (processor == nullptr) return absl::InvalidArgumentError("processor is null");
+    {
+      std::lock_guard<std::mutex> lock(it->second->processor_mu);
+      it->second->processor = std::move(processor);
+    }
+    // Records waiting because of the old contract (e.g. a quarantine quota) get another look.
+    for (auto& pw : it->second->work) Schedule(pw.get());
+    return absl::OkStatus();
+  }
+
+  std::shared_ptr<const RecordProcessor> GetProcessor(const std::string& dataset) const override {
+    auto it = by_name_.find(dataset);
+    if (it == by_name_.end()) return nullptr;
+    return it->second->Processor();
+  }
+
+  absl::Status SetPaused(const std::string& dataset, const std::string& destination,
+                         bool paused) override {
+    auto it = by_name_.find(dataset);
+    if (it == by_name_.end()) {
+      return absl::NotFoundError(absl::StrCat("unknown dataset \"", dataset, "\""));
+    }
+    DestinationWorker* w = nullptr;
+    for (auto& worker : it->second->workers) {
+      if (worker->name == destination) w = worker.get();
+    }
+    if (w == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("dataset \"", dataset, "\" has no destination \"", destination, "\""));
+    }
+    // Durability: the flag is stored (synced) before it takes effect, so a pause survives a
+    // restart; it only holds deliveries back, it never touches data.
+    absl::Status st = paused ? store_->PutMeta(PausedKey(dataset, destination), "1")
+                             : store_->DeleteMeta(PausedKey(dataset, destination));
+    if (!st.ok()) return st;
+    wharf::v1::DestinationState state;
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      w->paused = paused;
+      if (paused) {
+        w->state = wharf::v1::PAUSED;
+      } else {
+        // Resuming retries at once (an operator resumes after fixing something).
+        w->state = w->consecutive_failures > 0 ? wharf::v1::RETRYING : wharf::v1::HEALTHY;
+        w->next_attempt = {};
+      }
+      w->control_changed = true;
+      state = w->state;
+    }
+    w->cv.notify_all();
+    SetStateMetric(w, state);
+    spdlog::info("delivery {}/{}: {} by operator", dataset, destination,
+                 paused ? "paused" : "resumed");
+    return absl::OkStatus();
   }
 
   void RunRetentionNow() override {
@@ -394,6 +541,19 @@ class PipelineImpl final : public Pipeline {
     const uint64_t end = counters.ingest.next_offset();
     if (cursor >= end) return StepResult::kIdle;
     const auto& b = options_.batching;
+    // Quarantine quota: hold validation (records stay raw, nothing is lost) until an operator
+    // replays or discards entries, or quarantine retention frees space.
+    if (ds->quarantine_quota_bytes > 0 &&
+        store_->QuarantineBytes(ds->name) >= ds->quarantine_quota_bytes) {
+      if (!pw->quarantine_full_logged) {
+        spdlog::warn("pipeline {}/{}: quarantine is at its quota ({} bytes); validation waits",
+                     ds->name, p, ds->quarantine_quota_bytes);
+        pw->quarantine_full_logged = true;
+      }
+      ArmTimer(pw, SteadyClock::now() + std::chrono::seconds(1));
+      return StepResult::kIdle;
+    }
+    pw->quarantine_full_logged = false;
     // A linger timer is pending and the backlog cannot fill a batch yet, by count or by bytes:
     // nothing to do until it fires (saves re-reading the same records on every group commit).
     const uint64_t appended = counters.ingest.bytes_appended();
@@ -440,10 +600,19 @@ class PipelineImpl final : public Pipeline {
     // Not TimeUtil::GetCurrentTime(): protobuf 3.21 truncates it to whole seconds.
     const google::protobuf::Timestamp now_ts = TimeUtil::MicrosecondsToTimestamp(NowMicros());
     std::string payload;
+    // One processor for the whole step: a contract change applies from the next batch on.
+    const std::shared_ptr<const RecordProcessor> processor = ds->Processor();
+    uint64_t filtered = 0;
     for (auto& r : raw) {
       wharf::v1::QuarantineEntry q;
       payload.clear();
-      if (ds->processor->Process(r.record, &payload, &q)) {
+      const ProcessResult result =
+          processor->ProcessRecord({ds->name, p, r.offset}, r.record, &payload, &q);
+      if (result == ProcessResult::kFilter) {
+        ++filtered;
+        continue;
+      }
+      if (result == ProcessResult::kDeliver) {
         auto* br = batch.add_records();
         br->set_offset(r.offset);
         crc = storage::Crc32c(payload, crc);
@@ -461,10 +630,14 @@ class PipelineImpl final : public Pipeline {
         q.set_dataset(ds->name);
         q.set_partition(p);
         q.set_offset(r.offset);
-        q.set_schema_version(ds->processor->schema_version());
-        q.set_transform_version(ds->processor->transform_version());
-        q.set_attempts(1);
+        q.set_schema_version(processor->schema_version());
+        q.set_transform_version(processor->transform_version());
+        // A replayed record carries its history: attempts add up, the first error stays.
+        q.set_attempts(r.record.replayed() ? r.record.attempts() + 1 : 1);
         *q.mutable_quarantine_time() = now_ts;
+        *q.mutable_first_error_time() = r.record.replayed() && r.record.has_first_error_time()
+                                            ? r.record.first_error_time()
+                                            : now_ts;
         *q.mutable_original() = std::move(r.record);
         commit.quarantine.push_back(std::move(q));
       }
@@ -481,8 +654,8 @@ class PipelineImpl final : public Pipeline {
       m->set_bytes(bytes);
       m->set_checksum(crc);
       *m->mutable_create_time() = now_ts;
-      m->set_schema_version(ds->processor->schema_version());
-      m->set_transform_version(ds->processor->transform_version());
+      m->set_schema_version(processor->schema_version());
+      m->set_transform_version(processor->transform_version());
       *m->mutable_min_ingest_time() = TimeUtil::MicrosecondsToTimestamp(min_ingest_us);
       commit.batch = std::move(batch);
     }
@@ -494,6 +667,13 @@ class PipelineImpl final : public Pipeline {
     if (ds->m_batches != nullptr && commit.batch.has_value()) {
       ds->m_batches->Increment();
       ds->m_records->Increment(static_cast<double>(commit.batch->records_size()));
+    }
+    if (ds->m_filtered != nullptr && filtered > 0) {
+      ds->m_filtered->Increment(static_cast<double>(filtered));
+    }
+    if (ds->m_quarantine_bytes != nullptr && !commit.quarantine.empty()) {
+      ds->m_quarantine_bytes->Set(static_cast<double>(store_->QuarantineBytes(ds->name)));
+      ds->m_quarantine_entries->Set(static_cast<double>(store_->QuarantineEntries(ds->name)));
     }
     if (metrics_.records_quarantined != nullptr) {
       for (const auto& q : commit.quarantine) {
@@ -518,8 +698,7 @@ class PipelineImpl final : public Pipeline {
 
   // Delivery ----------------------------------------------------------------------------------
 
-  std::chrono::milliseconds Backoff(uint32_t failures) {
-    const auto& r = options_.retry;
+  static std::chrono::milliseconds Backoff(const RetryOptions& r, uint32_t failures) {
     double delay = static_cast<double>(r.initial_backoff.count());
     for (uint32_t i = 1; i < failures && delay < r.max_backoff.count(); ++i) delay *= r.multiplier;
     delay = std::min(delay, static_cast<double>(r.max_backoff.count()));
@@ -529,12 +708,20 @@ class PipelineImpl final : public Pipeline {
     return std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(delay)));
   }
 
-  // Waits until woken, stopped or the timeout; returns false when stopping.
+  // Waits until woken (if wake_ends_wait), a control change (pause/resume), stop or the
+  // timeout; returns false when stopping.
   bool WaitFor(DestinationWorker* w, std::chrono::milliseconds timeout, bool wake_ends_wait) {
     std::unique_lock<std::mutex> lock(w->mu);
-    w->cv.wait_for(lock, timeout, [&] { return w->stopping || (wake_ends_wait && w->wake); });
+    w->cv.wait_for(lock, timeout, [&] {
+      return w->stopping || w->control_changed || (wake_ends_wait && w->wake);
+    });
     if (wake_ends_wait) w->wake = false;
+    w->control_changed = false;
     return !w->stopping;
+  }
+
+  void SetStateMetric(DestinationWorker* w, wharf::v1::DestinationState state) {
+    for (auto& [st, gauge] : w->m_state) gauge->Set(st == state ? 1 : 0);
   }
 
   void DeliveryLoop(DestinationWorker* w) {
@@ -563,14 +750,29 @@ class PipelineImpl final : public Pipeline {
     }
 
     std::vector<wharf::v1::StoredBatch> batches;
+    SteadyClock::time_point last_tick{};
     while (true) {
+      bool paused;
       {
         std::lock_guard<std::mutex> lock(w->mu);
         if (w->stopping) return;
         w->wake = false;
+        paused = w->paused;
+      }
+      if (SteadyClock::now() - last_tick >= std::chrono::seconds(1)) {
+        last_tick = SteadyClock::now();
+        if (absl::Status st = w->destination->Tick(); !st.ok()) {
+          spdlog::warn("delivery {}/{}: periodic work failed: {}", ds->name, w->name,
+                       st.ToString());
+        }
+      }
+      if (paused) {
+        if (!WaitFor(w, std::chrono::seconds(1), false)) return;
+        continue;
       }
       bool progressed = false;
       absl::Status failure;
+      DeliveryReport failure_report;
       for (uint32_t p = 0; p < ds->partitions && failure.ok(); ++p) {
         uint64_t from;
         {
@@ -578,8 +780,8 @@ class PipelineImpl final : public Pipeline {
           from = w->cursors[p].next_offset();
         }
         // Read the validation cursor before the batches: if no batch starts at `from` although
-        // validation has moved past it, every offset in between went to quarantine, and the
-        // delivery cursor can skip them (else the backlog would never reach zero).
+        // validation has moved past it, every offset in between went to quarantine (or was
+        // filtered), and the delivery cursor can skip them (else the backlog would never end).
         const uint64_t validated =
             store_->GetPartitionCounters(ds->name, p).validation.next_offset();
         if (absl::Status st = store_->ReadBatches(ds->name, p, from, 8, &batches); !st.ok()) {
@@ -593,39 +795,184 @@ class PipelineImpl final : public Pipeline {
           {
             std::lock_guard<std::mutex> lock(w->mu);
             if (w->stopping) return;
+            if (w->paused) break;
           }
           const auto t0 = SteadyClock::now();
           DeliveryReport report;
-          absl::Status st = w->destination->Deliver(batch, &report);
+          std::vector<wharf::v1::QuarantineEntry> rejected;
+          absl::Status st = DeliverBatch(w, batch, &rejected, &report);
           if (!st.ok()) {
             failure = absl::Status(
                 st.code(), absl::StrCat("batch ", batch.manifest().batch_id(), ": ", st.message()));
+            failure_report = report;
             break;
           }
-          OnDelivered(w, batch, SteadyClock::now() - t0);
+          if (absl::Status cs = OnDelivered(w, batch, rejected, SteadyClock::now() - t0);
+              !cs.ok()) {
+            failure = cs;
+            break;
+          }
           progressed = true;
         }
       }
       if (!failure.ok()) {
         uint32_t failures;
         std::chrono::milliseconds delay;
+        wharf::v1::DestinationState state;
         {
           std::lock_guard<std::mutex> lock(w->mu);
           failures = ++w->consecutive_failures;
           ++w->delivery_failures;
           w->last_error = std::string(failure.message());
-          delay = Backoff(failures);
+          // Circuit breaker: past the threshold only periodic probes are attempted, so a dead
+          // destination costs one attempt per probe interval, not a retry storm.
+          const bool open = failures >= w->retry.down_after;
+          delay = open ? w->retry.probe_interval : Backoff(w->retry, failures);
+          // A destination's own request (HTTP Retry-After, RetryInfo) wins if it is longer.
+          delay = std::max(delay, failure_report.retry_after);
           w->next_attempt = SystemClock::now() + delay;
-          w->state = failures >= options_.retry.down_after ? wharf::v1::DOWN : wharf::v1::RETRYING;
+          if (!w->paused) w->state = open ? wharf::v1::OPEN : wharf::v1::RETRYING;
+          state = w->state;
         }
+        SetStateMetric(w, state);
         if (w->m_failures != nullptr) w->m_failures->Increment();
-        spdlog::warn("delivery {}/{}: attempt {} failed, retrying in {} ms: {}", ds->name, w->name,
-                     failures, delay.count(), failure.ToString());
+        spdlog::warn("delivery {}/{}: attempt {} failed, {} in {} ms: {}", ds->name, w->name,
+                     failures, state == wharf::v1::OPEN ? "circuit open, next probe" : "retrying",
+                     delay.count(), failure.ToString());
         if (!WaitFor(w, delay, false)) return;
         continue;
       }
       if (!progressed && !WaitFor(w, std::chrono::seconds(1), true)) return;
     }
+  }
+
+  // A sub-batch of records [lo, hi) of a committed batch: same manifest fields, its own id,
+  // offsets, counts and checksum. Derived only from the batch, so a retried split produces the
+  // same ids (destinations deduplicate by id).
+  static wharf::v1::StoredBatch SubBatch(const wharf::v1::StoredBatch& batch, int lo, int hi) {
+    wharf::v1::StoredBatch sub;
+    *sub.mutable_manifest() = batch.manifest();
+    auto* m = sub.mutable_manifest();
+    uint32_t crc = 0;
+    uint64_t bytes = 0;
+    for (int i = lo; i < hi; ++i) {
+      *sub.add_records() = batch.records(i);
+      crc = storage::Crc32c(batch.records(i).payload(), crc);
+      bytes += batch.records(i).payload().size();
+    }
+    const uint64_t first = batch.records(lo).offset();
+    const uint64_t last = batch.records(hi - 1).offset();
+    m->set_batch_id(absl::StrCat(batch.manifest().batch_id(), "/", first, "-", last));
+    m->set_first_offset(first);
+    m->set_last_offset(last);
+    m->set_record_count(hi - lo);
+    m->set_quarantined_count(0);
+    m->set_bytes(bytes);
+    m->set_checksum(crc);
+    return sub;
+  }
+
+  wharf::v1::QuarantineEntry RejectedEntry(DestinationWorker* w,
+                                           const wharf::v1::StoredBatch& batch,
+                                           const wharf::v1::BatchRecord& record,
+                                           const absl::Status& status) {
+    const auto& m = batch.manifest();
+    wharf::v1::QuarantineEntry q;
+    q.set_dataset(m.dataset());
+    q.set_partition(m.partition());
+    q.set_offset(record.offset());
+    q.set_reason(wharf::v1::DESTINATION_REJECTED);
+    std::string message(status.message());
+    if (message.size() > 2000) message.resize(2000);
+    q.set_message(absl::StrCat("destination \"", w->name, "\" refused the record: ", message));
+    q.set_destination(w->name);
+    q.set_batch_id(m.batch_id());
+    q.set_schema_version(m.schema_version());
+    q.set_transform_version(m.transform_version());
+    q.set_attempts(1);
+    const auto now_ts = TimeUtil::MicrosecondsToTimestamp(NowMicros());
+    *q.mutable_quarantine_time() = now_ts;
+    *q.mutable_first_error_time() = now_ts;
+    // Keep the raw record (what the producer sent) when it is still in the landing zone, so a
+    // replay re-runs the contract on it; else the delivered form.
+    std::vector<storage::RawRecord> raw;
+    if (store_
+            ->ReadRaw(m.dataset(), m.partition(), record.offset(), record.offset() + 1, 1,
+                      UINT64_MAX, &raw)
+            .ok() &&
+        raw.size() == 1 && raw[0].offset == record.offset()) {
+      *q.mutable_original() = std::move(raw[0].record);
+    } else {
+      auto* o = q.mutable_original();
+      o->mutable_record()->set_key(record.key());
+      o->mutable_record()->set_payload(record.payload());
+      if (record.has_event_time()) *o->mutable_record()->mutable_event_time() = record.event_time();
+      *o->mutable_record()->mutable_headers() = record.headers();
+      *o->mutable_ingest_time() = record.ingest_time();
+    }
+    return q;
+  }
+
+  // Delivers a committed batch. A content rejection (INVALID_ARGUMENT) splits the batch in
+  // halves until the refused records are isolated; they are returned in `rejected` and the
+  // rest is delivered. Returns OK when every record is delivered or in `rejected`.
+  absl::Status DeliverBatch(DestinationWorker* w, const wharf::v1::StoredBatch& batch,
+                            std::vector<wharf::v1::QuarantineEntry>* rejected,
+                            DeliveryReport* report) {
+    const auto& m = batch.manifest();
+    const uint32_t p = m.partition();
+    bool resume_split;
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      resume_split = w->cursors[p].splitting_batch_id() == m.batch_id();
+    }
+    if (!resume_split) {
+      absl::Status st = w->destination->Deliver(batch, report);
+      if (st.ok() || st.code() != absl::StatusCode::kInvalidArgument) return st;
+      if (batch.records_size() <= 1) {
+        if (batch.records_size() == 1)
+          rejected->push_back(RejectedEntry(w, batch, batch.records(0), st));
+        return absl::OkStatus();
+      }
+      spdlog::warn("delivery {}/{}: batch {} refused for its content, splitting it: {}",
+                   w->ds->name, w->name, m.batch_id(), std::string(st.message()));
+      // Remember the split (synced) before any sub-batch goes out: after a crash the whole
+      // batch must not be offered again, since part of it may be delivered under sub-batch ids.
+      wharf::v1::DeliveryCheckpoint cp;
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        cp = w->cursors[p];
+      }
+      cp.set_splitting_batch_id(m.batch_id());
+      if (absl::Status ws = store_->QuarantineRejected(w->ds->name, w->name, p, {}, cp); !ws.ok()) {
+        return ws;
+      }
+      std::lock_guard<std::mutex> lock(w->mu);
+      w->cursors[p] = cp;
+    }
+    const int n = batch.records_size();
+    const int mid = n / 2;
+    if (absl::Status st = Split(w, batch, 0, mid, rejected, report); !st.ok()) return st;
+    return Split(w, batch, mid, n, rejected, report);
+  }
+
+  absl::Status Split(DestinationWorker* w, const wharf::v1::StoredBatch& batch, int lo, int hi,
+                     std::vector<wharf::v1::QuarantineEntry>* rejected, DeliveryReport* report) {
+    if (lo >= hi) return absl::OkStatus();
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      if (w->stopping) return absl::CancelledError("stopping");
+    }
+    *report = DeliveryReport();
+    absl::Status st = w->destination->Deliver(SubBatch(batch, lo, hi), report);
+    if (st.ok() || st.code() != absl::StatusCode::kInvalidArgument) return st;
+    if (hi - lo == 1) {
+      rejected->push_back(RejectedEntry(w, batch, batch.records(lo), st));
+      return absl::OkStatus();
+    }
+    const int mid = lo + (hi - lo) / 2;
+    if (absl::Status s = Split(w, batch, lo, mid, rejected, report); !s.ok()) return s;
+    return Split(w, batch, mid, hi, rejected, report);
   }
 
   // Moves the delivery cursor of partition p over offsets that all went to quarantine.
@@ -642,36 +989,69 @@ class PipelineImpl final : public Pipeline {
     }
   }
 
-  void OnDelivered(DestinationWorker* w, const wharf::v1::StoredBatch& batch,
-                   SteadyClock::duration took) {
+  absl::Status OnDelivered(DestinationWorker* w, const wharf::v1::StoredBatch& batch,
+                           const std::vector<wharf::v1::QuarantineEntry>& rejected,
+                           SteadyClock::duration took) {
     DatasetRuntime* ds = w->ds;
     const auto& m = batch.manifest();
+    const uint64_t delivered =
+        m.record_count() - std::min<uint64_t>(m.record_count(), rejected.size());
     wharf::v1::DeliveryCheckpoint cp;
+    bool was_splitting;
     {
       std::lock_guard<std::mutex> lock(w->mu);
-      auto& c = w->cursors[m.partition()];
-      c.set_next_offset(m.last_offset() + 1);
-      c.set_batches_delivered(c.batches_delivered() + 1);
-      c.set_records_delivered(c.records_delivered() + m.record_count());
-      cp = c;
+      cp = w->cursors[m.partition()];
+    }
+    was_splitting = !cp.splitting_batch_id().empty();
+    cp.set_next_offset(m.last_offset() + 1);
+    cp.set_batches_delivered(cp.batches_delivered() + 1);
+    cp.set_records_delivered(cp.records_delivered() + delivered);
+    cp.set_records_rejected(cp.records_rejected() + rejected.size());
+    cp.clear_splitting_batch_id();
+    if (!rejected.empty() || was_splitting) {
+      // Durability: the refused records enter quarantine in the same synced write that moves
+      // the cursor past them; if it fails, nothing moved and the batch is retried (its
+      // delivered sub-batches are found delivered by id).
+      if (absl::Status st =
+              store_->QuarantineRejected(ds->name, w->name, m.partition(), rejected, cp);
+          !st.ok()) {
+        return st;
+      }
+      if (ds->m_quarantine_bytes != nullptr) {
+        ds->m_quarantine_bytes->Set(static_cast<double>(store_->QuarantineBytes(ds->name)));
+        ds->m_quarantine_entries->Set(static_cast<double>(store_->QuarantineEntries(ds->name)));
+      }
+      if (w->m_rejected != nullptr) w->m_rejected->Increment(static_cast<double>(rejected.size()));
+      if (!rejected.empty()) {
+        spdlog::warn(
+            "delivery {}/{}: batch {}: {} record(s) refused by the destination went to "
+            "quarantine as DESTINATION_REJECTED",
+            ds->name, w->name, m.batch_id(), rejected.size());
+      }
+    } else {
+      // Durability: not synced. The cursor is advanced only after the destination confirmed
+      // the batch; if this write is lost, the batch is delivered again and the destination's
+      // idempotence (by batch id) absorbs it.
+      if (absl::Status st = store_->SetDeliveryCursor(ds->name, w->name, m.partition(), cp);
+          !st.ok()) {
+        spdlog::error("delivery {}/{}: saving cursor failed (batch will be redelivered): {}",
+                      ds->name, w->name, st.ToString());
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      w->cursors[m.partition()] = cp;
       if (w->consecutive_failures > 0) {
         spdlog::info("delivery {}/{}: recovered after {} failed attempts", ds->name, w->name,
                      w->consecutive_failures);
       }
       w->consecutive_failures = 0;
-      w->state = wharf::v1::HEALTHY;
+      if (!w->paused) w->state = wharf::v1::HEALTHY;
       w->next_attempt = {};
     }
-    // Durability: the cursor is advanced only after the destination confirmed the batch. If
-    // this write is lost, the batch is delivered again and the destination's idempotence (by
-    // batch id) absorbs it.
-    if (absl::Status st = store_->SetDeliveryCursor(ds->name, w->name, m.partition(), cp);
-        !st.ok()) {
-      spdlog::error("delivery {}/{}: saving cursor failed (batch will be redelivered): {}",
-                    ds->name, w->name, st.ToString());
-    }
+    if (!w->paused) SetStateMetric(w, wharf::v1::HEALTHY);
     if (w->m_records != nullptr) {
-      w->m_records->Increment(static_cast<double>(m.record_count()));
+      w->m_records->Increment(static_cast<double>(delivered));
       w->m_batches->Increment();
       w->m_seconds->Observe(std::chrono::duration<double>(took).count());
       const int64_t now_us = NowMicros();
@@ -680,6 +1060,7 @@ class PipelineImpl final : public Pipeline {
             static_cast<double>(now_us - TimeUtil::TimestampToMicroseconds(r.ingest_time())) / 1e6);
       }
     }
+    return absl::OkStatus();
   }
 
   // Retention ---------------------------------------------------------------------------------
@@ -698,6 +1079,25 @@ class PipelineImpl final : public Pipeline {
   void RetentionPass() {
     const auto now = SteadyClock::now();
     for (auto& ds : datasets_) {
+      if (ds->quarantine_retention.count() > 0) {
+        // Quarantine retention is an explicit operator policy (config quarantine.retention):
+        // entries past it are deleted and counted in wharf_quarantine_expired_total.
+        auto expired = store_->ExpireQuarantine(
+            ds->name, SystemClock::now() - ds->quarantine_retention, 100000);
+        if (!expired.ok()) {
+          spdlog::error("retention {}: expiring quarantine: {}", ds->name,
+                        expired.status().ToString());
+        } else if (*expired > 0) {
+          spdlog::info("retention {}: {} quarantine entries expired", ds->name, *expired);
+          if (ds->m_quarantine_expired != nullptr) {
+            ds->m_quarantine_expired->Increment(static_cast<double>(*expired));
+          }
+        }
+      }
+      if (ds->m_quarantine_bytes != nullptr) {
+        ds->m_quarantine_bytes->Set(static_cast<double>(store_->QuarantineBytes(ds->name)));
+        ds->m_quarantine_entries->Set(static_cast<double>(store_->QuarantineEntries(ds->name)));
+      }
       for (uint32_t p = 0; p < ds->partitions; ++p) {
         if (stopping_.load()) return;
         uint64_t delivered = UINT64_MAX;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,19 +43,30 @@ struct RetryOptions {
   std::chrono::milliseconds max_backoff{30000};    // cap of the delay. Default 30 s.
   double multiplier = 2.0;                         // growth per failure. Default 2.
   double jitter = 0.2;  // the delay is randomised by +/- this fraction. Default 0.2.
-  // Consecutive failures after which the destination is reported DOWN. Default 5.
+  // Consecutive failures that open the circuit (state OPEN): attempts are then only made as
+  // periodic probes, every `probe_interval`; a successful probe closes it. Default 5.
   uint32_t down_after = 5;
+  // Time between probes while the circuit is open. Default 30 s.
+  std::chrono::milliseconds probe_interval{30000};
 };
 
 struct DestinationSpec {
   std::string name;
   std::unique_ptr<Destination> destination;
+  // This destination's retry policy; unset: PipelineOptions::retry. There is deliberately no
+  // retry limit: a destination that keeps failing holds its backlog, it never drops it.
+  std::optional<RetryOptions> retry;
 };
 
 struct DatasetPipelineOptions {
   std::string name;
-  std::unique_ptr<RecordProcessor> processor;  // required
-  std::vector<DestinationSpec> destinations;   // at least one
+  std::shared_ptr<const RecordProcessor> processor;  // required; replaceable via SetProcessor()
+  std::vector<DestinationSpec> destinations;         // at least one
+  // Quarantine of the dataset: while it holds more than quota_bytes (0: no limit), validation
+  // of the dataset waits (records stay in the landing zone, ingest continues until the staging
+  // quota); entries older than `retention` (0: forever) are deleted.
+  uint64_t quarantine_quota_bytes = 0;
+  std::chrono::milliseconds quarantine_retention{0};
 };
 
 struct PipelineOptions {
@@ -103,6 +115,18 @@ class Pipeline {
 
   // Runs one retention pass now (tests; the pipeline also runs it every interval).
   virtual void RunRetentionNow() = 0;
+
+  // Replaces the dataset's record processor (a new contract version). Records processed after
+  // the call use it; a step already running finishes with the old one. Order and exactly-once
+  // are unaffected: the cursor, not the processor, decides what is processed.
+  virtual absl::Status SetProcessor(const std::string& dataset,
+                                    std::shared_ptr<const RecordProcessor> processor) = 0;
+  virtual std::shared_ptr<const RecordProcessor> GetProcessor(const std::string& dataset) const = 0;
+
+  // Pauses or resumes delivery to one destination. Persisted in the store: a paused destination
+  // stays paused across restarts. NOT_FOUND for an unknown dataset or destination.
+  virtual absl::Status SetPaused(const std::string& dataset, const std::string& destination,
+                                 bool paused) = 0;
 };
 
 }  // namespace wharf::pipeline

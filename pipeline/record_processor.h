@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "wharf/v1/record.pb.h"
 
@@ -11,10 +12,34 @@ namespace wharf::pipeline {
 // Today it parses (format "json") or passes bytes through (format "raw"); the contracts issue
 // adds schema validation, rules, PII detection and transforms behind the same seam.
 //
+// Where a record is when it is processed.
+struct RecordContext {
+  std::string_view dataset;
+  uint32_t partition = 0;
+  uint64_t offset = 0;
+};
+
+enum class ProcessResult {
+  kDeliver,     // *payload_out holds the payload to deliver
+  kQuarantine,  // *quarantine says why (reason, message, field path, rule)
+  kFilter,      // dropped on purpose by a filter transform: counted, neither delivered nor
+                // quarantined
+};
+
 // Thread safety: Process() is const and may be called from several pipeline threads at once.
 class RecordProcessor {
  public:
   virtual ~RecordProcessor() = default;
+
+  // The pipeline calls this. The default runs Process() (no filtering, no context).
+  virtual ProcessResult ProcessRecord(const RecordContext& context,
+                                      const wharf::v1::StoredRecord& record,
+                                      std::string* payload_out,
+                                      wharf::v1::QuarantineEntry* quarantine) const {
+    (void)context;
+    return Process(record, payload_out, quarantine) ? ProcessResult::kDeliver
+                                                    : ProcessResult::kQuarantine;
+  }
 
   // Either fills `payload_out` with the record's delivered payload and returns true, or fills
   // `quarantine` (reason, message, field path, error position) and returns false. Never throws.

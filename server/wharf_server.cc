@@ -83,7 +83,7 @@ class WharfServerImpl final : public WharfServer {
       for (const auto& dest : ds.destinations) {
         auto made = MakeDestination(ds, dest);
         if (!made.ok()) return made.status();
-        d.destinations.push_back({dest.name, std::move(*made)});
+        d.destinations.push_back({dest.name, std::move(*made), std::nullopt});
       }
       po.datasets.push_back(std::move(d));
     }

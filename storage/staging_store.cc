@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -121,13 +122,53 @@ struct PendingAppend {
   wharf::v1::ProduceRequest request;
   AppendCallback done;
   uint64_t bytes = 0;
+  // Set for a quarantine replay instead of a producer's request: the tokens to replay.
+  std::optional<std::vector<std::string>> replay;
 };
 
 struct DatasetState {
   DatasetOptions options;
   std::vector<PartitionCounters> partitions;  // guarded by StagingStoreImpl::counters_mu_
   uint64_t round_robin = 0;                   // writer thread only
+  uint64_t quarantine_entries = 0;            // guarded by StagingStoreImpl::counters_mu_
+  uint64_t quarantine_bytes = 0;              // guarded by StagingStoreImpl::counters_mu_
 };
+
+// Control-plane values live in the meta column family under this prefix, apart from the
+// dataset registrations ("dataset/...").
+const std::string kMetaPrefix = "ctl/";
+std::string MetaKey(std::string_view key) { return absl::StrCat(kMetaPrefix, std::string(key)); }
+
+// Quarantine key: the record's offset key, plus the destination for records a destination
+// refused (several destinations may refuse the same record).
+std::string QuarantineKey(std::string_view dataset, uint32_t partition, uint64_t offset,
+                          std::string_view destination) {
+  std::string key = OffsetKey(dataset, partition, offset);
+  key.append(destination);
+  return key;
+}
+
+// Parses "partition/offset[/destination]".
+absl::Status ParseQuarantineToken(std::string_view token, uint32_t* partition, uint64_t* offset,
+                                  std::string* destination) {
+  std::vector<std::string> parts = absl::StrSplit(std::string(token), absl::MaxSplits('/', 2));
+  if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], partition) ||
+      !absl::SimpleAtoi(parts[1], offset) || (parts.size() == 3 && parts[2].empty())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed quarantine token \"", std::string(token),
+                     "\" (expected partition/offset or partition/offset/destination)"));
+  }
+  destination->clear();
+  if (parts.size() == 3) *destination = parts[2];
+  return absl::OkStatus();
+}
+
+std::string QuarantineToken(const wharf::v1::QuarantineEntry& e) {
+  if (e.reason() == wharf::v1::DESTINATION_REJECTED && !e.destination().empty()) {
+    return absl::StrCat(e.partition(), "/", e.offset(), "/", e.destination());
+  }
+  return absl::StrCat(e.partition(), "/", e.offset());
+}
 
 class StagingStoreImpl final : public StagingStore {
  public:
@@ -257,6 +298,23 @@ class StagingStoreImpl final : public StagingStore {
           return st;
         }
       }
+      // Quarantine size, for its quota and metrics: one scan at open (quarantine is small next
+      // to the landing zone; only values' sizes are read).
+      {
+        std::string qprefix(ds.name);
+        qprefix.push_back('\0');
+        std::string qend(ds.name);
+        qend.push_back('\1');
+        rocksdb::Slice qupper(qend);
+        rocksdb::ReadOptions ro;
+        ro.iterate_upper_bound = &qupper;
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, quarantine_));
+        for (it->Seek(qprefix); it->Valid(); it->Next()) {
+          ++state->quarantine_entries;
+          state->quarantine_bytes += it->value().size();
+        }
+        if (absl::Status st = FromRocks(it->status(), "reading quarantine"); !st.ok()) return st;
+      }
       dataset_list_.push_back(ds);
       datasets_.emplace(ds.name, std::move(state));
     }
@@ -305,8 +363,15 @@ class StagingStoreImpl final : public StagingStore {
   void SetAppendListener(AppendListener listener) override { listener_ = std::move(listener); }
 
   void Append(wharf::v1::ProduceRequest request, AppendCallback done) override {
-    uint64_t bytes = 0;
-    for (const auto& r : request.records()) bytes += RecordBytes(r);
+    PendingAppend pending;
+    for (const auto& r : request.records()) pending.bytes += RecordBytes(r);
+    pending.request = std::move(request);
+    pending.done = std::move(done);
+    Enqueue(std::move(pending));
+  }
+
+  void Enqueue(PendingAppend pending) {
+    const uint64_t bytes = pending.bytes;
     AppendResult refused;
     {
       std::lock_guard<std::mutex> lock(queue_mu_);
@@ -321,14 +386,14 @@ class StagingStoreImpl final : public StagingStore {
         refused.retry_after = std::chrono::milliseconds(100);
       } else {
         pending_bytes_ += bytes;
-        queue_.push_back(PendingAppend{std::move(request), std::move(done), bytes});
+        queue_.push_back(std::move(pending));
         if (metrics_.pending_bytes)
           metrics_.pending_bytes->Set(static_cast<double>(pending_bytes_));
         queue_cv_.notify_one();
         return;
       }
     }
-    done(std::move(refused));
+    pending.done(std::move(refused));
   }
 
   absl::Status ReadRaw(std::string_view dataset, uint32_t partition, uint64_t from, uint64_t to,
@@ -390,8 +455,10 @@ class StagingStoreImpl final : public StagingStore {
       cp.set_records_committed(cp.records_committed() + m.record_count());
       cp.set_batch_bytes_committed(cp.batch_bytes_committed() + value.size());
     }
+    uint64_t quarantine_bytes = 0;
     for (const auto& q : commit.quarantine) {
       EncodeCheckedTo(q, &value);
+      quarantine_bytes += value.size();
       wb.Put(quarantine_, OffsetKey(commit.dataset, commit.partition, q.offset()), value);
     }
     cp.set_records_quarantined(cp.records_quarantined() + commit.quarantine.size());
@@ -409,6 +476,8 @@ class StagingStoreImpl final : public StagingStore {
     }
     absl::MutexLock lock(&counters_mu_);
     ds->partitions[commit.partition].validation = cp;
+    ds->quarantine_entries += commit.quarantine.size();
+    ds->quarantine_bytes += quarantine_bytes;
     return absl::OkStatus();
   }
 
@@ -509,25 +578,26 @@ class StagingStoreImpl final : public StagingStore {
     std::string end(dataset);
     end.push_back('\1');
     std::string start = prefix;
+    std::string after;
     if (!after_key.empty()) {
-      std::vector<std::string> parts = absl::StrSplit(std::string(after_key), '/');
       uint32_t partition = 0;
       uint64_t offset = 0;
-      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &partition) ||
-          !absl::SimpleAtoi(parts[1], &offset) || offset == UINT64_MAX) {
+      std::string destination;
+      if (!ParseQuarantineToken(after_key, &partition, &offset, &destination).ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat("malformed page token \"", std::string(after_key), "\""));
       }
-      start = OffsetKey(dataset, partition, offset + 1);
+      after = QuarantineKey(dataset, partition, offset, destination);
+      start = after;
     }
     rocksdb::Slice upper(end);
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, quarantine_));
     for (it->Seek(start); it->Valid(); it->Next()) {
+      if (!after.empty() && it->key() == rocksdb::Slice(after)) continue;
       if (out->size() == limit) {
-        const auto& last = out->back();
-        *next_key = absl::StrCat(last.partition(), "/", last.offset());
+        *next_key = QuarantineToken(out->back());
         break;
       }
       wharf::v1::QuarantineEntry entry;
@@ -539,6 +609,211 @@ class StagingStoreImpl final : public StagingStore {
       out->push_back(std::move(entry));
     }
     return FromRocks(it->status(), "reading quarantine");
+  }
+
+  absl::StatusOr<wharf::v1::QuarantineEntry> GetQuarantine(std::string_view dataset,
+                                                           std::string_view token) override {
+    uint32_t partition = 0;
+    uint64_t offset = 0;
+    std::string destination;
+    if (absl::Status st = ParseQuarantineToken(token, &partition, &offset, &destination);
+        !st.ok()) {
+      return st;
+    }
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), quarantine_,
+                                 QuarantineKey(dataset, partition, offset, destination), &value);
+    if (s.IsNotFound()) {
+      return absl::NotFoundError(absl::StrCat("no quarantine entry ", std::string(token),
+                                              " in dataset \"", std::string(dataset), "\""));
+    }
+    if (!s.ok()) return FromRocks(s, "reading quarantine entry");
+    wharf::v1::QuarantineEntry entry;
+    if (absl::Status st = DecodeChecked(value, &entry, "quarantine entry"); !st.ok()) return st;
+    return entry;
+  }
+
+  absl::Status QuarantineRejected(std::string_view dataset, std::string_view destination,
+                                  uint32_t partition,
+                                  const std::vector<wharf::v1::QuarantineEntry>& entries,
+                                  const wharf::v1::DeliveryCheckpoint& cursor) override {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr || partition >= ds->options.partitions) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown partition ", std::string(dataset), "/", partition));
+    }
+    rocksdb::WriteBatch wb;
+    std::string value;
+    uint64_t added_bytes = 0, added = 0;
+    for (const auto& q : entries) {
+      const std::string key = QuarantineKey(dataset, partition, q.offset(), destination);
+      std::string existing;
+      const bool had = db_->Get(rocksdb::ReadOptions(), quarantine_, key, &existing).ok();
+      EncodeCheckedTo(q, &value);
+      wb.Put(quarantine_, key, value);
+      if (!had) {
+        ++added;
+        added_bytes += value.size();
+      }
+    }
+    wb.Put(checkpoints_, DeliveryKey(dataset, destination, partition), cursor.SerializeAsString());
+    rocksdb::WriteOptions wo;
+    // Durability: synced, and one write with the cursor: a refused record must never be skipped
+    // by the cursor without being in quarantine (that would lose it), and after a crash before
+    // this write the batch is simply delivered (and refused) again.
+    wo.sync = true;
+    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "quarantining refused records");
+        !st.ok()) {
+      return st;
+    }
+    absl::MutexLock lock(&counters_mu_);
+    ds->quarantine_entries += added;
+    ds->quarantine_bytes += added_bytes;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<uint64_t> DiscardQuarantine(std::string_view dataset,
+                                             const std::vector<std::string>& tokens) override {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr) {
+      return absl::NotFoundError(absl::StrCat("unknown dataset \"", std::string(dataset), "\""));
+    }
+    rocksdb::WriteBatch wb;
+    uint64_t found = 0, bytes = 0;
+    for (const std::string& token : tokens) {
+      uint32_t partition = 0;
+      uint64_t offset = 0;
+      std::string destination;
+      if (absl::Status st = ParseQuarantineToken(token, &partition, &offset, &destination);
+          !st.ok()) {
+        return st;
+      }
+      const std::string key = QuarantineKey(dataset, partition, offset, destination);
+      std::string value;
+      if (db_->Get(rocksdb::ReadOptions(), quarantine_, key, &value).ok()) {
+        ++found;
+        bytes += value.size();
+        wb.Delete(quarantine_, key);
+      }
+    }
+    if (found == 0) return 0;
+    rocksdb::WriteOptions wo;
+    // Durability: synced so a discard the operator was told about stays done.
+    wo.sync = true;
+    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "discarding quarantine entries");
+        !st.ok()) {
+      return st;
+    }
+    absl::MutexLock lock(&counters_mu_);
+    ds->quarantine_entries -= std::min(ds->quarantine_entries, found);
+    ds->quarantine_bytes -= std::min(ds->quarantine_bytes, bytes);
+    return found;
+  }
+
+  void ReplayQuarantine(std::string dataset, std::vector<std::string> tokens,
+                        std::function<void(absl::StatusOr<uint64_t>)> done) override {
+    PendingAppend pending;
+    pending.request.set_dataset(std::move(dataset));
+    pending.replay = std::move(tokens);
+    pending.done = [done = std::move(done)](AppendResult r) {
+      if (!r.status.ok()) {
+        done(r.status);
+      } else {
+        done(static_cast<uint64_t>(r.acks.size()));
+      }
+    };
+    Enqueue(std::move(pending));
+  }
+
+  absl::StatusOr<uint64_t> ExpireQuarantine(std::string_view dataset, Clock::time_point cutoff,
+                                            size_t max_entries) override {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr) {
+      return absl::NotFoundError(absl::StrCat("unknown dataset \"", std::string(dataset), "\""));
+    }
+    const int64_t cutoff_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(cutoff.time_since_epoch()).count();
+    std::string prefix(dataset);
+    prefix.push_back('\0');
+    std::string end(dataset);
+    end.push_back('\1');
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, quarantine_));
+    rocksdb::WriteBatch wb;
+    uint64_t n = 0, bytes = 0;
+    for (it->Seek(prefix); it->Valid() && n < max_entries; it->Next()) {
+      wharf::v1::QuarantineEntry entry;
+      if (absl::Status st = DecodeChecked(std::string_view(it->value().data(), it->value().size()),
+                                          &entry, "quarantine entry");
+          !st.ok()) {
+        return st;
+      }
+      if (TimeUtil::TimestampToMicroseconds(entry.quarantine_time()) >= cutoff_us) continue;
+      wb.Delete(quarantine_, it->key());
+      ++n;
+      bytes += it->value().size();
+    }
+    if (absl::Status st = FromRocks(it->status(), "reading quarantine"); !st.ok()) return st;
+    if (n == 0) return 0;
+    rocksdb::WriteOptions wo;
+    // Durability: not synced: an expiry lost in a crash is simply done again.
+    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "expiring quarantine"); !st.ok()) {
+      return st;
+    }
+    absl::MutexLock lock(&counters_mu_);
+    ds->quarantine_entries -= std::min(ds->quarantine_entries, n);
+    ds->quarantine_bytes -= std::min(ds->quarantine_bytes, bytes);
+    return n;
+  }
+
+  uint64_t QuarantineBytes(std::string_view dataset) const override {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr) return 0;
+    absl::MutexLock lock(&counters_mu_);
+    return ds->quarantine_bytes;
+  }
+
+  uint64_t QuarantineEntries(std::string_view dataset) const override {
+    DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr) return 0;
+    absl::MutexLock lock(&counters_mu_);
+    return ds->quarantine_entries;
+  }
+
+  absl::Status PutMeta(std::string_view key, std::string_view value) override {
+    rocksdb::WriteOptions wo;
+    // Durability: synced; control-plane changes are rare and must survive once confirmed.
+    wo.sync = true;
+    return FromRocks(db_->Put(wo, meta_, MetaKey(key), rocksdb::Slice(value.data(), value.size())),
+                     "writing metadata");
+  }
+
+  absl::Status DeleteMeta(std::string_view key) override {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;  // Durability: as PutMeta.
+    return FromRocks(db_->Delete(wo, meta_, MetaKey(key)), "deleting metadata");
+  }
+
+  absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key) override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_, MetaKey(key), &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    if (!s.ok()) return FromRocks(s, "reading metadata");
+    return std::optional<std::string>(std::move(value));
+  }
+
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListMeta(
+      std::string_view prefix) override {
+    std::vector<std::pair<std::string, std::string>> out;
+    const std::string start = MetaKey(prefix);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_));
+    for (it->Seek(start); it->Valid() && it->key().starts_with(start); it->Next()) {
+      out.emplace_back(it->key().ToString().substr(kMetaPrefix.size()), it->value().ToString());
+    }
+    if (absl::Status st = FromRocks(it->status(), "listing metadata"); !st.ok()) return st;
+    return out;
   }
 
   const std::vector<DatasetOptions>& datasets() const override { return dataset_list_; }
@@ -737,6 +1012,69 @@ class StagingStoreImpl final : public StagingStore {
     return acks;
   }
 
+  // Adds a replay to the group's write batch: each listed quarantine entry that still exists
+  // (and was not replayed earlier in this group) is deleted and its original record appended to
+  // its partition. Writer thread only.
+  absl::Status ReplayInto(
+      DatasetState* ds, const std::vector<std::string>& tokens,
+      const google::protobuf::Timestamp& now_ts, rocksdb::WriteBatch* wb,
+      std::map<std::pair<DatasetState*, uint32_t>, wharf::v1::PartitionIngestState>* touched,
+      std::set<std::string>* replayed_keys, std::pair<uint64_t, uint64_t>* removed,
+      std::vector<wharf::v1::RecordAck>* acks) {
+    std::string value;
+    for (const std::string& token : tokens) {
+      uint32_t partition = 0;
+      uint64_t offset = 0;
+      std::string destination;
+      if (absl::Status st = ParseQuarantineToken(token, &partition, &offset, &destination);
+          !st.ok()) {
+        return st;
+      }
+      if (partition >= ds->options.partitions) continue;
+      const std::string key = QuarantineKey(ds->options.name, partition, offset, destination);
+      if (replayed_keys->count(key) != 0) continue;
+      std::string existing;
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), quarantine_, key, &existing);
+      if (s.IsNotFound()) continue;  // replayed or discarded before: nothing to do
+      if (!s.ok()) return FromRocks(s, "reading quarantine entry");
+      wharf::v1::QuarantineEntry entry;
+      if (absl::Status st = DecodeChecked(existing, &entry, "quarantine entry"); !st.ok()) {
+        return st;
+      }
+      wharf::v1::StoredRecord stored = entry.original();
+      stored.set_replayed(true);
+      stored.set_replay_partition(partition);
+      stored.set_replay_offset(offset);
+      stored.set_attempts(std::max<uint32_t>(1, entry.attempts()));
+      *stored.mutable_first_error_time() =
+          entry.has_first_error_time() ? entry.first_error_time() : entry.quarantine_time();
+      *stored.mutable_ingest_time() = now_ts;
+      auto tkey = std::make_pair(ds, partition);
+      auto t = touched->find(tkey);
+      if (t == touched->end()) {
+        absl::MutexLock lock(&counters_mu_);
+        t = touched->emplace(tkey, ds->partitions[partition].ingest).first;
+      }
+      wharf::v1::PartitionIngestState& st = t->second;
+      const uint64_t new_offset = st.next_offset();
+      st.set_next_offset(new_offset + 1);
+      EncodeCheckedTo(stored, &value);
+      wb->Put(raw_, OffsetKey(ds->options.name, partition, new_offset), value);
+      st.set_records_appended(st.records_appended() + 1);
+      st.set_bytes_appended(st.bytes_appended() + value.size());
+      *st.mutable_last_ingest_time() = now_ts;
+      wb->Delete(quarantine_, key);
+      replayed_keys->insert(key);
+      ++removed->first;
+      removed->second += existing.size();
+      wharf::v1::RecordAck ack;
+      ack.set_partition(partition);
+      ack.set_offset(new_offset);
+      acks->push_back(ack);
+    }
+    return absl::OkStatus();
+  }
+
   void WriteGroup(std::vector<PendingAppend>& group) {
     // Bound the producer cache between groups only: every cached window then matches the store
     // and is reloaded on demand. Dropping it within a group would lose the window updates of the
@@ -750,6 +1088,9 @@ class StagingStoreImpl final : public StagingStore {
     std::map<std::pair<DatasetState*, uint32_t>, wharf::v1::PartitionIngestState> touched;
     std::map<std::string, std::optional<wharf::v1::ProducerWindow>> producers_before;
     std::map<DatasetState*, uint64_t> group_bytes;
+    // Replays: quarantine keys deleted by this group, and (entries, bytes) removed per dataset.
+    std::set<std::string> replayed_keys;
+    std::map<DatasetState*, std::pair<uint64_t, uint64_t>> quarantine_removed;
 
     std::string disk_reason;
     const uint64_t free_bytes = DiskFreeBytes();
@@ -769,6 +1110,16 @@ class StagingStoreImpl final : public StagingStore {
       if (failed_) {
         res.status = absl::UnavailableError(
             absl::StrCat("staging store failed earlier and refuses writes: ", failure_));
+        continue;
+      }
+      if (group[i].replay.has_value()) {
+        DatasetState* rds = FindDataset(req.dataset());
+        if (rds == nullptr) {
+          res.status = absl::NotFoundError(absl::StrCat("unknown dataset \"", req.dataset(), "\""));
+          continue;
+        }
+        res.status = ReplayInto(rds, *group[i].replay, now_ts, &wb, &touched, &replayed_keys,
+                                &quarantine_removed[rds], &res.acks);
         continue;
       }
       DatasetState* ds = FindDataset(req.dataset());
@@ -945,6 +1296,10 @@ class StagingStoreImpl final : public StagingStore {
     } else {
       absl::MutexLock lock(&counters_mu_);
       for (const auto& [key, st] : touched) key.first->partitions[key.second].ingest = st;
+      for (const auto& [qds, removed] : quarantine_removed) {
+        qds->quarantine_entries -= std::min(qds->quarantine_entries, removed.first);
+        qds->quarantine_bytes -= std::min(qds->quarantine_bytes, removed.second);
+      }
     }
     if (write_status.ok() && listener_) {
       for (const auto& [key, st] : touched)

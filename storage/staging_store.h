@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -193,6 +194,57 @@ class StagingStore {
   virtual absl::Status ListQuarantine(std::string_view dataset, std::string_view after_key,
                                       size_t limit, std::vector<wharf::v1::QuarantineEntry>* out,
                                       std::string* next_key) = 0;
+
+  // Quarantine operations -------------------------------------------------------------------------
+  //
+  // Entries are addressed by a token "partition/offset" (validation failures) or
+  // "partition/offset/destination" (records a destination refused: one entry per destination).
+
+  // One entry by token; NOT_FOUND when there is none.
+  virtual absl::StatusOr<wharf::v1::QuarantineEntry> GetQuarantine(std::string_view dataset,
+                                                                   std::string_view token) = 0;
+
+  // Records a destination refused (DESTINATION_REJECTED entries of one partition) and that
+  // destination's cursor advance past the batch, in one synced write: the refused records are
+  // in quarantine exactly when the cursor has moved past them.
+  virtual absl::Status QuarantineRejected(std::string_view dataset, std::string_view destination,
+                                          uint32_t partition,
+                                          const std::vector<wharf::v1::QuarantineEntry>& entries,
+                                          const wharf::v1::DeliveryCheckpoint& cursor) = 0;
+
+  // Deletes entries (synced). Returns how many existed.
+  virtual absl::StatusOr<uint64_t> DiscardQuarantine(std::string_view dataset,
+                                                     const std::vector<std::string>& tokens) = 0;
+
+  // Replay: in one synced write on the writer thread, deletes each entry that still exists and
+  // appends its original record again to the same partition (new offset; StoredRecord.replayed
+  // set, attempts and first error time carried over), so a record is either in quarantine or
+  // back in the landing zone, never both and never neither. `done` gets the number replayed
+  // (entries already gone are skipped: a repeated replay is harmless). Must not block.
+  virtual void ReplayQuarantine(std::string dataset, std::vector<std::string> tokens,
+                                std::function<void(absl::StatusOr<uint64_t>)> done) = 0;
+
+  // Quarantine retention: deletes entries whose latest failure is before `cutoff`, at most
+  // `max_entries` per call (synced). Returns how many were deleted.
+  virtual absl::StatusOr<uint64_t> ExpireQuarantine(std::string_view dataset,
+                                                    std::chrono::system_clock::time_point cutoff,
+                                                    size_t max_entries) = 0;
+
+  // Entries and bytes held in quarantine for the dataset (kept up to date by every write).
+  virtual uint64_t QuarantineBytes(std::string_view dataset) const = 0;
+  virtual uint64_t QuarantineEntries(std::string_view dataset) const = 0;
+
+  // Control-plane values ------------------------------------------------------------------------
+
+  // Small values such as destination pause flags and contract versions. Synced: an operator's
+  // change survives a crash once the call returns.
+  virtual absl::Status PutMeta(std::string_view key, std::string_view value) = 0;
+  virtual absl::Status DeleteMeta(std::string_view key) = 0;
+  // nullopt when absent.
+  virtual absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key) = 0;
+  // Every (key, value) whose key starts with `prefix`, in key order.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListMeta(
+      std::string_view prefix) = 0;
 
   // Status side ---------------------------------------------------------------------------------
 

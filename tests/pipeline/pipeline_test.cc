@@ -271,13 +271,14 @@ class PipelineTest : public ::testing::Test {
     po.batching = batching;
     po.retry.initial_backoff = 10ms;
     po.retry.max_backoff = 100ms;
+    po.retry.probe_interval = 100ms;
     po.retry.jitter = 0;
     po.retention.interval = std::chrono::hours(1);
     DatasetPipelineOptions d;
     d.name = kDataset;
     d.processor = NewJsonParseProcessor();
     for (const auto& [name, sink] : sinks) {
-      d.destinations.push_back({name, std::make_unique<FakeDestination>(sink)});
+      d.destinations.push_back({name, std::make_unique<FakeDestination>(sink), std::nullopt});
     }
     po.datasets.push_back(std::move(d));
     return po;
@@ -828,6 +829,7 @@ TEST_F(PipelineTest, FailedDeliveryIsRetriedWithBackoffUntilItSucceeds) {
   options.retry.initial_backoff = 200ms;
   options.retry.multiplier = 1.0;
   options.retry.down_after = 3;
+  options.retry.probe_interval = 200ms;
   ASSERT_NO_FATAL_FAILURE(Start(std::move(options)));
   sink->FailNext(3, absl::UnavailableError("warehouse is napping"));
   ASSERT_EQ(AppendJson(KeyFor(1), 5).size(), 5u);
@@ -842,7 +844,7 @@ TEST_F(PipelineTest, FailedDeliveryIsRetriedWithBackoffUntilItSucceeds) {
         const auto s = StatusOf("out");
         if (s.consecutive_failures() > 0) {
           if (s.state() == wharf::v1::RETRYING && s.consecutive_failures() < 3) saw_retrying = true;
-          if (s.state() == wharf::v1::DOWN) {
+          if (s.state() == wharf::v1::OPEN) {
             EXPECT_GE(s.consecutive_failures(), 3u);
             saw_down = true;
           }

@@ -1142,8 +1142,8 @@ TEST_F(StagingStoreTest, ListQuarantinePagesInPartitionOffsetOrder) {
   EXPECT_TRUE(page.empty());
 
   for (const std::string bad :
-       {"x", "1", "1/", "/1", "1/2/3", "x/1", "1/x", "-1/2", "1/-2", "4294967296/0",
-        "0/18446744073709551616", "0/18446744073709551615"}) {
+       {"x", "1", "1/", "/1", "1/2/", "x/1", "1/x", "-1/2", "1/-2", "4294967296/0",
+        "0/18446744073709551616"}) {
     absl::Status st = store_->ListQuarantine("a", bad, 100, &page, &token);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << "token \"" << bad << "\": " << st;
   }
