@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "pipeline/destinations/file_util.h"
 #include "storage/keys.h"
 
 namespace wharf::pipeline {
@@ -28,98 +29,17 @@ namespace {
 constexpr std::string_view kFinalSuffix = ".jsonl";
 constexpr std::string_view kTempSuffix = ".tmp";
 
-// Debian's Abseil is built with its own absl::string_view (not an alias of std::string_view), so
-// std::string_view arguments of absl::StrCat and friends go through this.
-absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-// Upper bound of one write(2) call; Linux transfers at most ~2 GiB per call anyway.
-constexpr size_t kMaxWriteChunk = size_t{1} << 30;
+constexpr std::string_view kWho = "file destination";
 
-std::string ErrnoText(int err) {
-  char buf[256];
-  // GNU strerror_r: returns a pointer to the message (static or in `buf`); thread-safe.
-  return strerror_r(err, buf, sizeof(buf));
-}
+using file_util::Absl;
+using file_util::FsyncRetrying;
+using file_util::JoinPath;
+using file_util::OpenRetrying;
+using file_util::ScopedFd;
+using file_util::WriteAll;
 
-bool IsTransientErrno(int err) {
-  switch (err) {
-    case ENOSPC:
-    case EDQUOT:
-    case EIO:
-    case EAGAIN:
-    case EINTR:
-    case ENOMEM:
-    case EBUSY:
-    case ETIMEDOUT:
-    case ESTALE:
-      return true;
-    default:
-      return false;
-  }
-}
-
-// An error for a failed system call `op` on `path`, naming both and the errno text.
 absl::Status ErrnoError(int err, std::string_view op, std::string_view path) {
-  const std::string message = absl::StrCat("file destination: ", Absl(op), " ", Absl(path), ": ",
-                                           ErrnoText(err), " (errno ", err, ")");
-  if (IsTransientErrno(err)) return absl::UnavailableError(message);
-  return absl::InternalError(message);
-}
-
-// Closes the descriptor on destruction unless Close() was called.
-// Thread safety: not thread-safe; one owner.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  int get() const { return fd_; }
-
-  // Returns 0 or the errno of close(2). EINTR counts as closed: on Linux the descriptor is
-  // released anyway, and retrying could close a descriptor another thread just opened.
-  int Close() {
-    const int fd = std::exchange(fd_, -1);
-    if (fd < 0 || ::close(fd) == 0 || errno == EINTR) return 0;
-    return errno;
-  }
-
- private:
-  int fd_;
-};
-
-int OpenRetrying(const char* path, int flags, mode_t mode = 0) {
-  int fd;
-  do {
-    fd = ::open(path, flags, mode);
-  } while (fd < 0 && errno == EINTR);
-  return fd;
-}
-
-int FsyncRetrying(int fd) {
-  int rc;
-  do {
-    rc = ::fsync(fd);
-  } while (rc != 0 && errno == EINTR);
-  return rc;
-}
-
-// Writes all of `data`, continuing after short writes and EINTR. Returns 0 or an errno.
-int WriteAll(int fd, std::string_view data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const size_t chunk = std::min(data.size() - done, kMaxWriteChunk);
-    const ssize_t n = ::write(fd, data.data() + done, chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return EIO;  // No progress on a regular file: treat as an I/O error.
-    done += static_cast<size_t>(n);
-  }
-  return 0;
+  return file_util::ErrnoError(kWho, err, op, path);
 }
 
 // Best effort; a temporary file that cannot be removed is harmless (its name is unique and the
@@ -168,83 +88,8 @@ std::string FileNameFor(const wharf::v1::BatchManifest& m) {
   return absl::StrCat(m.dataset(), suffix, Absl(kFinalSuffix));
 }
 
-std::string JoinPath(std::string_view directory, std::string_view name) {
-  if (directory == "/") return absl::StrCat("/", Absl(name));
-  return absl::StrCat(Absl(directory), "/", Absl(name));
-}
-
-std::string ParentOf(std::string_view path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string_view::npos) return ".";
-  if (slash == 0) return "/";
-  return std::string(path.substr(0, slash));
-}
-
 absl::Status SyncDirectoryAt(const std::string& directory) {
-  ScopedFd fd(OpenRetrying(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return ErrnoError(errno, "open directory", directory);
-  if (FsyncRetrying(fd.get()) != 0) return ErrnoError(errno, "fsync directory", directory);
-  if (const int err = fd.Close(); err != 0) return ErrnoError(err, "close directory", directory);
-  return absl::OkStatus();
-}
-
-// Absolute, without trailing slashes (except for "/" itself), without empty components.
-absl::StatusOr<std::string> NormalizeDirectory(const std::string& directory) {
-  if (directory.empty()) {
-    return absl::InvalidArgumentError("file destination: directory must not be empty");
-  }
-  std::string path;
-  if (directory[0] != '/') {
-    char cwd[4096];
-    if (::getcwd(cwd, sizeof(cwd)) == nullptr) return ErrnoError(errno, "getcwd for", directory);
-    path = cwd;
-  }
-  size_t pos = 0;
-  while (pos < directory.size()) {
-    size_t end = directory.find('/', pos);
-    if (end == std::string::npos) end = directory.size();
-    const std::string_view component(directory.data() + pos, end - pos);
-    if (!component.empty() && component != ".") {
-      if (path != "/") path.push_back('/');
-      path.append(component);
-    }
-    pos = end + 1;
-  }
-  if (path.empty()) return std::string(1, '/');
-  return path;
-}
-
-// mkdir -p. Crash safety: mkdir is atomic, and an interrupted run leaves only some of the
-// (empty) directories, which the next run finds and completes. With `sync`, the parent of every
-// directory created is fsynced, so the new entries survive power loss together with the files
-// later written (and fsynced) inside them.
-absl::Status MakeDirectories(const std::string& directory, bool sync) {
-  // `directory` is normalized: absolute, no empty components. Walk it prefix by prefix.
-  size_t pos = 1;
-  while (true) {
-    const size_t slash = directory.find('/', pos);
-    const std::string prefix = directory.substr(0, slash);
-    struct stat st {};
-    if (::stat(prefix.c_str(), &st) == 0) {
-      if (!S_ISDIR(st.st_mode)) {
-        return absl::FailedPreconditionError(absl::StrCat("file destination: cannot use directory ",
-                                                          directory, ": ", prefix,
-                                                          " exists and is not a directory"));
-      }
-    } else if (errno != ENOENT) {
-      return ErrnoError(errno, "stat", prefix);
-    } else if (::mkdir(prefix.c_str(), 0755) == 0) {
-      if (sync) {
-        if (absl::Status s = SyncDirectoryAt(ParentOf(prefix)); !s.ok()) return s;
-      }
-    } else if (errno != EEXIST) {  // EEXIST: created concurrently; checked on the next pass.
-      return ErrnoError(errno, "mkdir", prefix);
-    } else {
-      continue;  // Re-examine the same prefix.
-    }
-    if (slash == std::string::npos) return absl::OkStatus();
-    pos = slash + 1;
-  }
+  return file_util::SyncDirectoryAt(kWho, directory);
 }
 
 // Creates and removes a file, to fail at startup rather than at the first delivery when the
@@ -307,10 +152,11 @@ absl::Status RemoveLeftoverTempFiles(const std::string& directory) {
 
 absl::StatusOr<std::unique_ptr<FileDestination>> FileDestination::Create(
     FileDestinationOptions options) {
-  absl::StatusOr<std::string> directory = NormalizeDirectory(options.directory);
+  absl::StatusOr<std::string> directory = file_util::NormalizeDirectory(kWho, options.directory);
   if (!directory.ok()) return directory.status();
   options.directory = *std::move(directory);
-  if (absl::Status s = MakeDirectories(options.directory, options.fsync); !s.ok()) return s;
+  if (absl::Status s = file_util::MakeDirectories(kWho, options.directory, options.fsync); !s.ok())
+    return s;
   if (absl::Status s = ProbeWritable(options.directory); !s.ok()) return s;
   if (absl::Status s = RemoveLeftoverTempFiles(options.directory); !s.ok()) return s;
   std::unique_ptr<FileDestination> destination(new FileDestination(std::move(options)));
