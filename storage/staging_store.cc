@@ -1000,6 +1000,34 @@ class StagingStoreImpl final : public StagingStore {
     return &producer_cache_.emplace(key, std::move(w)).first->second;
   }
 
+  // True when every sequence in [first, first + count) was stored by a request still in the
+  // producer's window; fills `acks` with their original offsets.
+  static bool CoveredByWindow(const wharf::v1::ProducerWindow& window, uint64_t first, int count,
+                              std::vector<wharf::v1::RecordAck>* acks) {
+    if (count <= 0) return false;
+    std::vector<wharf::v1::RecordAck> out(count);
+    std::vector<bool> seen(count, false);
+    int covered = 0;
+    const uint64_t end = first + static_cast<uint64_t>(count);
+    for (const auto& r : window.recent()) {
+      const uint64_t r_first = r.first_sequence();
+      const uint64_t r_end = r_first + r.record_count();
+      if (r_end <= first || r_first >= end) continue;
+      const std::vector<wharf::v1::RecordAck> r_acks = AcksFrom(r);
+      for (uint64_t seq = std::max(first, r_first); seq < std::min(end, r_end); ++seq) {
+        const size_t i = seq - first;
+        if (!seen[i] && seq - r_first < r_acks.size()) {
+          seen[i] = true;
+          out[i] = r_acks[seq - r_first];
+          ++covered;
+        }
+      }
+    }
+    if (covered != count) return false;
+    *acks = std::move(out);
+    return true;
+  }
+
   static std::vector<wharf::v1::RecordAck> AcksFrom(const wharf::v1::ProducerRequestAck& r) {
     std::vector<wharf::v1::RecordAck> acks(r.partitions_size());
     std::map<uint32_t, uint64_t> next;
@@ -1152,6 +1180,14 @@ class StagingStoreImpl final : public StagingStore {
           if (found != nullptr &&
               found->record_count() == static_cast<uint32_t>(req.records_size())) {
             res.acks = AcksFrom(*found);
+            res.duplicate = true;
+          } else if (req.allow_sequence_gap() &&
+                     CoveredByWindow(*window, first, req.records_size(), &res.acks)) {
+            // Forwarders only (their sequences are source offsets): a retry cut differently,
+            // e.g. a batch re-split after a restart. Every sequence of it was stored by requests
+            // still in the window, so it is a duplicate, answered with the original offsets of
+            // exactly these records. Plain producers keep the strict rule (same first sequence
+            // and count), which catches client bugs.
             res.duplicate = true;
           } else if (found != nullptr) {
             res.status = absl::FailedPreconditionError(absl::StrCat(

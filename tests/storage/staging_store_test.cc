@@ -659,6 +659,44 @@ TEST_P(StagingStoreDurabilityTest, ProducerRetriesAreDeduplicatedAcrossReopen) {
   EXPECT_EQ(RecordsAppended("one"), 3u);
 }
 
+TEST_F(StagingStoreTest, ForwarderRetryCutDifferentlyIsADuplicateOfTheStoredRecords) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  auto forward = [&](uint64_t first, int n) {
+    wharf::v1::ProduceRequest req;
+    req.set_dataset("one");
+    req.set_producer_id("fwd");
+    req.set_first_sequence(first);
+    req.set_allow_sequence_gap(true);
+    for (int i = 0; i < n; ++i)
+      req.add_records()->set_payload(absl::StrCat("{\"s\":", first + i, "}"));
+    return AppendAndWait(store_.get(), std::move(req));
+  };
+  AppendResult a = forward(10, 5);  // sequences 10..14
+  ASSERT_TRUE(a.status.ok()) << a.status;
+  AppendResult b = forward(20, 3);  // a gap (allowed), sequences 20..22
+  ASSERT_TRUE(b.status.ok()) << b.status;
+  // A retry of 12..14 (part of the first request) is a duplicate with the original offsets.
+  AppendResult part = forward(12, 3);
+  ASSERT_TRUE(part.status.ok()) << part.status;
+  EXPECT_TRUE(part.duplicate);
+  ASSERT_EQ(part.acks.size(), 3u);
+  EXPECT_EQ(part.acks[0].offset(), a.acks[2].offset());
+  EXPECT_EQ(part.acks[2].offset(), a.acks[4].offset());
+  // A retry that spans sequences never stored (15..19 fell in the gap) is refused.
+  AppendResult spanning = forward(13, 8);
+  EXPECT_EQ(spanning.status.code(), absl::StatusCode::kFailedPrecondition) << spanning.status;
+  EXPECT_EQ(RecordsAppended("one"), 8u);
+  // Without allow_sequence_gap a plain producer keeps the strict rule.
+  wharf::v1::ProduceRequest strict;
+  strict.set_dataset("one");
+  strict.set_producer_id("fwd");
+  strict.set_first_sequence(12);
+  for (int i = 0; i < 3; ++i) strict.add_records()->set_payload("{}");
+  EXPECT_EQ(AppendAndWait(store_.get(), std::move(strict)).status.code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RecordsAppended("one"), 8u);
+}
+
 TEST_F(StagingStoreTest, RetryOlderThanTheProducerWindowIsRefused) {
   options_.producer_window = 2;
   ASSERT_NO_FATAL_FAILURE(Open());
@@ -1141,9 +1179,8 @@ TEST_F(StagingStoreTest, ListQuarantinePagesInPartitionOffsetOrder) {
   ASSERT_TRUE(store_->ListQuarantine("nope", "", 100, &page, &token).ok());
   EXPECT_TRUE(page.empty());
 
-  for (const std::string bad :
-       {"x", "1", "1/", "/1", "1/2/", "x/1", "1/x", "-1/2", "1/-2", "4294967296/0",
-        "0/18446744073709551616"}) {
+  for (const std::string bad : {"x", "1", "1/", "/1", "1/2/", "x/1", "1/x", "-1/2", "1/-2",
+                                "4294967296/0", "0/18446744073709551616"}) {
     absl::Status st = store_->ListQuarantine("a", bad, 100, &page, &token);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << "token \"" << bad << "\": " << st;
   }
