@@ -85,13 +85,12 @@ struct WharfForwardOptions {
 // deduplication window"): loud and retried, never a duplicate.
 //
 // Different splits. When the pipeline bisects a batch after INVALID_ARGUMENT, a sub-batch may
-// start inside, or cover only part of, a request the central already stored; the central
-// refuses such a request (FAILED_PRECONDITION: other record count, or not in the window). This
-// object remembers, in memory and per producer, the offset ranges the central acknowledged
-// (the last kLedgerRanges requests), and treats the refused records that fall in such a range
-// as delivered. The memory is lost when the edge restarts; a redelivery that is then split
-// differently than the stored requests (only possible after a bisection interrupted by the
-// crash) fails with FAILED_PRECONDITION and needs an operator.
+// start inside, or cover only part of, a request the central already stored. The central
+// answers such a request as a duplicate when every sequence of it is held by requests in its
+// producer window (the store's rule for allow_sequence_gap requests), also after either side
+// restarted. As a second line (e.g. a central of an older version), this object also
+// remembers, in memory and per producer, the offset ranges the central acknowledged (the last
+// kLedgerRanges requests) and treats refused records in such a range as delivered.
 //
 // Records are forwarded with the key, payload, event_time and headers of the BatchRecord, plus
 // the header "wharf-source" = "<node_id>/<source dataset>/p<partition>/<offset>" naming where the
