@@ -1,0 +1,330 @@
+#include "pipeline/contract/contract.h"
+
+#include <optional>
+#include <set>
+#include <string_view>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/util/time_util.h"
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/memorystream.h"
+#include "rapidjson/reader.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace wharf::pipeline::contract {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// Builds the DOM from SAX events (forwarding to the document's own handler) while counting the
+// nesting depth, so that a record nested deeper than Contract::kMaxDepth is refused during the
+// parse, before any recursive DOM operation can see it.
+class DepthLimitedHandler {
+ public:
+  explicit DepthLimitedHandler(rapidjson::Document* doc) : doc_(doc) {}
+
+  bool too_deep() const { return too_deep_; }
+
+  bool Null() { return doc_->Null(); }
+  bool Bool(bool b) { return doc_->Bool(b); }
+  bool Int(int i) { return doc_->Int(i); }
+  bool Uint(unsigned u) { return doc_->Uint(u); }
+  bool Int64(int64_t i) { return doc_->Int64(i); }
+  bool Uint64(uint64_t u) { return doc_->Uint64(u); }
+  bool Double(double d) { return doc_->Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+    return doc_->RawNumber(s, n, copy);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_->String(s, n, copy); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_->Key(s, n, copy); }
+  bool StartObject() { return Enter() && doc_->StartObject(); }
+  bool EndObject(rapidjson::SizeType n) {
+    --depth_;
+    return doc_->EndObject(n);
+  }
+  bool StartArray() { return Enter() && doc_->StartArray(); }
+  bool EndArray(rapidjson::SizeType n) {
+    --depth_;
+    return doc_->EndArray(n);
+  }
+
+ private:
+  bool Enter() {
+    if (++depth_ > Contract::kMaxDepth) {
+      too_deep_ = true;
+      return false;  // the reader stops with kParseErrorTermination at the opening bracket
+    }
+    return true;
+  }
+
+  rapidjson::Document* doc_;
+  int depth_ = 0;
+  bool too_deep_ = false;
+};
+
+bool IsJsonSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Parses `payload` into *doc. On failure fills the PARSE_ERROR fields of *quarantine (reason,
+// error_position, message) exactly as the plain JSON parse processor does (record_processor.cc),
+// plus the depth limit, and returns false.
+bool ParsePayload(const std::string& payload, rapidjson::Document* doc,
+                  wharf::v1::QuarantineEntry* quarantine) {
+  rapidjson::MemoryStream ms(payload.data(), payload.size());
+  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+  DepthLimitedHandler handler(doc);
+  rapidjson::ParseResult ok;
+  // kParseIterativeFlag: the recursive parser recurses once per nesting level and would overflow
+  // the stack on a payload of a million '['. kParseFullPrecisionFlag: doubles that are written
+  // back (transforms, PII rewrites) keep the value the producer sent.
+  auto generator = [&](rapidjson::Document&) {
+    rapidjson::Reader reader;
+    ok = reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag |
+                      rapidjson::kParseIterativeFlag | rapidjson::kParseFullPrecisionFlag>(is,
+                                                                                           handler);
+    return !ok.IsError();
+  };
+  doc->Populate(generator);
+  if (ok.IsError()) {
+    quarantine->set_reason(wharf::v1::PARSE_ERROR);
+    quarantine->set_error_position(ok.Offset());
+    if (handler.too_deep()) {
+      quarantine->set_message(absl::StrCat("payload is nested deeper than ", Contract::kMaxDepth,
+                                           " levels at byte ", ok.Offset()));
+    } else {
+      quarantine->set_message(
+          absl::StrCat("payload is not valid JSON: ", rapidjson::GetParseError_En(ok.Code()),
+                       " at byte ", ok.Offset()));
+    }
+    return false;
+  }
+  // kParseStopWhenDoneFlag stops after the first value: anything but whitespace after it is an
+  // error (two concatenated documents are not one record).
+  for (size_t i = is.Tell(); i < payload.size(); ++i) {
+    if (!IsJsonSpace(payload[i])) {
+      quarantine->set_reason(wharf::v1::PARSE_ERROR);
+      quarantine->set_error_position(i);
+      quarantine->set_message(
+          absl::StrCat("payload is not valid JSON: unexpected data after the value at byte ", i));
+      return false;
+    }
+  }
+  if (!doc->IsObject()) {
+    size_t start = 0;
+    while (start < payload.size() && IsJsonSpace(payload[start])) ++start;
+    quarantine->set_reason(wharf::v1::PARSE_ERROR);
+    quarantine->set_error_position(start);
+    quarantine->set_message(absl::StrCat("payload is valid JSON but not an object at byte ", start,
+                                         "; records must be objects"));
+    return false;
+  }
+  return true;
+}
+
+// Pointers are shown with the root as "/" (as JSON Schema violations print it).
+std::string ShownPointer(const std::string& pointer) { return pointer.empty() ? "/" : pointer; }
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Contract>> Contract::Compile(
+    const wharf::v1::ContractVersion& version, std::string hash_key) {
+  const wharf::v1::ContractSpec& spec = version.spec();
+  std::shared_ptr<Contract> contract(new Contract());
+  contract->version_ = version;
+  std::vector<std::string> errors;
+
+  if (!wharf::v1::CompatibilityMode_IsValid(spec.compatibility())) {
+    errors.push_back(absl::StrCat("compatibility: unknown mode ", spec.compatibility()));
+  }
+  // Whitespace-only schema text is "no schema", as schema_compat.h treats it.
+  if (!absl::StripAsciiWhitespace(spec.json_schema()).empty()) {
+    JsonSchemaOptions options;
+    options.format_assertions = spec.has_format_assertions() ? spec.format_assertions() : true;
+    auto schema = JsonSchema::Compile(spec.json_schema(), options);
+    if (schema.ok()) {
+      contract->schema_ = *std::move(schema);
+    } else {
+      errors.push_back(absl::StrCat("schema: ", schema.status().message()));
+    }
+  }
+
+  std::set<std::string> names;
+  for (int i = 0; i < spec.rules_size(); ++i) {
+    const wharf::v1::RuleSpec& rule = spec.rules(i);
+    const std::string where = rule.name().empty()
+                                  ? absl::StrCat("rules[", i, "]")
+                                  : absl::StrCat("rules[", i, "] (", rule.name(), ")");
+    if (rule.name().empty()) {
+      errors.push_back(absl::StrCat(where, ": name is empty"));
+    } else if (!names.insert(rule.name()).second) {
+      errors.push_back(absl::StrCat(where, ": duplicate rule name \"", rule.name(), "\""));
+    }
+    auto expr = Expression::Compile(rule.expr());
+    if (expr.ok()) {
+      contract->rules_.push_back(Rule{rule.name(), *std::move(expr)});
+    } else {
+      errors.push_back(absl::StrCat(where, ": ", expr.status().message()));
+    }
+  }
+
+  if (spec.pii_size() > 0) {
+    // PiiScanner's messages already say "pii[<index>]: ..." for every problem.
+    auto pii = PiiScanner::Compile(spec.pii(), hash_key);
+    if (pii.ok()) {
+      contract->pii_ = *std::move(pii);
+    } else {
+      errors.push_back(std::string(pii.status().message()));
+    }
+  }
+
+  if (spec.transforms_size() > 0) {
+    auto chain = TransformChain::Compile(spec.transforms(), hash_key);
+    if (chain.ok()) {
+      contract->transforms_ = *std::move(chain);
+    } else {
+      errors.push_back(absl::StrCat("transforms: ", chain.status().message()));
+    }
+  }
+
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
+  return std::shared_ptr<const Contract>(std::move(contract));
+}
+
+ProcessResult Contract::Quarantine(wharf::v1::QuarantineReason reason, std::string field_path,
+                                   std::string rule, std::string message,
+                                   wharf::v1::QuarantineEntry* quarantine) const {
+  quarantine->set_reason(reason);
+  quarantine->set_field_path(std::move(field_path));
+  quarantine->set_rule(std::move(rule));
+  quarantine->set_message(std::move(message));
+  quarantine->set_schema_version(schema_version());
+  quarantine->set_transform_version(transform_version());
+  return ProcessResult::kQuarantine;
+}
+
+ProcessResult Contract::ProcessRecord(const RecordContext& context,
+                                      const wharf::v1::StoredRecord& record,
+                                      std::string* payload_out,
+                                      wharf::v1::QuarantineEntry* quarantine) const {
+  const std::string& payload = record.record().payload();
+  rapidjson::Document doc;
+  if (!ParsePayload(payload, &doc, quarantine)) {
+    quarantine->set_schema_version(schema_version());
+    quarantine->set_transform_version(transform_version());
+    return ProcessResult::kQuarantine;
+  }
+
+  if (schema_ != nullptr) {
+    SchemaViolation violation;
+    if (!schema_->Validate(doc, &violation)) {
+      return Quarantine(wharf::v1::SCHEMA_VIOLATION, std::move(violation.pointer),
+                        std::move(violation.keyword), std::move(violation.message), quarantine);
+    }
+  }
+
+  for (const Rule& rule : rules_) {
+    // Evaluate() rather than EvaluateBool(): the message tells false from null (usually a
+    // missing field), which is what an operator looking at the quarantine needs to know.
+    absl::StatusOr<ExprValue> value = rule.expr->Evaluate(doc);
+    const std::string head = absl::StrCat("rule \"", rule.name, "\" (", rule.expr->text(), ")");
+    std::string message;
+    if (!value.ok()) {
+      message = absl::StrCat(head, ": ", value.status().message());
+    } else if (value->is_bool()) {
+      if (value->bool_value()) continue;
+      message = absl::StrCat(head, " is false");
+    } else if (value->is_null()) {
+      message = absl::StrCat(head, " evaluated to null");
+    } else {
+      message = absl::StrCat(head, ": expression must evaluate to a bool, got ",
+                             std::string(value->TypeName()));
+    }
+    return Quarantine(wharf::v1::RULE_VIOLATION, "", rule.name, std::move(message), quarantine);
+  }
+
+  bool modified = false;
+  if (pii_ != nullptr) {
+    PiiFinding finding;
+    switch (pii_->Apply(&doc, &finding)) {
+      case PiiScanner::Result::kQuarantine: {
+        // Detector and location only: the value itself must not get a second home in the
+        // quarantine entry's message (the original record is kept there, access-controlled).
+        std::string detector(PiiScanner::DetectorName(finding.detector));
+        std::string message = absl::StrCat("PII detected: ", detector, " at ",
+                                           ShownPointer(finding.pointer), " (action quarantine)");
+        return Quarantine(wharf::v1::PII_DETECTED, std::move(finding.pointer), std::move(detector),
+                          std::move(message), quarantine);
+      }
+      case PiiScanner::Result::kModified:
+        modified = true;
+        break;
+      case PiiScanner::Result::kClean:
+        break;
+    }
+  }
+
+  if (transforms_ != nullptr) {
+    RecordMetadata meta;
+    meta.dataset = context.dataset;
+    meta.partition = context.partition;
+    meta.offset = context.offset;
+    meta.producer_id = record.producer_id();
+    meta.ingest_time_millis = TimeUtil::TimestampToMilliseconds(record.ingest_time());
+    if (record.record().has_event_time()) {
+      meta.event_time_millis = TimeUtil::TimestampToMilliseconds(record.record().event_time());
+    }
+    meta.schema_version = schema_version();
+    meta.transform_version = transform_version();
+    TransformFailure failure;
+    switch (transforms_->Apply(&doc, meta, &failure)) {
+      case TransformChain::Result::kFailed:
+        return Quarantine(wharf::v1::TRANSFORM_ERROR, std::move(failure.path),
+                          absl::StrCat("step ", failure.step, " (", failure.op, ")"),
+                          std::move(failure.message), quarantine);
+      case TransformChain::Result::kFiltered:
+        return ProcessResult::kFilter;
+      case TransformChain::Result::kKeep:
+        modified = true;  // the chain does not report whether it changed anything
+        break;
+    }
+  }
+
+  if (!modified) {
+    *payload_out = payload;
+    return ProcessResult::kDeliver;
+  }
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  // Accept fails only on values JSON cannot represent (a non-finite double); the parser and the
+  // transforms never produce one, but a record that cannot be written must not be delivered.
+  if (!doc.Accept(writer)) {
+    return Quarantine(wharf::v1::TRANSFORM_ERROR, "", "serialize",
+                      "the transformed record cannot be written as JSON (non-finite number)",
+                      quarantine);
+  }
+  payload_out->assign(buffer.GetString(), buffer.GetSize());
+  return ProcessResult::kDeliver;
+}
+
+bool Contract::Process(const wharf::v1::StoredRecord& record, std::string* payload_out,
+                       wharf::v1::QuarantineEntry* quarantine) const {
+  switch (ProcessRecord(RecordContext{}, record, payload_out, quarantine)) {
+    case ProcessResult::kDeliver:
+      return true;
+    case ProcessResult::kQuarantine:
+      return false;
+    case ProcessResult::kFilter:
+      break;
+  }
+  quarantine->set_reason(wharf::v1::QUARANTINE_REASON_UNSPECIFIED);
+  quarantine->set_message("record dropped by a filter transform");
+  quarantine->set_schema_version(schema_version());
+  quarantine->set_transform_version(transform_version());
+  return false;
+}
+
+}  // namespace wharf::pipeline::contract
