@@ -30,6 +30,12 @@ step "build (RelWithDebInfo, -Werror)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHARF_WERROR=ON > build-configure.log
 cmake --build build -j"$JOBS"
 
+step "JSON Schema conformance (JSON-Schema-Test-Suite)"
+# The current suite (draft2020-12 and draft7) is expected beside the project (CI puts it there);
+# WHARF_JSON_SCHEMA_TEST_SUITE overrides the path. Debian's json-schema-test-suite package adds
+# an older draft7 copy. One summary line per draft.
+build/tests/pipeline_test --gtest_filter='JsonSchemaConformance*' | grep -E '^draft'
+
 step "tests"
 ctest --test-dir build --output-on-failure --timeout 1200 -j2
 
