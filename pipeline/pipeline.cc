@@ -925,6 +925,15 @@ class PipelineImpl final : public Pipeline {
                       UINT64_MAX, &raw)
             .ok() &&
         raw.size() == 1 && raw[0].offset == record.offset()) {
+      // A replayed record carries its history, as in validation: attempts add up and the first
+      // error stays, so an operator sees how often it failed and since when.
+      const wharf::v1::StoredRecord& stored = raw[0].record;
+      if (stored.replayed()) {
+        q.set_attempts(stored.attempts() + 1);
+        if (stored.has_first_error_time()) {
+          *q.mutable_first_error_time() = stored.first_error_time();
+        }
+      }
       *q.mutable_original() = std::move(raw[0].record);
     } else {
       auto* o = q.mutable_original();
