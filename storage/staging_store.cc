@@ -644,16 +644,25 @@ class StagingStoreImpl final : public StagingStore {
     }
     rocksdb::WriteBatch wb;
     std::string value;
-    uint64_t added_bytes = 0, added = 0;
+    // Size of the value each key holds after this write (the last one wins if an offset is
+    // listed twice).
+    std::map<std::string, uint64_t> written;
     for (const auto& q : entries) {
       const std::string key = QuarantineKey(dataset, partition, q.offset(), destination);
-      std::string existing;
-      const bool had = db_->Get(rocksdb::ReadOptions(), quarantine_, key, &existing).ok();
       EncodeCheckedTo(q, &value);
       wb.Put(quarantine_, key, value);
-      if (!had) {
+      written[key] = value.size();
+    }
+    // An entry written again (a retry after a write that failed late) replaces the old value:
+    // count it once, with the size of the new value.
+    uint64_t added = 0, bytes_in = 0, bytes_out = 0;
+    for (const auto& [key, size] : written) {
+      bytes_in += size;
+      std::string existing;
+      if (db_->Get(rocksdb::ReadOptions(), quarantine_, key, &existing).ok()) {
+        bytes_out += existing.size();
+      } else {
         ++added;
-        added_bytes += value.size();
       }
     }
     wb.Put(checkpoints_, DeliveryKey(dataset, destination, partition), cursor.SerializeAsString());
@@ -668,7 +677,8 @@ class StagingStoreImpl final : public StagingStore {
     }
     absl::MutexLock lock(&counters_mu_);
     ds->quarantine_entries += added;
-    ds->quarantine_bytes += added_bytes;
+    ds->quarantine_bytes += bytes_in;
+    ds->quarantine_bytes -= std::min(ds->quarantine_bytes, bytes_out);
     return absl::OkStatus();
   }
 
