@@ -690,6 +690,7 @@ class StagingStoreImpl final : public StagingStore {
     }
     rocksdb::WriteBatch wb;
     uint64_t found = 0, bytes = 0;
+    std::set<std::string> keys;  // a token listed twice is still one entry
     for (const std::string& token : tokens) {
       uint32_t partition = 0;
       uint64_t offset = 0;
@@ -699,6 +700,7 @@ class StagingStoreImpl final : public StagingStore {
         return st;
       }
       const std::string key = QuarantineKey(dataset, partition, offset, destination);
+      if (!keys.insert(key).second) continue;
       std::string value;
       if (db_->Get(rocksdb::ReadOptions(), quarantine_, key, &value).ok()) {
         ++found;
