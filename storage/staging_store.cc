@@ -1289,7 +1289,9 @@ class StagingStoreImpl final : public StagingStore {
       // loss; in async mode it survives kill -9 (the WAL write is in the page cache). A crash
       // before the write completes loses only unacknowledged requests, which the producer
       // retries with the same sequence numbers.
-      wo.sync = options_.durability == Durability::kSync;
+      // A quarantine replay is an operator's change and synced in either mode (as discards
+      // are): once it is answered, the entries must not come back after a power loss.
+      wo.sync = options_.durability == Durability::kSync || !replayed_keys.empty();
       const auto t0 = std::chrono::steady_clock::now();
       write_status = FromRocks(db_->Write(wo, &wb), "writing group commit");
       const double secs =
