@@ -720,6 +720,36 @@ class PipelineImpl final : public Pipeline {
     return !w->stopping;
   }
 
+  // Calls the destination's Tick() when the last call is a second or more ago. Delivery thread.
+  void MaybeTick(DestinationWorker* w, SteadyClock::time_point* last_tick) {
+    if (SteadyClock::now() - *last_tick < std::chrono::seconds(1)) return;
+    *last_tick = SteadyClock::now();
+    if (absl::Status st = w->destination->Tick(); !st.ok()) {
+      spdlog::warn("delivery {}/{}: periodic work failed: {}", w->ds->name, w->name, st.ToString());
+    }
+  }
+
+  // Waits out a retry delay like WaitFor(w, delay, false), but in slices of at most a second
+  // with a Tick() in between: a backoff or an open circuit's probe interval can last far
+  // longer than a second, and the destination's time-based work (rolling files by age) must
+  // keep its cadence while deliveries fail. Returns false when stopping.
+  bool WaitTicking(DestinationWorker* w, std::chrono::milliseconds delay,
+                   SteadyClock::time_point* last_tick) {
+    const auto deadline = SteadyClock::now() + delay;
+    while (true) {
+      MaybeTick(w, last_tick);
+      const auto until = std::min(deadline, *last_tick + std::chrono::seconds(1));
+      std::unique_lock<std::mutex> lock(w->mu);
+      const bool changed =
+          w->cv.wait_until(lock, until, [&] { return w->stopping || w->control_changed; });
+      if (w->stopping) return false;
+      if (changed || SteadyClock::now() >= deadline) {
+        w->control_changed = false;
+        return true;
+      }
+    }
+  }
+
   void SetStateMetric(DestinationWorker* w, wharf::v1::DestinationState state) {
     for (auto& [st, gauge] : w->m_state) gauge->Set(st == state ? 1 : 0);
   }
@@ -759,13 +789,7 @@ class PipelineImpl final : public Pipeline {
         w->wake = false;
         paused = w->paused;
       }
-      if (SteadyClock::now() - last_tick >= std::chrono::seconds(1)) {
-        last_tick = SteadyClock::now();
-        if (absl::Status st = w->destination->Tick(); !st.ok()) {
-          spdlog::warn("delivery {}/{}: periodic work failed: {}", ds->name, w->name,
-                       st.ToString());
-        }
-      }
+      MaybeTick(w, &last_tick);
       if (paused) {
         if (!WaitFor(w, std::chrono::seconds(1), false)) return;
         continue;
@@ -839,7 +863,7 @@ class PipelineImpl final : public Pipeline {
         spdlog::warn("delivery {}/{}: attempt {} failed, {} in {} ms: {}", ds->name, w->name,
                      failures, state == wharf::v1::OPEN ? "circuit open, next probe" : "retrying",
                      delay.count(), failure.ToString());
-        if (!WaitFor(w, delay, false)) return;
+        if (!WaitTicking(w, delay, &last_tick)) return;
         continue;
       }
       if (!progressed && !WaitFor(w, std::chrono::seconds(1), true)) return;
@@ -901,6 +925,15 @@ class PipelineImpl final : public Pipeline {
                       UINT64_MAX, &raw)
             .ok() &&
         raw.size() == 1 && raw[0].offset == record.offset()) {
+      // A replayed record carries its history, as in validation: attempts add up and the first
+      // error stays, so an operator sees how often it failed and since when.
+      const wharf::v1::StoredRecord& stored = raw[0].record;
+      if (stored.replayed()) {
+        q.set_attempts(stored.attempts() + 1);
+        if (stored.has_first_error_time()) {
+          *q.mutable_first_error_time() = stored.first_error_time();
+        }
+      }
       *q.mutable_original() = std::move(raw[0].record);
     } else {
       auto* o = q.mutable_original();

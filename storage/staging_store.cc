@@ -644,16 +644,25 @@ class StagingStoreImpl final : public StagingStore {
     }
     rocksdb::WriteBatch wb;
     std::string value;
-    uint64_t added_bytes = 0, added = 0;
+    // Size of the value each key holds after this write (the last one wins if an offset is
+    // listed twice).
+    std::map<std::string, uint64_t> written;
     for (const auto& q : entries) {
       const std::string key = QuarantineKey(dataset, partition, q.offset(), destination);
-      std::string existing;
-      const bool had = db_->Get(rocksdb::ReadOptions(), quarantine_, key, &existing).ok();
       EncodeCheckedTo(q, &value);
       wb.Put(quarantine_, key, value);
-      if (!had) {
+      written[key] = value.size();
+    }
+    // An entry written again (a retry after a write that failed late) replaces the old value:
+    // count it once, with the size of the new value.
+    uint64_t added = 0, bytes_in = 0, bytes_out = 0;
+    for (const auto& [key, size] : written) {
+      bytes_in += size;
+      std::string existing;
+      if (db_->Get(rocksdb::ReadOptions(), quarantine_, key, &existing).ok()) {
+        bytes_out += existing.size();
+      } else {
         ++added;
-        added_bytes += value.size();
       }
     }
     wb.Put(checkpoints_, DeliveryKey(dataset, destination, partition), cursor.SerializeAsString());
@@ -668,7 +677,8 @@ class StagingStoreImpl final : public StagingStore {
     }
     absl::MutexLock lock(&counters_mu_);
     ds->quarantine_entries += added;
-    ds->quarantine_bytes += added_bytes;
+    ds->quarantine_bytes += bytes_in;
+    ds->quarantine_bytes -= std::min(ds->quarantine_bytes, bytes_out);
     return absl::OkStatus();
   }
 
@@ -680,6 +690,7 @@ class StagingStoreImpl final : public StagingStore {
     }
     rocksdb::WriteBatch wb;
     uint64_t found = 0, bytes = 0;
+    std::set<std::string> keys;  // a token listed twice is still one entry
     for (const std::string& token : tokens) {
       uint32_t partition = 0;
       uint64_t offset = 0;
@@ -689,6 +700,7 @@ class StagingStoreImpl final : public StagingStore {
         return st;
       }
       const std::string key = QuarantineKey(dataset, partition, offset, destination);
+      if (!keys.insert(key).second) continue;
       std::string value;
       if (db_->Get(rocksdb::ReadOptions(), quarantine_, key, &value).ok()) {
         ++found;
@@ -1042,61 +1054,80 @@ class StagingStoreImpl final : public StagingStore {
 
   // Adds a replay to the group's write batch: each listed quarantine entry that still exists
   // (and was not replayed earlier in this group) is deleted and its original record appended to
-  // its partition. Writer thread only.
+  // its partition. All or nothing: every token is parsed and every entry read before anything
+  // is added, so a malformed token or a read error refuses the whole replay and the caller's
+  // error answer is true (nothing of it is written). Writer thread only.
   absl::Status ReplayInto(
       DatasetState* ds, const std::vector<std::string>& tokens,
       const google::protobuf::Timestamp& now_ts, rocksdb::WriteBatch* wb,
       std::map<std::pair<DatasetState*, uint32_t>, wharf::v1::PartitionIngestState>* touched,
       std::set<std::string>* replayed_keys, std::pair<uint64_t, uint64_t>* removed,
       std::vector<wharf::v1::RecordAck>* acks) {
-    std::string value;
-    for (const std::string& token : tokens) {
+    struct Found {
       uint32_t partition = 0;
       uint64_t offset = 0;
+      std::string key;
+      uint64_t stored_bytes = 0;
+      wharf::v1::QuarantineEntry entry;
+    };
+    std::vector<Found> found;
+    std::set<std::string> keys;  // a token listed twice replays once
+    for (const std::string& token : tokens) {
+      Found f;
       std::string destination;
-      if (absl::Status st = ParseQuarantineToken(token, &partition, &offset, &destination);
+      if (absl::Status st = ParseQuarantineToken(token, &f.partition, &f.offset, &destination);
           !st.ok()) {
         return st;
       }
-      if (partition >= ds->options.partitions) continue;
-      const std::string key = QuarantineKey(ds->options.name, partition, offset, destination);
-      if (replayed_keys->count(key) != 0) continue;
+      if (f.partition >= ds->options.partitions) continue;
+      f.key = QuarantineKey(ds->options.name, f.partition, f.offset, destination);
+      if (replayed_keys->count(f.key) != 0 || !keys.insert(f.key).second) continue;
+      found.push_back(std::move(f));
+    }
+    std::vector<Found> existing_entries;
+    for (Found& f : found) {
       std::string existing;
-      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), quarantine_, key, &existing);
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), quarantine_, f.key, &existing);
       if (s.IsNotFound()) continue;  // replayed or discarded before: nothing to do
       if (!s.ok()) return FromRocks(s, "reading quarantine entry");
-      wharf::v1::QuarantineEntry entry;
-      if (absl::Status st = DecodeChecked(existing, &entry, "quarantine entry"); !st.ok()) {
+      if (absl::Status st = DecodeChecked(existing, &f.entry, "quarantine entry"); !st.ok()) {
         return st;
       }
+      f.stored_bytes = existing.size();
+      existing_entries.push_back(std::move(f));
+    }
+
+    std::string value;
+    for (const Found& f : existing_entries) {
+      const wharf::v1::QuarantineEntry& entry = f.entry;
       wharf::v1::StoredRecord stored = entry.original();
       stored.set_replayed(true);
-      stored.set_replay_partition(partition);
-      stored.set_replay_offset(offset);
+      stored.set_replay_partition(f.partition);
+      stored.set_replay_offset(f.offset);
       stored.set_attempts(std::max<uint32_t>(1, entry.attempts()));
       *stored.mutable_first_error_time() =
           entry.has_first_error_time() ? entry.first_error_time() : entry.quarantine_time();
       *stored.mutable_ingest_time() = now_ts;
-      auto tkey = std::make_pair(ds, partition);
+      auto tkey = std::make_pair(ds, f.partition);
       auto t = touched->find(tkey);
       if (t == touched->end()) {
         absl::MutexLock lock(&counters_mu_);
-        t = touched->emplace(tkey, ds->partitions[partition].ingest).first;
+        t = touched->emplace(tkey, ds->partitions[f.partition].ingest).first;
       }
       wharf::v1::PartitionIngestState& st = t->second;
       const uint64_t new_offset = st.next_offset();
       st.set_next_offset(new_offset + 1);
       EncodeCheckedTo(stored, &value);
-      wb->Put(raw_, OffsetKey(ds->options.name, partition, new_offset), value);
+      wb->Put(raw_, OffsetKey(ds->options.name, f.partition, new_offset), value);
       st.set_records_appended(st.records_appended() + 1);
       st.set_bytes_appended(st.bytes_appended() + value.size());
       *st.mutable_last_ingest_time() = now_ts;
-      wb->Delete(quarantine_, key);
-      replayed_keys->insert(key);
+      wb->Delete(quarantine_, f.key);
+      replayed_keys->insert(f.key);
       ++removed->first;
-      removed->second += existing.size();
+      removed->second += f.stored_bytes;
       wharf::v1::RecordAck ack;
-      ack.set_partition(partition);
+      ack.set_partition(f.partition);
       ack.set_offset(new_offset);
       acks->push_back(ack);
     }
@@ -1294,7 +1325,9 @@ class StagingStoreImpl final : public StagingStore {
       // loss; in async mode it survives kill -9 (the WAL write is in the page cache). A crash
       // before the write completes loses only unacknowledged requests, which the producer
       // retries with the same sequence numbers.
-      wo.sync = options_.durability == Durability::kSync;
+      // A quarantine replay is an operator's change and synced in either mode (as discards
+      // are): once it is answered, the entries must not come back after a power loss.
+      wo.sync = options_.durability == Durability::kSync || !replayed_keys.empty();
       const auto t0 = std::chrono::steady_clock::now();
       write_status = FromRocks(db_->Write(wo, &wb), "writing group commit");
       const double secs =
