@@ -46,9 +46,17 @@ absl::StatusOr<wharf::v1::ListQuarantineResponse> ControlClient::ListQuarantine(
 
 absl::StatusOr<wharf::v1::ListQuarantineResponse> ControlClient::ListAllQuarantine(
     const std::string& dataset, uint32_t limit, std::chrono::milliseconds timeout) const {
-  wharf::v1::ListQuarantineResponse all;
   wharf::v1::ListQuarantineRequest request;
   request.set_dataset(dataset);
+  return ListAllQuarantine(request, limit, timeout);
+}
+
+absl::StatusOr<wharf::v1::ListQuarantineResponse> ControlClient::ListAllQuarantine(
+    const wharf::v1::ListQuarantineRequest& first, uint32_t limit,
+    std::chrono::milliseconds timeout) const {
+  wharf::v1::ListQuarantineResponse all;
+  wharf::v1::ListQuarantineRequest request = first;
+  all.set_next_page_token(request.page_token());
   while (static_cast<uint32_t>(all.entries_size()) < limit) {
     request.set_limit(std::min(limit - static_cast<uint32_t>(all.entries_size()), kMaxPageSize));
     absl::StatusOr<wharf::v1::ListQuarantineResponse> page = ListQuarantine(request, timeout);
@@ -58,11 +66,69 @@ absl::StatusOr<wharf::v1::ListQuarantineResponse> ControlClient::ListAllQuaranti
       *all.add_entries() = std::move(entry);
     }
     all.set_next_page_token(page->next_page_token());
-    // A server that returns an empty page with a token would otherwise loop forever.
-    if (page->next_page_token().empty() || page->entries_size() == 0) break;
+    // A server whose token does not move would otherwise make this loop forever.
+    if (page->next_page_token().empty() || page->next_page_token() == request.page_token()) break;
     request.set_page_token(page->next_page_token());
   }
   return all;
+}
+
+absl::StatusOr<wharf::v1::QuarantineEntry> ControlClient::GetQuarantineEntry(
+    const wharf::v1::GetQuarantineEntryRequest& request, std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::QuarantineEntry response;
+  grpc::Status status = stub_->GetQuarantineEntry(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<wharf::v1::ReplayQuarantineResponse> ControlClient::ReplayQuarantine(
+    const wharf::v1::ReplayQuarantineRequest& request, std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::ReplayQuarantineResponse response;
+  grpc::Status status = stub_->ReplayQuarantine(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<wharf::v1::DiscardQuarantineResponse> ControlClient::DiscardQuarantine(
+    const wharf::v1::DiscardQuarantineRequest& request, std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::DiscardQuarantineResponse response;
+  grpc::Status status = stub_->DiscardQuarantine(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::Status ControlClient::PauseDestination(const std::string& dataset,
+                                             const std::string& destination,
+                                             std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::PauseDestinationRequest request;
+  request.set_dataset(dataset);
+  request.set_destination(destination);
+  wharf::v1::PauseDestinationResponse response;
+  grpc::Status status = stub_->PauseDestination(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return absl::OkStatus();
+}
+
+absl::Status ControlClient::ResumeDestination(const std::string& dataset,
+                                              const std::string& destination,
+                                              std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::ResumeDestinationRequest request;
+  request.set_dataset(dataset);
+  request.set_destination(destination);
+  wharf::v1::ResumeDestinationResponse response;
+  grpc::Status status = stub_->ResumeDestination(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return absl::OkStatus();
 }
 
 }  // namespace wharf::client

@@ -11,7 +11,7 @@
 
 namespace wharf::client {
 
-// Blocking calls of the Control service (status and quarantine listing).
+// Blocking calls of the Control service (status, quarantine, destination pausing).
 //
 // Thread safety: thread-safe; calls may be made concurrently from any number of threads.
 class ControlClient {
@@ -33,6 +33,29 @@ class ControlClient {
   // response's next_page_token is the token to continue after the last returned entry.
   absl::StatusOr<wharf::v1::ListQuarantineResponse> ListAllQuarantine(
       const std::string& dataset, uint32_t limit,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // Same with the filters (reason, since, until) and starting page token of `request` (its
+  // limit is ignored). Pages that hold no entry but a token (the server bounds its scan per
+  // call) are followed too.
+  absl::StatusOr<wharf::v1::ListQuarantineResponse> ListAllQuarantine(
+      const wharf::v1::ListQuarantineRequest& request, uint32_t limit,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+
+  absl::StatusOr<wharf::v1::QuarantineEntry> GetQuarantineEntry(
+      const wharf::v1::GetQuarantineEntryRequest& request,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  absl::StatusOr<wharf::v1::ReplayQuarantineResponse> ReplayQuarantine(
+      const wharf::v1::ReplayQuarantineRequest& request,
+      std::chrono::milliseconds timeout = std::chrono::seconds(60)) const;
+  absl::StatusOr<wharf::v1::DiscardQuarantineResponse> DiscardQuarantine(
+      const wharf::v1::DiscardQuarantineRequest& request,
+      std::chrono::milliseconds timeout = std::chrono::seconds(60)) const;
+
+  // Pauses / resumes delivery to one destination of a dataset.
+  absl::Status PauseDestination(const std::string& dataset, const std::string& destination,
+                                std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  absl::Status ResumeDestination(
+      const std::string& dataset, const std::string& destination,
       std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
 
  private:

@@ -2,7 +2,12 @@
 //
 //   wharfctl [--server HOST:PORT] [-o table|json] produce --dataset D [--file PATH] ...
 //   wharfctl status [--dataset D]...
-//   wharfctl quarantine list --dataset D [--limit N]
+//   wharfctl destination pause|resume DATASET DESTINATION
+//   wharfctl quarantine list DATASET [--reason R] [--since T] [--until T] [--limit N]
+//                                    [--page-token TOKEN]
+//   wharfctl quarantine show DATASET TOKEN
+//   wharfctl quarantine replay DATASET [TOKEN...] [--all] [--reason R] [--dry-run]
+//   wharfctl quarantine discard DATASET [TOKEN...] [--all] [--reason R] --yes
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
@@ -14,6 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -24,9 +30,11 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "client/channel.h"
 #include "client/control_client.h"
@@ -68,6 +76,20 @@ struct StatusOptions {
 struct QuarantineOptions {
   std::string dataset;
   uint32_t limit = 100;
+  std::string reason;  // a QuarantineReason name, any case; empty: any
+  std::string since;   // RFC 3339; empty: none
+  std::string until;
+  std::string page_token;
+  std::string token;                // show
+  std::vector<std::string> tokens;  // replay, discard
+  bool all = false;
+  bool dry_run = false;
+  bool yes = false;
+};
+
+struct DestinationOptions {
+  std::string dataset;
+  std::string destination;
 };
 
 // Serializes writes to stderr between the progress line, error messages and the summary.
@@ -470,9 +492,22 @@ std::string StateName(wharf::v1::DestinationState state) {
       return "DOWN";
     case wharf::v1::PAUSED:
       return "PAUSED";
+    case wharf::v1::OPEN:
+      return "OPEN";
     default:
       return "UNKNOWN";
   }
+}
+
+// When the next delivery attempt (or probe) is due, relative to now; "-" when none is scheduled.
+std::string NextAttempt(const wharf::v1::DestinationStatus& dest) {
+  if (!dest.has_next_attempt_time() || dest.next_attempt_time().seconds() <= 0) return "-";
+  const int64_t at_ms =
+      google::protobuf::util::TimeUtil::TimestampToMilliseconds(dest.next_attempt_time());
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  return at_ms <= now_ms ? "now" : "in " + HumanDuration(at_ms - now_ms);
 }
 
 int RunStatus(const GlobalOptions& global, const StatusOptions& options) {
@@ -514,20 +549,20 @@ int RunStatus(const GlobalOptions& global, const StatusOptions& options) {
   }
   datasets.Print(std::cout);
 
-  Table destinations({"DATASET", "DESTINATION", "TYPE", "STATE", "DELIVERED", "BACKLOG",
-                      "OLDEST UNDELIVERED", "FAILURES", "LAST ERROR"});
+  Table destinations({"DATASET", "DESTINATION", "TYPE", "STATE", "DELIVERED", "REJECTED", "BACKLOG",
+                      "OLDEST UNDELIVERED", "FAILURES", "NEXT ATTEMPT", "LAST ERROR"});
   bool any_destination = false;
   for (const wharf::v1::DatasetStatus& d : response->datasets()) {
     for (const wharf::v1::DestinationStatus& dest : d.destinations()) {
       any_destination = true;
       destinations.Add(
           {d.name(), dest.name(), dest.type(), StateName(dest.state()),
-           absl::StrCat(dest.records_delivered()),
+           absl::StrCat(dest.records_delivered()), absl::StrCat(dest.records_rejected()),
            absl::StrCat(dest.backlog_records(), " (", dest.backlog_batches(), " batches)"),
            dest.oldest_undelivered_age_ms() > 0 ? HumanDuration(dest.oldest_undelivered_age_ms())
                                                 : "-",
            absl::StrCat(dest.consecutive_failures(), "/", dest.delivery_failures()),
-           dest.last_error().empty() ? "-" : Truncate(dest.last_error(), 80)});
+           NextAttempt(dest), dest.last_error().empty() ? "-" : Truncate(dest.last_error(), 80)});
     }
   }
   if (any_destination) {
@@ -538,32 +573,258 @@ int RunStatus(const GlobalOptions& global, const StatusOptions& options) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// quarantine list
+// quarantine
+
+// A reason given on the command line ("parse_error", "PARSE_ERROR"); UNSPECIFIED when empty.
+absl::StatusOr<wharf::v1::QuarantineReason> ParseReason(const std::string& text) {
+  if (text.empty()) return wharf::v1::QUARANTINE_REASON_UNSPECIFIED;
+  std::string upper = text;
+  std::transform(upper.begin(), upper.end(), upper.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  wharf::v1::QuarantineReason reason;
+  if (!wharf::v1::QuarantineReason_Parse(upper, &reason) ||
+      reason == wharf::v1::QUARANTINE_REASON_UNSPECIFIED) {
+    std::string known;
+    for (int r = wharf::v1::QuarantineReason_MIN + 1; r <= wharf::v1::QuarantineReason_MAX; ++r) {
+      if (!wharf::v1::QuarantineReason_IsValid(r)) continue;
+      absl::StrAppend(
+          &known, known.empty() ? "" : ", ",
+          wharf::v1::QuarantineReason_Name(static_cast<wharf::v1::QuarantineReason>(r)));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown reason \"", text, "\" (expected one of ", known, ")"));
+  }
+  return reason;
+}
+
+absl::Status ParseTime(const std::string& flag, const std::string& text,
+                       google::protobuf::Timestamp* out) {
+  if (!google::protobuf::util::TimeUtil::FromString(text, out)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": expected an RFC 3339 time such as 2024-05-01T12:00:00Z, got \"", text, "\""));
+  }
+  return absl::OkStatus();
+}
+
+std::string FormatTime(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  return google::protobuf::util::TimeUtil::ToString(t);
+}
+
+// Bytes as text when they are printable (UTF-8 allowed), else C-escaped.
+std::string Printable(const std::string& bytes) {
+  const bool printable = std::all_of(bytes.begin(), bytes.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 ? u != 0x7f : c == '\t';
+  });
+  return printable ? bytes : absl::CHexEscape(bytes);
+}
 
 int RunQuarantineList(const GlobalOptions& global, const QuarantineOptions& options) {
+  wharf::v1::ListQuarantineRequest request;
+  request.set_dataset(options.dataset);
+  request.set_page_token(options.page_token);
+  absl::StatusOr<wharf::v1::QuarantineReason> reason = ParseReason(options.reason);
+  if (!reason.ok()) {
+    PrintError(std::string(reason.status().message()));
+    return 2;
+  }
+  request.set_reason(*reason);
+  absl::Status parsed = absl::OkStatus();
+  if (!options.since.empty()) parsed = ParseTime("--since", options.since, request.mutable_since());
+  if (parsed.ok() && !options.until.empty()) {
+    parsed = ParseTime("--until", options.until, request.mutable_until());
+  }
+  if (!parsed.ok()) {
+    PrintError(std::string(parsed.message()));
+    return 2;
+  }
   ControlClient client(CreateChannel(global.server));
   absl::StatusOr<wharf::v1::ListQuarantineResponse> response =
-      client.ListAllQuarantine(options.dataset, options.limit, global.timeout());
+      client.ListAllQuarantine(request, options.limit, global.timeout());
   if (!response.ok()) {
     PrintError(DescribeRpcError(global, response.status()));
     return 1;
   }
   if (global.json()) return PrintJson(*response);
   if (response->entries().empty()) {
-    std::cout << "no quarantined records in " << options.dataset << "\n";
+    std::cout << "no matching quarantined records in " << options.dataset << "\n";
     return 0;
   }
-  Table table({"PARTITION", "OFFSET", "REASON", "FIELD", "MESSAGE"});
+  Table table({"TOKEN", "REASON", "ATTEMPTS", "QUARANTINED", "FIELD", "MESSAGE"});
   for (const wharf::v1::QuarantineEntry& e : response->entries()) {
-    table.Add({absl::StrCat(e.partition()), absl::StrCat(e.offset()),
-               wharf::v1::QuarantineReason_Name(e.reason()),
+    table.Add({e.token(), wharf::v1::QuarantineReason_Name(e.reason()), absl::StrCat(e.attempts()),
+               FormatTime(e.quarantine_time()),
                e.field_path().empty() ? "-" : Truncate(e.field_path(), 40),
                Truncate(e.message(), 72)});
   }
   table.Print(std::cout);
   if (!response->next_page_token().empty()) {
-    std::cout << "(showing the first " << response->entries_size()
-              << " entries; use --limit to see more)\n";
+    std::cout << "(showing " << response->entries_size() << " entries; more with --page-token "
+              << response->next_page_token() << ")\n";
+  }
+  return 0;
+}
+
+int RunQuarantineShow(const GlobalOptions& global, const QuarantineOptions& options) {
+  ControlClient client(CreateChannel(global.server));
+  wharf::v1::GetQuarantineEntryRequest request;
+  request.set_dataset(options.dataset);
+  request.set_token(options.token);
+  absl::StatusOr<wharf::v1::QuarantineEntry> entry =
+      client.GetQuarantineEntry(request, global.timeout());
+  if (!entry.ok()) {
+    PrintError(DescribeRpcError(global, entry.status()));
+    return 1;
+  }
+  if (global.json()) return PrintJson(*entry);
+  const wharf::v1::QuarantineEntry& e = *entry;
+  const wharf::v1::StoredRecord& original = e.original();
+  Table table({"token", e.token()});
+  table.Add({"dataset", e.dataset()});
+  table.Add({"partition", absl::StrCat(e.partition())});
+  table.Add({"offset", absl::StrCat(e.offset())});
+  table.Add({"reason", wharf::v1::QuarantineReason_Name(e.reason())});
+  table.Add({"message", Printable(e.message())});
+  table.Add({"field", e.field_path().empty() ? "-" : e.field_path()});
+  table.Add({"rule", e.rule().empty() ? "-" : e.rule()});
+  if (e.reason() == wharf::v1::PARSE_ERROR) {
+    table.Add({"error position", absl::StrCat(e.error_position())});
+  }
+  if (e.reason() == wharf::v1::DESTINATION_REJECTED) {
+    table.Add({"destination", e.destination()});
+    table.Add({"batch", e.batch_id()});
+  }
+  table.Add({"schema version", absl::StrCat(e.schema_version())});
+  table.Add({"transform version", absl::StrCat(e.transform_version())});
+  table.Add({"attempts", absl::StrCat(e.attempts())});
+  table.Add({"first error", FormatTime(e.first_error_time())});
+  table.Add({"quarantined", FormatTime(e.quarantine_time())});
+  table.Add({"ingested", FormatTime(original.ingest_time())});
+  table.Add({"producer", original.producer_id().empty()
+                             ? "-"
+                             : absl::StrCat(original.producer_id(), " #", original.sequence())});
+  if (original.replayed()) {
+    table.Add({"replayed from",
+               absl::StrCat(original.replay_partition(), "/", original.replay_offset())});
+  }
+  table.Add({"key", original.record().key().empty() ? "-" : Printable(original.record().key())});
+  table.Add({"event time", FormatTime(original.record().event_time())});
+  std::vector<std::pair<std::string, std::string>> headers(original.record().headers().begin(),
+                                                           original.record().headers().end());
+  std::sort(headers.begin(), headers.end());
+  for (const auto& [name, value] : headers) {
+    table.Add({"header", absl::StrCat(Printable(name), ": ", Printable(value))});
+  }
+  table.Add({"payload", absl::StrCat("(", original.record().payload().size(), " bytes)")});
+  table.Print(std::cout);
+  // The payload in full, on its own lines: it is what the operator came to see.
+  std::cout << Printable(original.record().payload()) << "\n";
+  return 0;
+}
+
+int RunQuarantineReplay(const GlobalOptions& global, const QuarantineOptions& options) {
+  absl::StatusOr<wharf::v1::QuarantineReason> reason = ParseReason(options.reason);
+  if (!reason.ok()) {
+    PrintError(std::string(reason.status().message()));
+    return 2;
+  }
+  if (options.tokens.empty() && !options.all && options.reason.empty()) {
+    PrintError("name the entries to replay by token, or select them with --all or --reason");
+    return 2;
+  }
+  wharf::v1::ReplayQuarantineRequest request;
+  request.set_dataset(options.dataset);
+  for (const std::string& token : options.tokens) request.add_tokens(token);
+  request.set_reason(*reason);
+  request.set_all(options.all);
+  request.set_dry_run(options.dry_run);
+  ControlClient client(CreateChannel(global.server));
+  absl::StatusOr<wharf::v1::ReplayQuarantineResponse> response = client.ReplayQuarantine(
+      request, std::max(global.timeout(), std::chrono::milliseconds(60000)));
+  if (!response.ok()) {
+    PrintError(DescribeRpcError(global, response.status()));
+    return 1;
+  }
+  if (global.json()) return PrintJson(*response);
+  if (options.dry_run) {
+    std::cout << "dry run: " << response->matched() << " matching entries; "
+              << response->would_pass() << " would pass, " << response->would_fail()
+              << " would fail again\n";
+    for (const std::string& failure : response->sample_failures()) {
+      std::cout << "  " << Truncate(failure, 160) << "\n";
+    }
+  } else {
+    std::cout << "replayed " << response->replayed() << " of " << response->matched()
+              << " matching entries\n";
+  }
+  if (response->truncated()) {
+    std::cout << "(stopped at the server's bound per call; the rest was not "
+              << (options.dry_run ? "checked" : "replayed") << ")\n";
+  }
+  return 0;
+}
+
+int RunQuarantineDiscard(const GlobalOptions& global, const QuarantineOptions& options) {
+  absl::StatusOr<wharf::v1::QuarantineReason> reason = ParseReason(options.reason);
+  if (!reason.ok()) {
+    PrintError(std::string(reason.status().message()));
+    return 2;
+  }
+  if (options.tokens.empty() && !options.all && options.reason.empty()) {
+    PrintError("name the entries to discard by token, or select them with --all or --reason");
+    return 2;
+  }
+  if (!options.yes) {
+    PrintError("discarding deletes quarantined records for good; add --yes to confirm");
+    return 2;
+  }
+  wharf::v1::DiscardQuarantineRequest request;
+  request.set_dataset(options.dataset);
+  for (const std::string& token : options.tokens) request.add_tokens(token);
+  request.set_reason(*reason);
+  request.set_all(options.all);
+  ControlClient client(CreateChannel(global.server));
+  // Bulk selections are bounded per call by the server: repeat until it is done. Entries go
+  // away as they are discarded, so this ends.
+  wharf::v1::DiscardQuarantineResponse total;
+  while (true) {
+    absl::StatusOr<wharf::v1::DiscardQuarantineResponse> response = client.DiscardQuarantine(
+        request, std::max(global.timeout(), std::chrono::milliseconds(60000)));
+    if (!response.ok()) {
+      PrintError(DescribeRpcError(global, response.status()));
+      return 1;
+    }
+    total.set_discarded(total.discarded() + response->discarded());
+    if (!response->truncated() || response->discarded() == 0) break;
+  }
+  if (global.json()) return PrintJson(total);
+  std::cout << "discarded " << total.discarded() << " entries\n";
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// destination pause / resume
+
+int RunDestinationPause(const GlobalOptions& global, const DestinationOptions& options,
+                        bool paused) {
+  ControlClient client(CreateChannel(global.server));
+  absl::Status status =
+      paused ? client.PauseDestination(options.dataset, options.destination, global.timeout())
+             : client.ResumeDestination(options.dataset, options.destination, global.timeout());
+  if (!status.ok()) {
+    PrintError(DescribeRpcError(global, status));
+    return 1;
+  }
+  if (global.json()) {
+    FlatJsonWriter json;
+    json.Add("dataset", options.dataset);
+    json.Add("destination", options.destination);
+    json.Add("paused", std::string(paused ? "true" : "false"));
+    std::cout << json.Finish() << "\n";
+  } else {
+    std::cout << (paused ? "paused " : "resumed ") << options.dataset << "/" << options.destination
+              << "\n";
   }
   return 0;
 }
@@ -627,22 +888,80 @@ int Main(int argc, char** argv) {
   status_cmd->fallthrough();
   status_cmd->add_option("--dataset", status.datasets, "only this dataset (repeatable)");
 
+  DestinationOptions destination;
+  CLI::App* destination_cmd =
+      app.add_subcommand("destination", "pause or resume delivery to a destination");
+  destination_cmd->fallthrough();
+  destination_cmd->require_subcommand(1);
+  CLI::App* pause_cmd = destination_cmd->add_subcommand(
+      "pause", "stop delivering to a destination (persisted; records keep being staged)");
+  CLI::App* resume_cmd = destination_cmd->add_subcommand("resume", "resume delivery");
+  for (CLI::App* cmd : {pause_cmd, resume_cmd}) {
+    cmd->fallthrough();
+    cmd->add_option("dataset", destination.dataset, "dataset")->required();
+    cmd->add_option("destination", destination.destination, "destination")->required();
+  }
+
   QuarantineOptions quarantine;
-  CLI::App* quarantine_cmd = app.add_subcommand("quarantine", "inspect quarantined records");
+  CLI::App* quarantine_cmd =
+      app.add_subcommand("quarantine", "inspect, replay and discard quarantined records");
   quarantine_cmd->fallthrough();
   quarantine_cmd->require_subcommand(1);
+  const std::string reason_help =
+      "only entries with this reason (PARSE_ERROR, SCHEMA_VIOLATION, RULE_VIOLATION, "
+      "PII_DETECTED, TRANSFORM_ERROR, DESTINATION_REJECTED)";
   CLI::App* list_cmd = quarantine_cmd->add_subcommand("list", "list quarantined records");
   list_cmd->fallthrough();
-  list_cmd->add_option("--dataset", quarantine.dataset, "dataset")->required();
+  list_cmd->add_option("dataset,--dataset", quarantine.dataset, "dataset")->required();
   list_cmd->add_option("--limit", quarantine.limit, "at most this many entries")
       ->check(CLI::Range(uint32_t{1}, uint32_t{1000000}))
       ->capture_default_str();
+  list_cmd->add_option("--reason", quarantine.reason, reason_help);
+  list_cmd->add_option("--since", quarantine.since,
+                       "only entries quarantined at or after this RFC 3339 time");
+  list_cmd->add_option("--until", quarantine.until,
+                       "only entries quarantined before this RFC 3339 time");
+  list_cmd->add_option("--page-token", quarantine.page_token,
+                       "continue after this token (from a previous listing)");
+
+  CLI::App* show_cmd =
+      quarantine_cmd->add_subcommand("show", "show one entry with its original record");
+  show_cmd->fallthrough();
+  show_cmd->add_option("dataset", quarantine.dataset, "dataset")->required();
+  show_cmd->add_option("token", quarantine.token, "entry token (from quarantine list)")->required();
+
+  CLI::App* replay_cmd = quarantine_cmd->add_subcommand(
+      "replay", "send quarantined records through the pipeline again");
+  replay_cmd->fallthrough();
+  replay_cmd->add_option("dataset", quarantine.dataset, "dataset")->required();
+  replay_cmd->add_option("tokens", quarantine.tokens, "entry tokens");
+  replay_cmd->add_flag("--all", quarantine.all, "every entry (with --reason: every such entry)");
+  replay_cmd->add_option("--reason", quarantine.reason, reason_help);
+  replay_cmd->add_flag("--dry-run", quarantine.dry_run,
+                       "only check the records with the dataset's current processor");
+
+  CLI::App* discard_cmd =
+      quarantine_cmd->add_subcommand("discard", "delete quarantined records for good");
+  discard_cmd->fallthrough();
+  discard_cmd->add_option("dataset", quarantine.dataset, "dataset")->required();
+  discard_cmd->add_option("tokens", quarantine.tokens, "entry tokens");
+  discard_cmd->add_flag("--all", quarantine.all, "every entry (with --reason: every such entry)");
+  discard_cmd->add_option("--reason", quarantine.reason, reason_help);
+  discard_cmd->add_flag("--yes", quarantine.yes, "confirm the deletion");
+  for (CLI::App* cmd : {replay_cmd, discard_cmd}) {
+    cmd->get_option("--all")->excludes(cmd->get_option("tokens"));
+  }
 
   CLI11_PARSE(app, argc, argv);
 
   if (*produce_cmd) return RunProduce(global, produce);
   if (*status_cmd) return RunStatus(global, status);
+  if (*pause_cmd) return RunDestinationPause(global, destination, true);
+  if (*resume_cmd) return RunDestinationPause(global, destination, false);
   if (*list_cmd) return RunQuarantineList(global, quarantine);
+  if (*show_cmd) return RunQuarantineShow(global, quarantine);
+  if (*replay_cmd) return RunQuarantineReplay(global, quarantine);
+  if (*discard_cmd) return RunQuarantineDiscard(global, quarantine);
   return 1;
 }
 

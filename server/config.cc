@@ -1,6 +1,7 @@
 #include "server/config.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -20,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -46,29 +48,87 @@ constexpr Millis kMaxRetention = std::chrono::hours(24 * 3650);
 constexpr uint32_t kMaxDownAfter = 1000000;
 
 // Known keys of every map, in the order they are documented.
-constexpr absl::string_view kTopKeys[] = {"listen",           "metrics_listen", "data_dir",
-                                          "durability",       "min_free_disk",  "shutdown_timeout",
-                                          "pipeline_threads", "batching",       "retention",
-                                          "delivery",         "limits",         "log",
-                                          "datasets"};
+constexpr absl::string_view kTopKeys[] = {
+    "node_id",    "listen",        "metrics_listen",   "data_dir",
+    "durability", "min_free_disk", "shutdown_timeout", "pipeline_threads",
+    "batching",   "retention",     "delivery",         "limits",
+    "log",        "datasets"};
 constexpr absl::string_view kBatchingKeys[] = {"max_records", "max_bytes", "linger"};
 constexpr absl::string_view kRetentionKeys[] = {"raw", "interval"};
 constexpr absl::string_view kDeliveryKeys[] = {"initial_backoff", "max_backoff", "multiplier",
-                                               "jitter", "down_after"};
+                                               "jitter",          "down_after",  "probe_interval"};
 constexpr absl::string_view kLimitsKeys[] = {"max_message_bytes", "max_records_per_request",
                                              "max_record_bytes", "max_inflight_per_stream",
                                              "max_inflight_bytes"};
 constexpr absl::string_view kLogKeys[] = {"level", "format"};
-constexpr absl::string_view kDatasetKeys[] = {"name", "partitions", "format", "quota",
-                                              "destinations"};
-constexpr absl::string_view kDestinationKeys[] = {"name", "type", "directory"};
+constexpr absl::string_view kDatasetKeys[] = {"name",  "partitions",   "format",
+                                              "quota", "destinations", "quarantine"};
+constexpr absl::string_view kQuarantineKeys[] = {"quota", "retention"};
+// Every key of any destination type (for unknown-key errors and suggestions)...
+constexpr absl::string_view kDestinationKeys[] = {"name",
+                                                  "type",
+                                                  "retry",
+                                                  "directory",
+                                                  "roll",
+                                                  "path_template",
+                                                  "gzip",
+                                                  "conninfo",
+                                                  "password_file",
+                                                  "password_env",
+                                                  "table",
+                                                  "create_table",
+                                                  "ledger_table",
+                                                  "columns",
+                                                  "connect_timeout",
+                                                  "statement_timeout",
+                                                  "max_connections",
+                                                  "url",
+                                                  "format",
+                                                  "headers",
+                                                  "bearer_token_file",
+                                                  "request_timeout",
+                                                  "tls",
+                                                  "target",
+                                                  "dataset",
+                                                  "rpc_timeout",
+                                                  "max_request_bytes"};
+// ...and the keys valid for each type.
+constexpr absl::string_view kFileKeys[] = {"name", "type",          "retry", "directory",
+                                           "roll", "path_template", "gzip"};
+constexpr absl::string_view kPostgresKeys[] = {
+    "name",           "type",         "retry",           "conninfo",
+    "password_file",  "password_env", "table",           "create_table",
+    "ledger_table",   "columns",      "connect_timeout", "statement_timeout",
+    "max_connections"};
+constexpr absl::string_view kHttpKeys[] = {"name",
+                                           "type",
+                                           "retry",
+                                           "url",
+                                           "format",
+                                           "gzip",
+                                           "headers",
+                                           "bearer_token_file",
+                                           "connect_timeout",
+                                           "request_timeout",
+                                           "tls"};
+constexpr absl::string_view kWharfKeys[] = {
+    "name", "type", "retry", "target", "dataset", "rpc_timeout", "max_request_bytes"};
+constexpr absl::string_view kRollKeys[] = {"max_bytes", "max_age"};
+constexpr absl::string_view kColumnKeys[] = {"name", "source", "type"};
+constexpr absl::string_view kTlsKeys[] = {"ca_file", "insecure_skip_verify", "client_cert_file",
+                                          "client_key_file"};
 
 constexpr absl::string_view kDurabilities[] = {"sync", "async"};
 constexpr absl::string_view kLogLevels[] = {"trace", "debug",    "info", "warn",
                                             "error", "critical", "off"};
 constexpr absl::string_view kLogFormats[] = {"text", "json"};
 constexpr absl::string_view kDatasetFormats[] = {"json", "raw"};
-constexpr absl::string_view kDestinationTypes[] = {"file"};
+constexpr absl::string_view kDestinationTypes[] = {"file", "postgres", "http", "wharf"};
+constexpr absl::string_view kColumnTypes[] = {"text",        "smallint", "integer",
+                                              "bigint",      "numeric",  "boolean",
+                                              "timestamptz", "jsonb",    "double"};
+constexpr absl::string_view kHttpFormats[] = {"ndjson", "json_array"};
+constexpr absl::string_view kBools[] = {"true", "false"};
 
 // The sections a misplaced top-level key may belong to.
 struct Section {
@@ -258,6 +318,75 @@ absl::string_view ClosestKey(absl::string_view key, std::span<const absl::string
 }
 
 // ---------------------------------------------------------------------------------------------
+// Checks of individual values.
+
+bool IsNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
+}
+
+// [A-Za-z0-9_.-]{1,64}
+bool IsValidNodeId(absl::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), IsNameChar);
+}
+
+// An environment variable name as a shell accepts it: [A-Za-z_][A-Za-z0-9_]*.
+bool IsEnvName(absl::string_view name) {
+  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+// An HTTP field name (RFC 9110 token).
+bool IsHttpToken(absl::string_view name) {
+  constexpr absl::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  return !name.empty() && std::all_of(name.begin(), name.end(), [&](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           kSpecials.find(c) != absl::string_view::npos;
+  });
+}
+
+// True when a libpq connection string carries a password: a `password` keyword in key=value
+// form or in a URI's query, or "user:secret@" in a URI.
+bool ConninfoHasPassword(absl::string_view conninfo) {
+  const std::string lower = absl::AsciiStrToLower(conninfo);
+  for (size_t at = lower.find("password"); at != std::string::npos;
+       at = lower.find("password", at + 1)) {
+    size_t next = at + 8;
+    while (next < lower.size() && (lower[next] == ' ' || lower[next] == '\t')) ++next;
+    if (next < lower.size() && lower[next] == '=') return true;
+  }
+  for (absl::string_view scheme : {"postgresql://", "postgres://"}) {
+    if (!absl::StartsWith(lower, scheme)) continue;
+    absl::string_view rest = absl::string_view(lower).substr(scheme.size());
+    rest = rest.substr(0, rest.find_first_of("/?#"));
+    const size_t at = rest.rfind('@');
+    return at != absl::string_view::npos && rest.substr(0, at).find(':') != absl::string_view::npos;
+  }
+  return false;
+}
+
+// "host:port" or "[v6 address]:port", port 1..65535.
+bool IsHostPort(absl::string_view target) {
+  const size_t colon = target.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) return false;
+  absl::string_view host = target.substr(0, colon);
+  if (host.front() == '[' ? host.back() != ']' || host.size() < 3
+                          : host.find(':') != absl::string_view::npos) {
+    return false;
+  }
+  if (std::any_of(host.begin(), host.end(), [](char c) {
+        return c == ' ' || c == '/' || static_cast<unsigned char>(c) < 0x20;
+      })) {
+    return false;
+  }
+  uint64_t port = 0;
+  return ParseUnsigned(target.substr(colon + 1), &port) == NumberError::kNone && port >= 1 &&
+         port <= 65535;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Map access.
 
 struct Entry {
@@ -414,6 +543,21 @@ class Parser {
     });
   }
 
+  // A string that may be empty.
+  absl::Status ReadText(const Fields& fields, absl::string_view key, std::string* out) const {
+    return ReadScalar(fields, key, "a string", [&](const std::string& text) {
+      *out = text;
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status ReadBool(const Fields& fields, absl::string_view key, bool* out) const {
+    std::string text = *out ? "true" : "false";
+    absl::Status status = ReadChoice(fields, key, kBools, &text);
+    *out = text == "true";
+    return status;
+  }
+
   absl::Status ReadChoice(const Fields& fields, absl::string_view key,
                           std::span<const absl::string_view> choices, std::string* out) const {
     const std::string expected = OneOf(choices);
@@ -493,17 +637,18 @@ class Parser {
     });
   }
 
-  // The value of section `key` of the top-level map, as Fields (empty when absent or empty).
-  absl::StatusOr<Fields> ReadSection(const Fields& top, absl::string_view key,
+  // The value of section `key` of the map `parent` (the top level or a nested map), as Fields
+  // (empty when absent or empty).
+  absl::StatusOr<Fields> ReadSection(const Fields& parent, absl::string_view key,
                                      std::span<const absl::string_view> known) const {
-    const Entry* entry = top.Find(key);
+    const Entry* entry = parent.Find(key);
     if (entry == nullptr) {
       Fields fields;
-      fields.path = std::string(key);
-      fields.line = top.line;
+      fields.path = parent.PathOf(key);
+      fields.line = parent.line;
       return fields;
     }
-    return ReadMap(entry->value, entry->line, std::string(key),
+    return ReadMap(entry->value, entry->line, parent.PathOf(key),
                    absl::StrCat("a map of ", key, " settings"), /*null_is_empty=*/true, known);
   }
 
@@ -515,7 +660,8 @@ class Parser {
 
     Config config;
     config.path = std::string(name_);
-    absl::Status status = ReadString(*top, "listen", &config.listen);
+    absl::Status status = ParseNodeId(*top, &config.node_id);
+    if (status.ok()) status = ReadString(*top, "listen", &config.listen);
     if (status.ok()) status = ReadString(*top, "metrics_listen", &config.metrics_listen);
     if (status.ok()) status = ReadString(*top, "data_dir", &config.data_dir);
     std::string durability = "sync";
@@ -537,9 +683,26 @@ class Parser {
     if (status.ok()) status = ParseDelivery(*top, &config.delivery);
     if (status.ok()) status = ParseLimits(*top, &config.limits);
     if (status.ok()) status = ParseLog(*top, &config.log);
-    if (status.ok()) status = ParseDatasets(*top, &config.datasets);
+    if (status.ok()) status = ParseDatasets(*top, config.delivery, &config.datasets);
     if (!status.ok()) return status;
     return config;
+  }
+
+  absl::Status ParseNodeId(const Fields& top, std::string* out) const {
+    constexpr absl::string_view kExpected = "1 to 64 characters of [A-Za-z0-9_.-]";
+    if (top.Find("node_id") != nullptr) {
+      absl::Status status = ReadString(top, "node_id", out);
+      if (status.ok() && !IsValidNodeId(*out)) status = Refuse(top, "node_id", kExpected);
+      return status;
+    }
+    char host[HOST_NAME_MAX + 1] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0 || !IsValidNodeId(host)) {
+      return Missing(top, "node_id",
+                     absl::StrCat(" (the default, the host name ", Quote(host),
+                                  ", is not a valid node id: set node_id to ", kExpected, ")"));
+    }
+    *out = host;
+    return absl::OkStatus();
   }
 
   absl::Status ParseBatching(const Fields& top, BatchingConfig* out) const {
@@ -567,20 +730,30 @@ class Parser {
   absl::Status ParseDelivery(const Fields& top, DeliveryConfig* out) const {
     absl::StatusOr<Fields> fields = ReadSection(top, "delivery", kDeliveryKeys);
     if (!fields.ok()) return fields.status();
-    absl::Status status = ReadDuration(*fields, "initial_backoff", Millis(1), std::chrono::hours(1),
+    return ReadDeliveryKeys(*fields, out);
+  }
+
+  // The keys of the `delivery` section (or of a destination's `retry`, which starts from the
+  // `delivery` section's values) into `out`.
+  absl::Status ReadDeliveryKeys(const Fields& fields, DeliveryConfig* out) const {
+    absl::Status status = ReadDuration(fields, "initial_backoff", Millis(1), std::chrono::hours(1),
                                        &out->initial_backoff);
     if (status.ok()) {
-      status = ReadDuration(*fields, "max_backoff", Millis(1), std::chrono::hours(24),
-                            &out->max_backoff);
+      status =
+          ReadDuration(fields, "max_backoff", Millis(1), std::chrono::hours(24), &out->max_backoff);
     }
-    if (status.ok()) status = ReadDouble(*fields, "multiplier", 1.0, 10.0, &out->multiplier);
-    if (status.ok()) status = ReadDouble(*fields, "jitter", 0.0, 1.0, &out->jitter);
+    if (status.ok()) status = ReadDouble(fields, "multiplier", 1.0, 10.0, &out->multiplier);
+    if (status.ok()) status = ReadDouble(fields, "jitter", 0.0, 1.0, &out->jitter);
     if (status.ok()) {
-      status = ReadUint32(*fields, "down_after", 1, kMaxDownAfter, &out->down_after);
+      status = ReadUint32(fields, "down_after", 1, kMaxDownAfter, &out->down_after);
+    }
+    if (status.ok()) {
+      status = ReadDuration(fields, "probe_interval", Millis(100), std::chrono::hours(24),
+                            &out->probe_interval);
     }
     if (!status.ok()) return status;
     if (out->max_backoff < out->initial_backoff) {
-      return OutOfOrder(*fields, "a duration",
+      return OutOfOrder(fields, "a duration",
                         {"initial_backoff", FormatDuration(out->initial_backoff)},
                         {"max_backoff", FormatDuration(out->max_backoff)}, "max_backoff");
     }
@@ -689,7 +862,8 @@ class Parser {
     return absl::OkStatus();
   }
 
-  absl::Status ParseDatasets(const Fields& top, std::vector<DatasetConfig>* out) const {
+  absl::Status ParseDatasets(const Fields& top, const DeliveryConfig& delivery,
+                             std::vector<DatasetConfig>* out) const {
     std::map<std::string, int> names;
     return ReadListOfMaps(top, "datasets", "dataset", kDatasetKeys, [&](const Fields& fields) {
       DatasetConfig dataset;
@@ -697,13 +871,35 @@ class Parser {
       if (status.ok()) status = ReadUint32(fields, "partitions", 1, 1024, &dataset.partitions);
       if (status.ok()) status = ReadChoice(fields, "format", kDatasetFormats, &dataset.format);
       if (status.ok()) status = ReadSize(fields, "quota", 0, kMaxAnySize, &dataset.quota_bytes);
-      if (status.ok()) status = ParseDestinations(fields, &dataset.destinations);
+      if (status.ok()) status = ParseQuarantine(fields, &dataset);
+      if (status.ok()) {
+        status = ParseDestinations(fields, dataset.name, delivery, &dataset.destinations);
+      }
       if (status.ok()) out->push_back(std::move(dataset));
       return status;
     });
   }
 
-  absl::Status ParseDestinations(const Fields& dataset, std::vector<DestinationConfig>* out) const {
+  absl::Status ParseQuarantine(const Fields& dataset, DatasetConfig* out) const {
+    absl::StatusOr<Fields> fields = ReadSection(dataset, "quarantine", kQuarantineKeys);
+    if (!fields.ok()) return fields.status();
+    absl::Status status = ReadSize(*fields, "quota", 0, kMaxAnySize, &out->quarantine_quota_bytes);
+    if (status.ok()) {
+      status =
+          ReadDuration(*fields, "retention", Millis(0), kMaxRetention, &out->quarantine_retention);
+    }
+    return status;
+  }
+
+  // A key that must be present (`hint` explains why, after "required key is missing").
+  absl::Status Require(const Fields& fields, absl::string_view key, absl::string_view hint) const {
+    if (fields.Find(key) == nullptr) return Missing(fields, key, hint);
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseDestinations(const Fields& dataset, const std::string& dataset_name,
+                                 const DeliveryConfig& delivery,
+                                 std::vector<DestinationConfig>* out) const {
     std::map<std::string, int> names;
     return ReadListOfMaps(
         dataset, "destinations", "destination", kDestinationKeys,
@@ -717,16 +913,261 @@ class Parser {
           }
           status = ReadChoice(fields, "type", kDestinationTypes, &destination.type);
           if (!status.ok()) return status;
-          if (destination.type == "file") {
-            if (fields.Find("directory") == nullptr) {
-              return Missing(fields, "directory", " (a file destination needs a directory)");
+          std::span<const absl::string_view> valid;
+          if (destination.type == "file") valid = kFileKeys;
+          if (destination.type == "postgres") valid = kPostgresKeys;
+          if (destination.type == "http") valid = kHttpKeys;
+          if (destination.type == "wharf") valid = kWharfKeys;
+          // The first key (in file order) that belongs to another type.
+          const Entry* invalid = nullptr;
+          std::string invalid_key;
+          for (const auto& [key, entry] : fields.entries) {
+            if (std::find(valid.begin(), valid.end(), key) == valid.end() &&
+                (invalid == nullptr || entry.line < invalid->line)) {
+              invalid = &entry;
+              invalid_key = key;
             }
-            status = ReadString(fields, "directory", &destination.file_directory);
+          }
+          if (invalid != nullptr) {
+            return Error(
+                invalid->line, fields.PathOf(invalid_key),
+                absl::StrCat("key \"", invalid_key, "\" is not valid for a destination of type ",
+                             destination.type, " (its keys: ", absl::StrJoin(valid, ", "), ")"));
+          }
+          if (fields.Find("retry") != nullptr) {
+            absl::StatusOr<Fields> retry = ReadSection(fields, "retry", kDeliveryKeys);
+            if (!retry.ok()) return retry.status();
+            destination.retry = delivery;
+            status = ReadDeliveryKeys(*retry, &*destination.retry);
             if (!status.ok()) return status;
           }
+          if (destination.type == "file") {
+            status = ParseFile(fields, dataset_name, &destination);
+          }
+          if (destination.type == "postgres") status = ParsePostgres(fields, &destination);
+          if (destination.type == "http") status = ParseHttp(fields, &destination);
+          if (destination.type == "wharf") status = ParseWharf(fields, &destination);
+          if (!status.ok()) return status;
           out->push_back(std::move(destination));
           return absl::OkStatus();
         });
+  }
+
+  absl::Status ParseFile(const Fields& fields, const std::string& dataset_name,
+                         DestinationConfig* out) const {
+    absl::Status status = Require(fields, "directory", " (a file destination needs a directory)");
+    if (status.ok()) status = ReadString(fields, "directory", &out->file_directory);
+    if (!status.ok()) return status;
+    if (fields.Find("roll") == nullptr) {
+      for (absl::string_view key : {"path_template", "gzip"}) {
+        if (const Entry* entry = fields.Find(key); entry != nullptr) {
+          return Error(entry->line, fields.PathOf(key),
+                       "only valid for a rolling file destination (add a roll section, e.g. "
+                       "\"roll: {max_bytes: 64MiB, max_age: 5m}\")");
+        }
+      }
+      return absl::OkStatus();
+    }
+    absl::StatusOr<Fields> roll = ReadSection(fields, "roll", kRollKeys);
+    if (!roll.ok()) return roll.status();
+    RollConfig config;
+    status = ReadSize(*roll, "max_bytes", 0, kMaxAnySize, &config.max_bytes);
+    Millis max_age = config.max_age;
+    if (status.ok()) {
+      status = ReadDuration(*roll, "max_age", Millis(0), kMaxRetention, &max_age);
+    }
+    if (!status.ok()) return status;
+    if (max_age.count() % 1000 != 0) {
+      return Refuse(*roll, "max_age", "a duration in whole seconds");
+    }
+    config.max_age = std::chrono::duration_cast<std::chrono::seconds>(max_age);
+    if (config.max_bytes == 0 && config.max_age.count() == 0) {
+      const absl::string_view blame = roll->Find("max_age") != nullptr ? "max_age" : "max_bytes";
+      return Refuse(*roll, blame, "a value above 0 for max_bytes or max_age (a file must roll)");
+    }
+    // The rolling destination's state files are named after "<destination>.<dataset>", which
+    // must be a valid name itself.
+    if (const size_t length = out->name.size() + 1 + dataset_name.size(); length > 64) {
+      return Error(roll->line, fields.PathOf("roll"),
+                   absl::StrCat("a rolling file destination needs a name that, with its dataset's "
+                                "name, is at most 63 characters long (its state is named \"",
+                                out->name, ".", dataset_name, "\", ", length, " characters)"));
+    }
+    out->roll = config;
+    if (status.ok()) status = ReadString(fields, "path_template", &out->path_template);
+    if (status.ok()) status = ReadBool(fields, "gzip", &out->file_gzip);
+    return status;
+  }
+
+  absl::Status ParsePostgres(const Fields& fields, DestinationConfig* out) const {
+    absl::Status status =
+        Require(fields, "conninfo", " (a libpq connection string, e.g. \"host=db dbname=wh\")");
+    if (status.ok()) status = ReadString(fields, "conninfo", &out->pg_conninfo);
+    if (status.ok() && ConninfoHasPassword(out->pg_conninfo)) {
+      // The value itself is not shown: it holds a password.
+      const Entry* entry = fields.Find("conninfo");
+      return Error(entry->line, fields.PathOf("conninfo"),
+                   "must not contain a password (connection strings end up in logs): put it in a "
+                   "file named by password_file or an environment variable named by "
+                   "password_env");
+    }
+    if (status.ok()) status = ReadString(fields, "password_file", &out->pg_password_file);
+    if (status.ok()) status = ReadString(fields, "password_env", &out->pg_password_env);
+    if (status.ok() && !out->pg_password_env.empty() && !IsEnvName(out->pg_password_env)) {
+      status =
+          Refuse(fields, "password_env", "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+    }
+    if (status.ok() && fields.Find("password_file") != nullptr &&
+        fields.Find("password_env") != nullptr) {
+      const Entry* file = fields.Find("password_file");
+      const Entry* env = fields.Find("password_env");
+      const bool env_last = env->line >= file->line;
+      return Error(env_last ? env->line : file->line,
+                   fields.PathOf(env_last ? "password_env" : "password_file"),
+                   "password_file and password_env are exclusive: give at most one");
+    }
+    if (status.ok()) status = Require(fields, "table", " (the target table, e.g. public.orders)");
+    if (status.ok()) status = ReadString(fields, "table", &out->pg_table);
+    if (status.ok()) status = ReadBool(fields, "create_table", &out->pg_create_table);
+    if (status.ok()) status = ReadString(fields, "ledger_table", &out->pg_ledger_table);
+    if (status.ok() && fields.Find("columns") != nullptr) {
+      std::map<std::string, int> names;
+      status = ReadListOfMaps(
+          fields, "columns", "column", kColumnKeys, [&](const Fields& column) -> absl::Status {
+            PostgresColumnConfig config;
+            absl::Status st = Require(column, "name", "");
+            if (st.ok()) st = ReadString(column, "name", &config.name);
+            if (!st.ok()) return st;
+            const Entry* name = column.Find("name");
+            if (auto [previous, inserted] = names.try_emplace(config.name, name->line); !inserted) {
+              return Error(name->line, column.PathOf("name"),
+                           absl::StrCat("duplicate column name ", Quote(config.name),
+                                        " (first defined at line ", previous->second, ")"));
+            }
+            st = ReadText(column, "source", &config.source);
+            if (st.ok()) st = ReadChoice(column, "type", kColumnTypes, &config.type);
+            if (st.ok()) out->pg_columns.push_back(std::move(config));
+            return st;
+          });
+    }
+    if (status.ok()) {
+      status = ReadDuration(fields, "connect_timeout", std::chrono::seconds(1),
+                            std::chrono::minutes(10), &out->pg_connect_timeout);
+    }
+    if (status.ok()) {
+      status = ReadDuration(fields, "statement_timeout", Millis(1), std::chrono::hours(24),
+                            &out->pg_statement_timeout);
+    }
+    if (status.ok()) {
+      status = ReadUint32(fields, "max_connections", 1, 1024, &out->pg_max_connections);
+    }
+    return status;
+  }
+
+  absl::Status ParseHttp(const Fields& fields, DestinationConfig* out) const {
+    absl::Status status =
+        Require(fields, "url", " (the endpoint, e.g. \"https://ingest.example.com/v1\")");
+    if (status.ok()) status = ReadString(fields, "url", &out->http_url);
+    if (status.ok()) {
+      const std::string lower = absl::AsciiStrToLower(out->http_url);
+      if ((!absl::StartsWith(lower, "http://") || lower.size() == 7) &&
+          (!absl::StartsWith(lower, "https://") || lower.size() == 8)) {
+        // Not quoted back: a URL may carry credentials.
+        const Entry* entry = fields.Find("url");
+        return Error(entry->line, fields.PathOf("url"),
+                     "expected an http:// or https:// URL with a host");
+      }
+    }
+    if (status.ok()) status = ReadChoice(fields, "format", kHttpFormats, &out->http_format);
+    if (status.ok()) status = ReadBool(fields, "gzip", &out->http_gzip);
+    if (status.ok()) status = ParseHeaders(fields, &out->http_headers);
+    if (status.ok()) {
+      status = ReadString(fields, "bearer_token_file", &out->http_bearer_token_file);
+    }
+    if (status.ok()) {
+      status = ReadDuration(fields, "connect_timeout", Millis(1), std::chrono::minutes(10),
+                            &out->http_connect_timeout);
+    }
+    if (status.ok()) {
+      status = ReadDuration(fields, "request_timeout", Millis(1), std::chrono::hours(1),
+                            &out->http_request_timeout);
+    }
+    if (!status.ok() || fields.Find("tls") == nullptr) return status;
+    absl::StatusOr<Fields> tls = ReadSection(fields, "tls", kTlsKeys);
+    if (!tls.ok()) return tls.status();
+    status = ReadString(*tls, "ca_file", &out->http_ca_file);
+    if (status.ok())
+      status = ReadBool(*tls, "insecure_skip_verify", &out->http_insecure_skip_verify);
+    if (status.ok()) status = ReadString(*tls, "client_cert_file", &out->http_client_cert_file);
+    if (status.ok()) status = ReadString(*tls, "client_key_file", &out->http_client_key_file);
+    if (status.ok() && !out->http_client_key_file.empty() && out->http_client_cert_file.empty()) {
+      return Error(tls->Find("client_key_file")->line, tls->PathOf("client_key_file"),
+                   "needs client_cert_file (a key without a certificate is useless)");
+    }
+    return status;
+  }
+
+  // `headers`: a map of field name to value, in file order.
+  absl::Status ParseHeaders(const Fields& fields,
+                            std::vector<std::pair<std::string, std::string>>* out) const {
+    const Entry* entry = fields.Find("headers");
+    if (entry == nullptr || entry->value.IsNull()) return absl::OkStatus();
+    const std::string path = fields.PathOf("headers");
+    if (!entry->value.IsMap()) {
+      return Expected(entry->line, path, "a map of header names to values", Describe(entry->value));
+    }
+    std::map<std::string, int> seen;  // lower-case name -> line
+    for (const auto& pair : entry->value) {
+      const YAML::Node key = pair.first;
+      const YAML::Node value = pair.second;
+      const int line = LineOf(key) > 0 ? LineOf(key) : entry->line;
+      if (!key.IsScalar() || !IsHttpToken(key.Scalar())) {
+        return Expected(line, path, "header names that are HTTP tokens (e.g. X-Team)",
+                        Describe(key));
+      }
+      const std::string name = key.Scalar();
+      const std::string field_path = absl::StrCat(path, ".", name);
+      if (auto [previous, inserted] = seen.try_emplace(absl::AsciiStrToLower(name), line);
+          !inserted) {
+        return Error(line, field_path,
+                     absl::StrCat("duplicate header (first set at line ", previous->second,
+                                  "; names are case-insensitive)"));
+      }
+      if (!value.IsScalar()) {
+        return Expected(line, field_path, "a header value (a string)", Describe(value));
+      }
+      const std::string& text = value.Scalar();
+      if (text.find_first_of(std::string("\r\n\0", 3)) != std::string::npos) {
+        return Expected(line, field_path, "a header value without CR, LF or NUL", Quote(text));
+      }
+      out->emplace_back(name, text);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseWharf(const Fields& fields, DestinationConfig* out) const {
+    absl::Status status =
+        Require(fields, "target", " (the central wharfd's host:port, e.g. 10.0.0.5:7400)");
+    if (status.ok()) status = ReadString(fields, "target", &out->forward_target);
+    if (status.ok() && !IsHostPort(out->forward_target)) {
+      return Refuse(fields, "target", "host:port with a port from 1 to 65535");
+    }
+    if (status.ok()) status = ReadString(fields, "dataset", &out->forward_dataset);
+    if (status.ok() && !out->forward_dataset.empty()) {
+      if (absl::Status valid = storage::ValidateName("dataset", out->forward_dataset);
+          !valid.ok()) {
+        return Error(fields.Find("dataset")->line, fields.PathOf("dataset"), valid.message());
+      }
+    }
+    if (status.ok()) {
+      status = ReadDuration(fields, "rpc_timeout", Millis(100), std::chrono::hours(1),
+                            &out->forward_rpc_timeout);
+    }
+    if (status.ok()) {
+      status =
+          ReadSize(fields, "max_request_bytes", kKiB, 256 * kMiB, &out->forward_max_request_bytes);
+    }
+    return status;
   }
 
   absl::string_view name_;

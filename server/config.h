@@ -3,7 +3,9 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -17,13 +19,82 @@ namespace wharf::server {
 //
 // Thread safety: a plain value; read-only after LoadConfig.
 
-// `datasets[].destinations[]`
+// `delivery`, and `retry` of a destination
+struct DeliveryConfig {
+  std::chrono::milliseconds initial_backoff{100};  // `initial_backoff`, 1ms..1h
+  std::chrono::milliseconds max_backoff{30000};    // `max_backoff`, >= initial_backoff, <= 24h
+  double multiplier = 2.0;                         // `multiplier`, 1.0..10.0
+  double jitter = 0.2;                             // `jitter`, 0.0..1.0 (fraction of the delay)
+  // `down_after`: consecutive failures after which the destination's circuit opens (state
+  // OPEN): attempts are then only made as probes. Default 5, 1..1000000.
+  uint32_t down_after = 5;
+  // `probe_interval`: time between probes while the circuit is open. Default 30s, 100ms..24h.
+  std::chrono::milliseconds probe_interval{30000};
+};
+
+// `roll` of a file destination: present = rolling mode (files appended to until they roll).
+struct RollConfig {
+  uint64_t max_bytes = 64ull << 20;  // `max_bytes`, size; 0: no size limit. Default 64MiB.
+  // `max_age`, a duration in whole seconds; 0: no age limit. Default 5m. Not both 0.
+  std::chrono::seconds max_age{300};
+};
+
+// `columns[]` of a postgres destination.
+struct PostgresColumnConfig {
+  std::string name;           // `name`, required: the target column, exactly as written
+  std::string source;         // `source`: JSON pointer, "" (whole record) or $metadata. Default ""
+  std::string type = "text";  // `type`: text, smallint, integer, bigint, numeric, boolean,
+                              // timestamptz, jsonb or double. Default text.
+};
+
+// `datasets[].destinations[]`. Keys of another type than `type` are refused.
 struct DestinationConfig {
   std::string name;  // `name`, required, [A-Za-z0-9_.-]{1,64}, unique within the dataset
-  std::string type;  // `type`, required; "file" today
+  std::string type;  // `type`, required: "file", "postgres", "http" or "wharf"
   // type: file
   std::string file_directory;  // `directory`, required for file; created if missing
-  // Anything else is type-specific and goes into later issues' fields.
+  // `retry` (every type): this destination's retry policy. Absent: nullopt, the `delivery`
+  // section applies. Present: the `delivery` section with the keys given here replacing its.
+  std::optional<DeliveryConfig> retry;
+
+  // type: file, rolling mode (RollingFileDestination) when `roll` is present.
+  std::optional<RollConfig> roll;  // `roll`
+  std::string path_template;       // `path_template`, only with roll; "": the default template
+  bool file_gzip = false;          // `gzip`, only with roll. Default false.
+
+  // type: postgres. Secrets are not held here: only where to read them from at start.
+  std::string pg_conninfo;       // `conninfo`, required; must not contain a password
+  std::string pg_password_file;  // `password_file`; "" none. At most one of file and env.
+  std::string pg_password_env;   // `password_env`: environment variable name; "" none
+  std::string pg_table;          // `table`, required
+  bool pg_create_table = false;  // `create_table`. Default false.
+  std::string pg_ledger_table = "wharf_batches";          // `ledger_table`. Default wharf_batches.
+  std::vector<PostgresColumnConfig> pg_columns;           // `columns`; empty: one jsonb "record"
+  std::chrono::milliseconds pg_connect_timeout{5000};     // `connect_timeout`, 1s..10m
+  std::chrono::milliseconds pg_statement_timeout{30000};  // `statement_timeout`, 1ms..24h
+  uint32_t pg_max_connections = 4;                        // `max_connections`, 1..1024
+
+  // type: http
+  std::string http_url;                // `url`, required: http:// or https://
+  std::string http_format = "ndjson";  // `format`: ndjson or json_array. Default ndjson.
+  bool http_gzip = false;              // `gzip`. Default false.
+  // `headers`: map of extra request header fields, in file order. Default none.
+  std::vector<std::pair<std::string, std::string>> http_headers;
+  std::string http_bearer_token_file;                     // `bearer_token_file`; "" none
+  std::chrono::milliseconds http_connect_timeout{5000};   // `connect_timeout`, 1ms..10m
+  std::chrono::milliseconds http_request_timeout{30000};  // `request_timeout`, 1ms..1h
+  // `tls`: {ca_file, insecure_skip_verify, client_cert_file, client_key_file}. Default: system
+  // trust store, verification on, no client certificate.
+  std::string http_ca_file;
+  bool http_insecure_skip_verify = false;
+  std::string http_client_cert_file;
+  std::string http_client_key_file;
+
+  // type: wharf (forward to a central wharfd)
+  std::string forward_target;                            // `target`, required: host:port
+  std::string forward_dataset;                           // `dataset`; "": the source dataset's name
+  std::chrono::milliseconds forward_rpc_timeout{30000};  // `rpc_timeout`, 100ms..1h
+  uint64_t forward_max_request_bytes = 4ull << 20;       // `max_request_bytes`, 1KiB..256MiB
 };
 
 // `datasets[]`
@@ -35,6 +106,11 @@ struct DatasetConfig {
   std::string format = "json";
   uint64_t quota_bytes = 0;                     // `quota`, size; 0 or absent: no quota
   std::vector<DestinationConfig> destinations;  // `destinations`, at least one
+  // `quarantine.quota`, size: while the quarantine holds more, validation of the dataset waits.
+  // 0 or absent: no limit.
+  uint64_t quarantine_quota_bytes = 0;
+  // `quarantine.retention`, duration: entries older are deleted. 0 or absent: kept forever.
+  std::chrono::milliseconds quarantine_retention{0};
 };
 
 // `batching`
@@ -51,16 +127,6 @@ struct RetentionConfig {
   std::chrono::milliseconds raw{std::chrono::hours(24)};
   // `interval`: how often retention runs. Default 10s, 100ms..1h.
   std::chrono::milliseconds interval{10000};
-};
-
-// `delivery`
-struct DeliveryConfig {
-  std::chrono::milliseconds initial_backoff{100};  // `initial_backoff`, 1ms..1h
-  std::chrono::milliseconds max_backoff{30000};    // `max_backoff`, >= initial_backoff, <= 24h
-  double multiplier = 2.0;                         // `multiplier`, 1.0..10.0
-  double jitter = 0.2;                             // `jitter`, 0.0..1.0 (fraction of the delay)
-  // `down_after`: consecutive failures after which the destination is reported DOWN. Default 5.
-  uint32_t down_after = 5;
 };
 
 // `limits`
@@ -80,6 +146,10 @@ struct LogConfig {
 
 struct Config {
   std::string path;  // the file it was read from (not a YAML key)
+
+  // `node_id`: this node's stable id, [A-Za-z0-9_.-]{1,64} (names the producers a wharf
+  // destination forwards as). Default: the host name.
+  std::string node_id;
 
   std::string listen = "127.0.0.1:7400";          // `listen`: ingest and control gRPC
   std::string metrics_listen = "127.0.0.1:9464";  // `metrics_listen`: Prometheus /metrics

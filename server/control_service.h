@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 
 #include "pipeline/pipeline.h"
 #include "server/server_metrics.h"
@@ -9,12 +10,26 @@
 
 namespace wharf::server {
 
-// The Control gRPC service. Each call reads in-memory counters and a few store keys: bounded,
-// millisecond work done inline in the reaction.
+// The Control gRPC service: status, quarantine inspection and repair, pausing destinations.
+//
+// Work per call is bounded and done inline in the reaction: status reads in-memory counters;
+// quarantine listing scans at most kMaxListScan entries; bulk replay / discard / dry runs look
+// at most kMaxBulkScan entries and select at most kMaxBulkEntries. The one call that waits for
+// something else, a (non-dry) replay, hands its tokens to the store's writer thread and finishes
+// the reactor from the store's callback, never blocking a gRPC thread.
 //
 // Thread safety: thread-safe.
 class ControlService final : public wharf::v1::Control::CallbackService {
  public:
+  // Entries a ListQuarantine call scans at most (matching or not) before it returns a token to
+  // continue with.
+  static constexpr size_t kMaxListScan = 10000;
+  // Entries one replay / discard / dry run selects at most, and scans at most.
+  static constexpr size_t kMaxBulkEntries = 100000;
+  static constexpr size_t kMaxBulkScan = 1000000;
+  // Tokens one request may name.
+  static constexpr size_t kMaxTokens = 100000;
+
   ControlService(storage::StagingStore* store, pipeline::Pipeline* pipeline, ServerMetrics* metrics,
                  std::chrono::system_clock::time_point start_time, storage::Durability durability);
 
@@ -26,7 +41,33 @@ class ControlService final : public wharf::v1::Control::CallbackService {
                                            const wharf::v1::ListQuarantineRequest* request,
                                            wharf::v1::ListQuarantineResponse* response) override;
 
+  grpc::ServerUnaryReactor* GetQuarantineEntry(grpc::CallbackServerContext* context,
+                                               const wharf::v1::GetQuarantineEntryRequest* request,
+                                               wharf::v1::QuarantineEntry* response) override;
+
+  grpc::ServerUnaryReactor* ReplayQuarantine(
+      grpc::CallbackServerContext* context, const wharf::v1::ReplayQuarantineRequest* request,
+      wharf::v1::ReplayQuarantineResponse* response) override;
+
+  grpc::ServerUnaryReactor* DiscardQuarantine(
+      grpc::CallbackServerContext* context, const wharf::v1::DiscardQuarantineRequest* request,
+      wharf::v1::DiscardQuarantineResponse* response) override;
+
+  grpc::ServerUnaryReactor* PauseDestination(
+      grpc::CallbackServerContext* context, const wharf::v1::PauseDestinationRequest* request,
+      wharf::v1::PauseDestinationResponse* response) override;
+
+  grpc::ServerUnaryReactor* ResumeDestination(
+      grpc::CallbackServerContext* context, const wharf::v1::ResumeDestinationRequest* request,
+      wharf::v1::ResumeDestinationResponse* response) override;
+
  private:
+  // INVALID_ARGUMENT for an empty name, NOT_FOUND for an unknown dataset.
+  absl::Status CheckDataset(const std::string& dataset) const;
+  grpc::ServerUnaryReactor* SetPaused(grpc::CallbackServerContext* context,
+                                      const std::string& dataset, const std::string& destination,
+                                      bool paused);
+
   storage::StagingStore* const store_;
   pipeline::Pipeline* const pipeline_;
   ServerMetrics* const metrics_;

@@ -2,8 +2,24 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "pipeline/destinations/file_destination.h"
+#include "pipeline/destinations/http_destination.h"
+#include "pipeline/destinations/postgres_destination.h"
+#include "pipeline/destinations/rolling_file_destination.h"
+#include "pipeline/destinations/wharf_forward_destination.h"
 #include "pipeline/pipeline.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
@@ -17,21 +33,174 @@
 namespace wharf::server {
 namespace {
 
-absl::StatusOr<std::unique_ptr<pipeline::Destination>> MakeDestination(const DatasetConfig& ds,
-                                                                       const DestinationConfig& d) {
-  if (d.type == "file") {
+// Marks a status as caused by the configuration (see IsConfigError).
+constexpr char kConfigErrorPayload[] = "type.wharf/config-error";
+
+absl::Status ConfigError(absl::Status status) {
+  status.SetPayload(kConfigErrorPayload, absl::Cord("1"));
+  return status;
+}
+
+std::string Where(const DatasetConfig& ds, const DestinationConfig& d) {
+  return absl::StrCat("dataset ", ds.name, ", destination ", d.name, ": ");
+}
+
+// A secret from a file: its content without trailing CR/LF. Missing, unreadable or empty files
+// are configuration errors. The content never appears in a message.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return ConfigError(absl::InvalidArgumentError(
+        absl::StrCat("cannot read the ", what, " file ", path, ": ", std::strerror(errno))));
+  }
+  std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    return ConfigError(
+        absl::InvalidArgumentError(absl::StrCat("cannot read the ", what, " file ", path)));
+  }
+  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+  if (secret.empty()) {
+    return ConfigError(
+        absl::InvalidArgumentError(absl::StrCat("the ", what, " file ", path, " is empty")));
+  }
+  return secret;
+}
+
+absl::StatusOr<pipeline::PostgresColumn::Type> ColumnType(const std::string& name) {
+  using Type = pipeline::PostgresColumn::Type;
+  static const std::map<std::string, Type> kTypes = {{"text", Type::kText},
+                                                     {"smallint", Type::kSmallint},
+                                                     {"integer", Type::kInteger},
+                                                     {"bigint", Type::kBigint},
+                                                     {"numeric", Type::kNumeric},
+                                                     {"boolean", Type::kBoolean},
+                                                     {"timestamptz", Type::kTimestamptz},
+                                                     {"jsonb", Type::kJsonb},
+                                                     {"double", Type::kDouble}};
+  auto it = kTypes.find(name);
+  if (it == kTypes.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown column type ", name));
+  }
+  return it->second;
+}
+
+pipeline::RetryOptions ToRetryOptions(const DeliveryConfig& c) {
+  pipeline::RetryOptions r;
+  r.initial_backoff = c.initial_backoff;
+  r.max_backoff = c.max_backoff;
+  r.multiplier = c.multiplier;
+  r.jitter = c.jitter;
+  r.down_after = c.down_after;
+  r.probe_interval = c.probe_interval;
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<pipeline::Destination>> MakeDestinationUnprefixed(
+    const Config& config, const DatasetConfig& ds, const DestinationConfig& d) {
+  if (d.type == "file" && !d.roll.has_value()) {
     pipeline::FileDestinationOptions o;
     o.directory = d.file_directory;
     auto dest = pipeline::FileDestination::Create(o);
-    if (!dest.ok()) {
-      return absl::Status(dest.status().code(),
-                          absl::StrCat("dataset ", ds.name, ", destination ", d.name, ": ",
-                                       dest.status().message()));
-    }
+    if (!dest.ok()) return dest.status();
     return std::unique_ptr<pipeline::Destination>(std::move(*dest));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("dataset ", ds.name, ", destination ", d.name, ": unknown type ", d.type));
+  if (d.type == "file") {
+    pipeline::RollingFileDestinationOptions o;
+    // Unique per (dataset, destination) among the instances sharing the directory; the config
+    // checked that it is a valid name.
+    o.name = absl::StrCat(d.name, ".", ds.name);
+    o.directory = d.file_directory;
+    o.path_template = d.path_template;
+    o.max_bytes = d.roll->max_bytes;
+    o.max_age = d.roll->max_age;
+    o.gzip = d.file_gzip;
+    auto dest = pipeline::RollingFileDestination::Create(std::move(o));
+    if (!dest.ok()) return dest.status();
+    return std::unique_ptr<pipeline::Destination>(std::move(*dest));
+  }
+  if (d.type == "postgres") {
+    pipeline::PostgresDestinationOptions o;
+    o.name = d.name;
+    o.conninfo = d.pg_conninfo;
+    if (!d.pg_password_file.empty()) {
+      absl::StatusOr<std::string> password = ReadSecretFile(d.pg_password_file, "password");
+      if (!password.ok()) return password.status();
+      o.password = std::move(*password);
+    } else if (!d.pg_password_env.empty()) {
+      const char* value = std::getenv(d.pg_password_env.c_str());
+      if (value == nullptr || *value == '\0') {
+        return ConfigError(absl::InvalidArgumentError(
+            absl::StrCat("the password environment variable ", d.pg_password_env,
+                         value == nullptr ? " is not set" : " is empty")));
+      }
+      o.password = value;
+    }
+    o.table = d.pg_table;
+    for (const PostgresColumnConfig& c : d.pg_columns) {
+      absl::StatusOr<pipeline::PostgresColumn::Type> type = ColumnType(c.type);
+      if (!type.ok()) return ConfigError(type.status());
+      o.columns.push_back({c.name, c.source, *type});
+    }
+    o.create_table = d.pg_create_table;
+    o.ledger_table = d.pg_ledger_table;
+    o.connect_timeout = d.pg_connect_timeout;
+    o.statement_timeout = d.pg_statement_timeout;
+    o.max_connections = d.pg_max_connections;
+    auto dest = pipeline::PostgresDestination::Create(std::move(o));
+    if (!dest.ok()) return dest.status();
+    return std::unique_ptr<pipeline::Destination>(std::move(*dest));
+  }
+  if (d.type == "http") {
+    pipeline::HttpDestinationOptions o;
+    o.name = d.name;
+    o.url = d.http_url;
+    o.format = d.http_format == "json_array" ? pipeline::HttpDestinationOptions::Format::kJsonArray
+                                             : pipeline::HttpDestinationOptions::Format::kNdjson;
+    o.gzip = d.http_gzip;
+    o.headers = d.http_headers;
+    if (!d.http_bearer_token_file.empty()) {
+      absl::StatusOr<std::string> token = ReadSecretFile(d.http_bearer_token_file, "bearer token");
+      if (!token.ok()) return token.status();
+      o.bearer_token = std::move(*token);
+    }
+    o.connect_timeout = d.http_connect_timeout;
+    o.request_timeout = d.http_request_timeout;
+    o.ca_file = d.http_ca_file;
+    o.insecure_skip_verify = d.http_insecure_skip_verify;
+    o.client_cert_file = d.http_client_cert_file;
+    o.client_key_file = d.http_client_key_file;
+    auto dest = pipeline::HttpDestination::Create(std::move(o));
+    if (!dest.ok()) return dest.status();
+    return std::unique_ptr<pipeline::Destination>(std::move(*dest));
+  }
+  if (d.type == "wharf") {
+    pipeline::WharfForwardOptions o;
+    o.name = d.name;
+    o.node_id = config.node_id;
+    o.target = d.forward_target;
+    o.target_dataset = d.forward_dataset;
+    o.rpc_timeout = d.forward_rpc_timeout;
+    o.max_request_bytes = d.forward_max_request_bytes;
+    auto dest = pipeline::WharfForwardDestination::Create(std::move(o));
+    if (!dest.ok()) return dest.status();
+    return std::unique_ptr<pipeline::Destination>(std::move(*dest));
+  }
+  return ConfigError(absl::InvalidArgumentError(absl::StrCat("unknown type ", d.type)));
+}
+
+// Builds one destination from its config. Errors name the dataset and destination; invalid
+// options (INVALID_ARGUMENT from the destination's Create) and unreadable secrets are marked as
+// configuration errors.
+absl::StatusOr<std::unique_ptr<pipeline::Destination>> MakeDestination(const Config& config,
+                                                                       const DatasetConfig& ds,
+                                                                       const DestinationConfig& d) {
+  auto made = MakeDestinationUnprefixed(config, ds, d);
+  if (made.ok()) return made;
+  absl::Status status(made.status().code(), absl::StrCat(Where(ds, d), made.status().message()));
+  if (IsConfigError(made.status()) || absl::IsInvalidArgument(made.status())) {
+    status = ConfigError(std::move(status));
+  }
+  return status;
 }
 
 class WharfServerImpl final : public WharfServer {
@@ -44,6 +213,20 @@ class WharfServerImpl final : public WharfServer {
   ~WharfServerImpl() override { Stop(); }
 
   absl::Status Init() {
+    // Destinations first: configuration errors (invalid options, unreadable secrets) fail the
+    // start before the store is opened.
+    std::vector<std::vector<pipeline::DestinationSpec>> destinations;
+    for (const auto& ds : config_.datasets) {
+      std::vector<pipeline::DestinationSpec>& specs = destinations.emplace_back();
+      for (const auto& dest : ds.destinations) {
+        auto made = MakeDestination(config_, ds, dest);
+        if (!made.ok()) return made.status();
+        std::optional<pipeline::RetryOptions> retry;
+        if (dest.retry.has_value()) retry = ToRetryOptions(*dest.retry);
+        specs.push_back({dest.name, std::move(*made), retry});
+      }
+    }
+
     std::vector<std::string> names;
     storage::StoreOptions so;
     so.path = config_.data_dir;
@@ -69,22 +252,17 @@ class WharfServerImpl final : public WharfServer {
     po.batching.linger = config_.batching.linger;
     po.retention.raw = config_.retention.raw;
     po.retention.interval = config_.retention.interval;
-    po.retry.initial_backoff = config_.delivery.initial_backoff;
-    po.retry.max_backoff = config_.delivery.max_backoff;
-    po.retry.multiplier = config_.delivery.multiplier;
-    po.retry.jitter = config_.delivery.jitter;
-    po.retry.down_after = config_.delivery.down_after;
+    po.retry = ToRetryOptions(config_.delivery);
     po.metrics_registry = registry_.get();
-    for (const auto& ds : config_.datasets) {
+    for (size_t i = 0; i < config_.datasets.size(); ++i) {
+      const DatasetConfig& ds = config_.datasets[i];
       pipeline::DatasetPipelineOptions d;
       d.name = ds.name;
       d.processor =
           ds.format == "raw" ? pipeline::NewRawProcessor() : pipeline::NewJsonParseProcessor();
-      for (const auto& dest : ds.destinations) {
-        auto made = MakeDestination(ds, dest);
-        if (!made.ok()) return made.status();
-        d.destinations.push_back({dest.name, std::move(*made), std::nullopt});
-      }
+      d.destinations = std::move(destinations[i]);
+      d.quarantine_quota_bytes = ds.quarantine_quota_bytes;
+      d.quarantine_retention = ds.quarantine_retention;
       po.datasets.push_back(std::move(d));
     }
     auto pipe = pipeline::Pipeline::Create(store_.get(), std::move(po));
@@ -182,6 +360,10 @@ class WharfServerImpl final : public WharfServer {
 };
 
 }  // namespace
+
+bool IsConfigError(const absl::Status& status) {
+  return status.GetPayload(kConfigErrorPayload).has_value();
+}
 
 absl::StatusOr<std::unique_ptr<WharfServer>> WharfServer::Create(const Config& config) {
   auto s = std::make_unique<WharfServerImpl>(config);

@@ -36,4 +36,10 @@ class WharfServer {
   virtual void RefreshGauges() = 0;
 };
 
+// True when WharfServer::Create() failed because of the configuration rather than the
+// environment: a destination's options were refused (INVALID_ARGUMENT from its Create), or a
+// secret (password file or variable, bearer token file) is missing, unreadable or empty.
+// wharfd exits with its configuration error code then.
+bool IsConfigError(const absl::Status& status);
+
 }  // namespace wharf::server

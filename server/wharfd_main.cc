@@ -107,6 +107,10 @@ int main(int argc, char** argv) {
 
   auto server = wharf::server::WharfServer::Create(*config);
   if (!server.ok()) {
+    if (wharf::server::IsConfigError(server.status())) {
+      spdlog::critical("invalid configuration: {}", std::string(server.status().message()));
+      return kExitConfig;
+    }
     if (server.status().code() == absl::StatusCode::kDataLoss) {
       spdlog::critical("the staging store in {} is damaged and was not opened: {}",
                        config->data_dir, std::string(server.status().message()));

@@ -161,6 +161,10 @@ class RollingFileDestination final : public Destination {
   absl::Status RollExpired();
   absl::Status RollExpired(std::chrono::system_clock::time_point now);
 
+  // The pipeline's periodic call (about once a second, from the delivery thread): rolls expired
+  // files.
+  absl::Status Tick() override { return RollExpired(); }
+
   // Rolls (closes and publishes) every open file. For shutdown and tests. Deliver() may still be
   // called afterwards and opens new files. Tries every partition; returns the first error.
   absl::Status Close();

@@ -34,6 +34,16 @@ class FakeControl final : public wharf::v1::Control::Service {
     const uint32_t start = request->page_token().empty()
                                ? 0
                                : static_cast<uint32_t>(std::stoul(request->page_token()));
+    if (request->reason() == wharf::v1::PARSE_ERROR) {
+      // A filtered listing as wharfd serves it: at most 4 entries scanned per call, only offsets
+      // divisible by 10 match, so some pages are empty but carry a token.
+      uint32_t i = start;
+      for (; i < kEntries && i < start + 4; ++i) {
+        if (i % 10 == 0) response->add_entries()->set_offset(i);
+      }
+      if (i < kEntries) response->set_next_page_token(std::to_string(i));
+      return grpc::Status::OK;
+    }
     const uint32_t limit = std::min<uint32_t>(request->limit() == 0 ? 100 : request->limit(), 10);
     uint32_t i = start;
     for (; i < kEntries && i < start + limit; ++i) {
@@ -95,6 +105,25 @@ TEST_F(ControlClientTest, ListAllQuarantineFollowsPages) {
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->entries_size(), 25);
   EXPECT_TRUE(all->next_page_token().empty());
+}
+
+TEST_F(ControlClientTest, ListAllQuarantineFollowsEmptyPagesWithATokenAndKeepsFilters) {
+  wharf::v1::ListQuarantineRequest request;
+  request.set_dataset("events");
+  request.set_reason(wharf::v1::PARSE_ERROR);
+  absl::StatusOr<wharf::v1::ListQuarantineResponse> all = client_->ListAllQuarantine(request, 100);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->entries_size(), 3);
+  EXPECT_EQ(all->entries(0).offset(), 0u);
+  EXPECT_EQ(all->entries(1).offset(), 10u);
+  EXPECT_EQ(all->entries(2).offset(), 20u);
+  EXPECT_TRUE(all->next_page_token().empty());
+  // Starting from a page token.
+  request.set_page_token("12");
+  all = client_->ListAllQuarantine(request, 100);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->entries_size(), 1);
+  EXPECT_EQ(all->entries(0).offset(), 20u);
 }
 
 TEST(ControlClientUnreachableTest, ReportsUnavailable) {

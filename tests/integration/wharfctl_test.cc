@@ -1,10 +1,15 @@
 // wharfctl against a real wharfd: produce from a JSON Lines file, status as a table and as JSON,
-// quarantine listing, resuming a producer without duplicates, and its errors.
+// quarantine listing, resuming a producer without duplicates, and its errors; pausing and
+// resuming a destination (across a restart); quarantine list filters and paging, show, replay
+// (dry run and real) and discard; the OPEN state of a failing destination.
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -22,9 +27,13 @@ class WharfctlTest : public ::testing::Test {
     WharfdConfig config;
     config.data_dir = tmp_.path() + "/data";
     config.out_dir = tmp_.path() + "/out";
+    Configure(config);
     wharfd_ = std::make_unique<WharfdProcess>(config);
     ASSERT_TRUE(wharfd_->Start().ok());
   }
+
+  // Lets a derived fixture change the config before the first start.
+  virtual void Configure(WharfdConfig& /*config*/) {}
 
   std::pair<int, std::string> Ctl(std::vector<std::string> args) {
     args.insert(args.begin(), {WHARFCTL_PATH, "--server", wharfd_->target()});
@@ -116,6 +125,290 @@ TEST_F(WharfctlTest, ErrorsAreClearAndExitNonZero) {
 
   std::tie(code, out) = Ctl({"frobnicate"});
   EXPECT_NE(code, 0) << out;
+}
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// The state column of `destination` in `wharfctl status` output ("" when not found).
+std::string StateOf(const std::string& status_output, const std::string& destination) {
+  std::istringstream lines(status_output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string dataset, name, type, state;
+    if (words >> dataset >> name >> type >> state && name == destination && type == "file") {
+      return state;
+    }
+  }
+  return "";
+}
+
+TEST_F(WharfctlTest, PauseAndResumeADestinationAcrossARestart) {
+  auto [code, out] = Ctl({"destination", "pause", "orders", "files"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "paused orders/files")) << out;
+  std::tie(code, out) = Ctl({"status"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(StateOf(out, "files"), "PAUSED") << out;
+
+  std::string lines;
+  for (int i = 0; i < 50; ++i) absl::StrAppend(&lines, R"({"i":)", i, "}\n");
+  const std::string file = tmp_.path() + "/in.jsonl";
+  WriteFile(file, lines);
+  std::tie(code, out) = Ctl({"produce", "--dataset", "orders", "--file", file});
+  ASSERT_EQ(code, 0) << out;
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(DeliveredLines(), 0u);
+
+  // The pause is persisted: still paused after a restart, still nothing delivered.
+  auto exit_code = wharfd_->Terminate();
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
+  ASSERT_EQ(*exit_code, 0);
+  ASSERT_TRUE(wharfd_->Start().ok());
+  std::tie(code, out) = Ctl({"status"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(StateOf(out, "files"), "PAUSED") << out;
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(DeliveredLines(), 0u);
+
+  std::tie(code, out) = Ctl({"-o", "json", "destination", "resume", "orders", "files"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, R"("paused":"false")")) << out;
+  ASSERT_TRUE(WaitFor([&] { return DeliveredLines() == 50; }, 30s)) << DeliveredLines();
+  std::tie(code, out) = Ctl({"status"});
+  EXPECT_EQ(StateOf(out, "files"), "HEALTHY") << out;
+
+  // Errors.
+  std::tie(code, out) = Ctl({"destination", "pause", "nope", "files"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "NOT_FOUND")) << out;
+  std::tie(code, out) = Ctl({"destination", "resume", "orders", "nope"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "no destination \"nope\"")) << out;
+  std::tie(code, out) = Ctl({"destination", "pause", "orders"});
+  EXPECT_NE(code, 0) << out;
+  std::tie(code, out) = Ctl({"destination", "stop", "orders", "files"});
+  EXPECT_NE(code, 0) << out;
+}
+
+// One partition, so that tokens are "0/<offset>".
+class WharfctlQuarantineTest : public WharfctlTest {
+ protected:
+  void Configure(WharfdConfig& config) override { config.partitions = 1; }
+
+  // Produces {"a":0}, bad-1, {"a":2}, bad-3, {"a":4}, bad-5: quarantine 0/1, 0/3, 0/5.
+  void ProduceMixed() {
+    std::string lines;
+    for (int i = 0; i < 6; ++i) {
+      absl::StrAppend(
+          &lines, i % 2 == 0 ? absl::StrCat(R"({"a":)", i, "}") : absl::StrCat("bad-", i), "\n");
+    }
+    const std::string file = tmp_.path() + "/mixed.jsonl";
+    WriteFile(file, lines);
+    auto [code, out] = Ctl({"produce", "--dataset", "orders", "--file", file});
+    ASSERT_EQ(code, 0) << out;
+    ASSERT_TRUE(WaitFor([&] { return QuarantineTokens().size() == 3; }, 30s));
+    ASSERT_TRUE(WaitFor([&] { return DeliveredLines() == 3; }, 30s));
+  }
+
+  // Tokens and attempts of every entry, from `wharfctl -o json quarantine list`.
+  std::vector<std::pair<std::string, int>> Quarantine() {
+    auto [code, out] = Ctl({"-o", "json", "quarantine", "list", "orders"});
+    std::vector<std::pair<std::string, int>> entries;
+    rapidjson::Document doc;
+    if (code != 0 || doc.Parse(out.c_str()).HasParseError() || !doc.IsObject()) return entries;
+    if (!doc.HasMember("entries")) return entries;
+    for (const auto& e : doc["entries"].GetArray()) {
+      entries.emplace_back(e["token"].GetString(), e["attempts"].GetInt());
+    }
+    return entries;
+  }
+  std::vector<std::string> QuarantineTokens() {
+    std::vector<std::string> tokens;
+    for (const auto& [token, attempts] : Quarantine()) tokens.push_back(token);
+    return tokens;
+  }
+};
+
+TEST_F(WharfctlQuarantineTest, ListFiltersAndPages) {
+  ProduceMixed();
+  EXPECT_EQ(QuarantineTokens(), (std::vector<std::string>{"0/1", "0/3", "0/5"}));
+
+  auto [code, out] = Ctl({"quarantine", "list", "orders"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "TOKEN")) << out;
+  for (const char* token : {"0/1 ", "0/3 ", "0/5 "}) EXPECT_TRUE(Contains(out, token)) << out;
+  // The older --dataset form still works.
+  std::tie(code, out) = Ctl({"quarantine", "list", "--dataset", "orders"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "0/5 ")) << out;
+
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--reason", "parse_error"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "0/1 ") && Contains(out, "0/5 ")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--reason", "SCHEMA_VIOLATION"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "no matching quarantined records")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--reason", "bogus"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "unknown reason \"bogus\"")) << out;
+
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--limit", "2"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "0/1 ") && Contains(out, "0/3 ") && !Contains(out, "0/5 ")) << out;
+  EXPECT_TRUE(Contains(out, "--page-token 0/3")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--page-token", "0/3"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(!Contains(out, "0/1 ") && !Contains(out, "0/3 ") && Contains(out, "0/5 ")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--page-token", "three"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "INVALID_ARGUMENT")) << out;
+
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--since", "2000-01-01T00:00:00Z",
+                             "--until", "2999-01-01T00:00:00Z"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "0/1 ") && Contains(out, "0/5 ")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--since", "2999-01-01T00:00:00Z"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "no matching quarantined records")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--until", "2000-01-01T00:00:00Z"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "no matching quarantined records")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--since", "yesterday"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "expected an RFC 3339 time")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "orders", "--since", "2030-01-01T00:00:00Z",
+                             "--until", "2020-01-01T00:00:00Z"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "until is before since")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list", "nope"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "unknown dataset \"nope\"")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "list"});
+  EXPECT_NE(code, 0) << out;
+}
+
+TEST_F(WharfctlQuarantineTest, ShowPrintsEveryFieldAndThePayload) {
+  ProduceMixed();
+  auto [code, out] = Ctl({"quarantine", "show", "orders", "0/3"});
+  ASSERT_EQ(code, 0) << out;
+  for (const char* expected :
+       {"token", "0/3", "PARSE_ERROR", "attempts", "first error", "quarantined", "ingested",
+        "producer", "payload", "(5 bytes)", "\nbad-3\n"}) {
+    EXPECT_TRUE(Contains(out, expected)) << expected << " missing in\n" << out;
+  }
+  std::tie(code, out) = Ctl({"-o", "json", "quarantine", "show", "orders", "0/3"});
+  ASSERT_EQ(code, 0) << out;
+  rapidjson::Document doc;
+  ASSERT_FALSE(doc.Parse(out.c_str()).HasParseError()) << out;
+  EXPECT_EQ(std::string(doc["token"].GetString()), "0/3");
+  // Protobuf JSON writes bytes as base64: "bad-3" is "YmFkLTM=".
+  EXPECT_EQ(std::string(doc["original"]["record"]["payload"].GetString()), "YmFkLTM=");
+
+  std::tie(code, out) = Ctl({"quarantine", "show", "orders", "0/2"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "NOT_FOUND")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "show", "orders", "not-a-token"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "malformed quarantine token")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "show", "orders"});
+  EXPECT_NE(code, 0) << out;
+}
+
+TEST_F(WharfctlQuarantineTest, ReplayDryRunThenReplayThenDiscard) {
+  ProduceMixed();
+  auto [code, out] = Ctl({"quarantine", "replay", "orders", "--all", "--dry-run"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "3 matching entries; 0 would pass, 3 would fail again")) << out;
+  EXPECT_TRUE(Contains(out, "0/1: PARSE_ERROR: ")) << out;
+  std::tie(code, out) =
+      Ctl({"-o", "json", "quarantine", "replay", "orders", "--reason", "parse_error", "--dry-run"});
+  ASSERT_EQ(code, 0) << out;
+  rapidjson::Document doc;
+  ASSERT_FALSE(doc.Parse(out.c_str()).HasParseError()) << out;
+  EXPECT_EQ(std::string(doc["wouldFail"].GetString()), "3") << out;
+  EXPECT_EQ(doc["sampleFailures"].Size(), 3u) << out;
+  EXPECT_EQ(QuarantineTokens().size(), 3u);  // a dry run changes nothing
+
+  // Nothing selected, or tokens with --all: refused by wharfctl.
+  std::tie(code, out) = Ctl({"quarantine", "replay", "orders"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "--all or --reason")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "replay", "orders", "0/1", "--all"});
+  EXPECT_NE(code, 0) << out;
+  std::tie(code, out) = Ctl({"quarantine", "replay", "orders", "1-2"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "malformed quarantine token")) << out;
+
+  // A real replay: the record goes through the same processor and is quarantined again, at a
+  // new offset, with attempts = 2.
+  std::tie(code, out) = Ctl({"quarantine", "replay", "orders", "0/3"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "replayed 1 of 1 matching entries")) << out;
+  ASSERT_TRUE(WaitFor(
+      [&] { return QuarantineTokens().size() == 3 && Quarantine()[2].first == "0/6"; }, 30s));
+  const auto entries = Quarantine();
+  EXPECT_EQ(entries,
+            (std::vector<std::pair<std::string, int>>{{"0/1", 1}, {"0/5", 1}, {"0/6", 2}}));
+  std::tie(code, out) = Ctl({"quarantine", "show", "orders", "0/6"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "replayed from") && Contains(out, "0/3")) << out;
+  EXPECT_TRUE(Contains(out, "\nbad-3\n")) << out;
+  EXPECT_EQ(DeliveredLines(), 3u);
+
+  // Discard: refused without --yes.
+  std::tie(code, out) = Ctl({"quarantine", "discard", "orders", "--all"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "--yes")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "discard", "orders", "--yes"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_EQ(QuarantineTokens().size(), 3u);
+  std::tie(code, out) = Ctl({"quarantine", "discard", "orders", "0/1", "--yes"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "discarded 1 entries")) << out;
+  std::tie(code, out) =
+      Ctl({"quarantine", "discard", "orders", "--reason", "schema_violation", "--yes"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "discarded 0 entries")) << out;
+  std::tie(code, out) = Ctl({"quarantine", "discard", "orders", "--all", "--yes"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "discarded 2 entries")) << out;
+  EXPECT_TRUE(QuarantineTokens().empty());
+  std::tie(code, out) = Ctl({"quarantine", "discard", "nope", "--all", "--yes"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "unknown dataset")) << out;
+}
+
+TEST_F(WharfctlTest, StatusShowsAnOpenCircuitAndTheNextAttempt) {
+  // The destination directory is replaced by a file: every delivery fails, and after
+  // down_after (5) failures the circuit opens; probes follow every probe_interval (30s).
+  const std::string out_dir = wharfd_->config().out_dir;
+  std::filesystem::remove_all(out_dir);
+  WriteFile(out_dir, "not a directory\n");
+  const std::string file = tmp_.path() + "/one.jsonl";
+  WriteFile(file, "{\"a\":1}\n");
+  auto [code, out] = Ctl({"produce", "--dataset", "orders", "--file", file});
+  ASSERT_EQ(code, 0) << out;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::tie(code, out) = Ctl({"status"});
+        return StateOf(out, "files") == "OPEN";
+      },
+      30s))
+      << out;
+  EXPECT_TRUE(Contains(out, "NEXT ATTEMPT")) << out;
+  EXPECT_TRUE(Contains(out, "REJECTED")) << out;
+  EXPECT_TRUE(Contains(out, " in ")) << out;  // "in 29.8s"
+  std::tie(code, out) = Ctl({"-o", "json", "status"});
+  ASSERT_EQ(code, 0) << out;
+  rapidjson::Document doc;
+  ASSERT_FALSE(doc.Parse(out.c_str()).HasParseError()) << out;
+  const auto& dest = doc["datasets"][0]["destinations"][0];
+  EXPECT_EQ(std::string(dest["state"].GetString()), "OPEN") << out;
+  EXPECT_TRUE(dest.HasMember("nextAttemptTime")) << out;
+  EXPECT_TRUE(dest.HasMember("recordsRejected")) << out;
 }
 
 }  // namespace

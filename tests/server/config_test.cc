@@ -105,6 +105,7 @@ void ExpectSettingsEq(const Config& actual, const Config& expected) {
   EXPECT_DOUBLE_EQ(actual.delivery.multiplier, expected.delivery.multiplier);
   EXPECT_DOUBLE_EQ(actual.delivery.jitter, expected.delivery.jitter);
   EXPECT_EQ(actual.delivery.down_after, expected.delivery.down_after);
+  EXPECT_EQ(actual.delivery.probe_interval, expected.delivery.probe_interval);
   EXPECT_EQ(actual.limits.max_message_bytes, expected.limits.max_message_bytes);
   EXPECT_EQ(actual.limits.max_records_per_request, expected.limits.max_records_per_request);
   EXPECT_EQ(actual.limits.max_record_bytes, expected.limits.max_record_bytes);
@@ -114,6 +115,15 @@ void ExpectSettingsEq(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.log.format, expected.log.format);
 }
 
+// A plain file destination.
+DestinationConfig FileDest(const std::string& name, const std::string& directory) {
+  DestinationConfig d;
+  d.name = name;
+  d.type = "file";
+  d.file_directory = directory;
+  return d;
+}
+
 // EXPECTs that `actual` equals `expected`, destinations included.
 void ExpectDatasetEq(const DatasetConfig& actual, const DatasetConfig& expected) {
   SCOPED_TRACE(absl::StrCat("dataset ", expected.name));
@@ -121,12 +131,16 @@ void ExpectDatasetEq(const DatasetConfig& actual, const DatasetConfig& expected)
   EXPECT_EQ(actual.partitions, expected.partitions);
   EXPECT_EQ(actual.format, expected.format);
   EXPECT_EQ(actual.quota_bytes, expected.quota_bytes);
+  EXPECT_EQ(actual.quarantine_quota_bytes, expected.quarantine_quota_bytes);
+  EXPECT_EQ(actual.quarantine_retention, expected.quarantine_retention);
   ASSERT_EQ(actual.destinations.size(), expected.destinations.size());
   for (size_t i = 0; i < expected.destinations.size(); ++i) {
     SCOPED_TRACE(absl::StrCat("destinations[", i, "]"));
     EXPECT_EQ(actual.destinations[i].name, expected.destinations[i].name);
     EXPECT_EQ(actual.destinations[i].type, expected.destinations[i].type);
     EXPECT_EQ(actual.destinations[i].file_directory, expected.destinations[i].file_directory);
+    EXPECT_EQ(actual.destinations[i].retry.has_value(), expected.destinations[i].retry.has_value());
+    EXPECT_EQ(actual.destinations[i].roll.has_value(), expected.destinations[i].roll.has_value());
   }
 }
 
@@ -154,6 +168,7 @@ delivery:
   multiplier: 1.5
   jitter: 0.1
   down_after: 3
+  probe_interval: 2s
 limits:
   max_message_bytes: 32MiB
   max_records_per_request: 500
@@ -199,7 +214,8 @@ datasets:
                        .max_backoff = minutes(2),
                        .multiplier = 1.5,
                        .jitter = 0.1,
-                       .down_after = 3};
+                       .down_after = 3,
+                       .probe_interval = seconds(2)};
   expected.limits = {.max_message_bytes = 32 * kMiB,
                      .max_records_per_request = 500,
                      .max_record_bytes = 2 * kMiB,
@@ -214,14 +230,14 @@ datasets:
                    .partitions = 16,
                    .format = "raw",
                    .quota_bytes = 10'000'000'000u,
-                   .destinations = {{"files", "file", "/srv/out/orders"},
-                                    {"archive", "file", "/srv/archive/orders"}}});
+                   .destinations = {FileDest("files", "/srv/out/orders"),
+                                    FileDest("archive", "/srv/archive/orders")}});
   // The same destination name in two datasets is fine.
   ExpectDatasetEq(config->datasets[1], {.name = "clicks.v2",
                                         .partitions = 4,
                                         .format = "json",
                                         .quota_bytes = 0,
-                                        .destinations = {{"files", "file", "/srv/out/clicks"}}});
+                                        .destinations = {FileDest("files", "/srv/out/clicks")}});
 }
 
 TEST(ConfigTest, AbsentKeysKeepTheDefaults) {
@@ -233,7 +249,7 @@ TEST(ConfigTest, AbsentKeysKeepTheDefaults) {
                                         .partitions = 4,
                                         .format = "json",
                                         .quota_bytes = 0,
-                                        .destinations = {{"files", "file", "/tmp/out"}}});
+                                        .destinations = {FileDest("files", "/tmp/out")}});
 }
 
 TEST(ConfigTest, EmptySectionsKeepTheDefaults) {
@@ -503,7 +519,8 @@ TEST(ConfigTest, MissingDestinationFields) {
 TEST(ConfigTest, UnknownDestinationType) {
   EXPECT_TRUE(FailsWith(
       "datasets:\n  - name: orders\n    destinations:\n      - name: s3\n        type: s3\n", 5,
-      "datasets[0].destinations[0].type", "expected \"file\", got \"s3\""));
+      "datasets[0].destinations[0].type",
+      "expected one of \"file\", \"postgres\", \"http\", \"wharf\", got \"s3\""));
 }
 
 TEST(ConfigTest, InvalidNames) {
@@ -616,6 +633,398 @@ TEST(ConfigTest, AnchorsAndAliasesWork) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// node_id, probe_interval and the dataset's quarantine section.
+
+TEST(ConfigTest, NodeIdDefaultsToTheHostName) {
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  absl::StatusOr<Config> config = Parse(kDatasets);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->node_id, host);
+  config = Parse(WithDatasets("node_id: edge-1.eu_west\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->node_id, "edge-1.eu_west");
+}
+
+TEST(ConfigTest, InvalidNodeIdIsRefused) {
+  EXPECT_TRUE(FailsWith(WithDatasets("node_id: edge 1\n"), 1, "node_id",
+                        "expected 1 to 64 characters of [A-Za-z0-9_.-], got \"edge 1\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("node_id: " + std::string(65, 'n') + "\n"), 1, "node_id",
+                        "expected 1 to 64 characters"));
+  EXPECT_TRUE(FailsWith(WithDatasets("node_id: \"\"\n"), 1, "node_id",
+                        "expected a non-empty string, got \"\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("node_id: [a]\n"), 1, "node_id", "got a list"));
+}
+
+TEST(ConfigTest, ProbeInterval) {
+  absl::StatusOr<Config> config = Parse(WithDatasets("delivery:\n  probe_interval: 250ms\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->delivery.probe_interval, milliseconds(250));
+  EXPECT_EQ(Config().delivery.probe_interval, seconds(30));
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  probe_interval: 50ms\n"), 2,
+                        "delivery.probe_interval",
+                        "expected a duration from 100ms to 1d, got \"50ms\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  probe_interval: 25h\n"), 2,
+                        "delivery.probe_interval", "got \"25h\""));
+  EXPECT_TRUE(FailsWith(WithDatasets("delivery:\n  probe_interval: 30\n"), 2,
+                        "delivery.probe_interval", "a number without a unit"));
+}
+
+TEST(ConfigTest, QuarantineSection) {
+  absl::StatusOr<Config> config = ParseWithDatasetKey("quarantine: {quota: 1GiB, retention: 7d}");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->datasets[0].quarantine_quota_bytes, kGiB);
+  EXPECT_EQ(config->datasets[0].quarantine_retention, hours(7 * 24));
+  config = ParseWithDatasetKey("quarantine:");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->datasets[0].quarantine_quota_bytes, 0u);
+  EXPECT_EQ(config->datasets[0].quarantine_retention, milliseconds(0));
+  config = ParseWithDatasetKey("quarantine: {quota: 0, retention: 0}");
+  ASSERT_TRUE(config.ok()) << config.status();
+
+  EXPECT_TRUE(FailsWith(WithDatasetKey("quarantine: {quota: lots}"), 3,
+                        "datasets[0].quarantine.quota", "expected a size in bytes"));
+  EXPECT_TRUE(FailsWith(WithDatasetKey("quarantine: {retention: 7}"), 3,
+                        "datasets[0].quarantine.retention", "a number without a unit"));
+  EXPECT_TRUE(FailsWith(WithDatasetKey("quarantine: {retention: -1d}"), 3,
+                        "datasets[0].quarantine.retention", "got \"-1d\""));
+  EXPECT_TRUE(FailsWith(WithDatasetKey("quarantine: {quotas: 1GiB}"), 3,
+                        "datasets[0].quarantine.quotas",
+                        "did you mean \"datasets[0].quarantine.quota\"?"));
+  EXPECT_TRUE(FailsWith(WithDatasetKey("quarantine: 1GiB"), 3, "datasets[0].quarantine",
+                        "expected a map of quarantine settings, got \"1GiB\""));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Destinations of every type.
+
+// A config with one destination whose lines (after "      - name: d") are `lines`, each
+// indented by 8 spaces; the destination's name is on line 4, its first extra line on line 5.
+std::string WithDestination(const std::vector<std::string>& lines) {
+  std::string yaml = "datasets:\n  - name: orders\n    destinations:\n      - name: d\n";
+  for (const std::string& line : lines) absl::StrAppend(&yaml, "        ", line, "\n");
+  return yaml;
+}
+
+absl::StatusOr<DestinationConfig> ParseDestination(const std::vector<std::string>& lines) {
+  absl::StatusOr<Config> config = Parse(WithDestination(lines));
+  if (!config.ok()) return config.status();
+  return config->datasets.at(0).destinations.at(0);
+}
+
+constexpr char kDest[] = "datasets[0].destinations[0]";
+std::string DestPath(const std::string& key) { return absl::StrCat(kDest, ".", key); }
+
+TEST(ConfigTest, PlainFileDestinationIsNotRolling) {
+  absl::StatusOr<DestinationConfig> d = ParseDestination({"type: file", "directory: /out"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->file_directory, "/out");
+  EXPECT_FALSE(d->roll.has_value());
+  EXPECT_FALSE(d->retry.has_value());
+}
+
+TEST(ConfigTest, RollingFileDestination) {
+  absl::StatusOr<DestinationConfig> d = ParseDestination(
+      {"type: file", "directory: /out", "roll: {max_bytes: 64MiB, max_age: 5m}",
+       "path_template: \"{dataset}/{date}/{dataset}-p{partition}-{first_offset}.jsonl\"",
+       "gzip: true"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(d->roll.has_value());
+  EXPECT_EQ(d->roll->max_bytes, 64 * kMiB);
+  EXPECT_EQ(d->roll->max_age, minutes(5));
+  EXPECT_EQ(d->path_template, "{dataset}/{date}/{dataset}-p{partition}-{first_offset}.jsonl");
+  EXPECT_TRUE(d->file_gzip);
+  // An empty roll section: the defaults.
+  d = ParseDestination({"type: file", "directory: /out", "roll: {}"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(d->roll.has_value());
+  EXPECT_EQ(d->roll->max_bytes, 64 * kMiB);
+  EXPECT_EQ(d->roll->max_age, minutes(5));
+  EXPECT_EQ(d->path_template, "");
+  EXPECT_FALSE(d->file_gzip);
+  // One limit may be 0.
+  d = ParseDestination({"type: file", "directory: /out", "roll: {max_bytes: 0, max_age: 1s}"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->roll->max_bytes, 0u);
+}
+
+TEST(ConfigTest, MalformedRollingFileDestination) {
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "path_template: x"}), 7,
+                        DestPath("path_template"), "only valid for a rolling file destination"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "gzip: true"}), 7,
+                        DestPath("gzip"), "only valid for a rolling file destination"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "roll: 5m"}), 7,
+                        DestPath("roll"), "expected a map of roll settings, got \"5m\""));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "roll: {max_age: 1500ms}"}),
+                        7, DestPath("roll.max_age"),
+                        "expected a duration in whole seconds, got \"1500ms\""));
+  EXPECT_TRUE(FailsWith(
+      WithDestination({"type: file", "directory: /o", "roll: {max_bytes: 0, max_age: 0}"}), 7,
+      DestPath("roll.max_age"), "a value above 0 for max_bytes or max_age"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "roll: {max_bytes: big}"}),
+                        7, DestPath("roll.max_bytes"), "expected a size in bytes"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "roll: {max_byte: 1MiB}"}),
+                        7, DestPath("roll.max_byte"), "did you mean"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "roll: {}", "gzip: yes"}),
+                        8, DestPath("gzip"), "expected \"true\" or \"false\", got \"yes\""));
+  EXPECT_TRUE(
+      FailsWith(WithDestination({"type: file", "directory: /o", "roll: {}", "path_template: \"\""}),
+                8, DestPath("path_template"), "expected a non-empty string"));
+}
+
+TEST(ConfigTest, RollingFileNameWithDatasetMustBeAValidName) {
+  // "<destination>.<dataset>" names the state: 30 + 1 + 6 characters are fine, 58 + 1 + 6 not.
+  EXPECT_TRUE(Parse("datasets:\n  - name: orders\n    destinations:\n      - name: " +
+                    std::string(30, 'd') + "\n        type: file\n        directory: /o\n" +
+                    "        roll: {}\n")
+                  .ok());
+  EXPECT_TRUE(FailsWith(
+      "datasets:\n  - name: orders\n    destinations:\n      - name: " + std::string(58, 'd') +
+          "\n        type: file\n        directory: /o\n        roll: {}\n",
+      7, DestPath("roll"), "at most 63 characters long"));
+}
+
+TEST(ConfigTest, PerDestinationRetryInheritsTheDeliverySection) {
+  const std::string yaml =
+      "delivery: {initial_backoff: 200ms, max_backoff: 10s, down_after: 7}\n" +
+      WithDestination(
+          {"type: file", "directory: /o",
+           "retry: {initial_backoff: 1s, multiplier: 3, jitter: 0, probe_interval: 5s}"});
+  absl::StatusOr<Config> config = Parse(yaml);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const DestinationConfig& d = config->datasets[0].destinations[0];
+  ASSERT_TRUE(d.retry.has_value());
+  EXPECT_EQ(d.retry->initial_backoff, seconds(1));
+  EXPECT_EQ(d.retry->max_backoff, seconds(10));  // inherited
+  EXPECT_DOUBLE_EQ(d.retry->multiplier, 3.0);
+  EXPECT_DOUBLE_EQ(d.retry->jitter, 0.0);
+  EXPECT_EQ(d.retry->down_after, 7u);  // inherited
+  EXPECT_EQ(d.retry->probe_interval, seconds(5));
+  // The global section itself is unchanged.
+  EXPECT_EQ(config->delivery.initial_backoff, milliseconds(200));
+}
+
+TEST(ConfigTest, MalformedRetry) {
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "retry: {down_after: 0}"}),
+                        7, DestPath("retry.down_after"),
+                        "expected an integer from 1 to 1000000, got \"0\""));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "retry: {jitter: 2}"}), 7,
+                        DestPath("retry.jitter"), "expected a number from 0.0 to 1.0"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "retry: {backoff: 1s}"}), 7,
+                        DestPath("retry.backoff"), "unknown key"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "retry: 3"}), 7,
+                        DestPath("retry"), "expected a map of retry settings"));
+  // Above the inherited max_backoff of 30s.
+  EXPECT_TRUE(
+      FailsWith(WithDestination({"type: file", "directory: /o", "retry: {initial_backoff: 1m}"}), 7,
+                DestPath("retry.initial_backoff"),
+                "expected a duration of at most max_backoff (30s), got \"1m\""));
+}
+
+TEST(ConfigTest, KeysOfAnotherTypeAreRefused) {
+  EXPECT_TRUE(FailsWith(WithDestination({"type: file", "directory: /o", "table: t"}), 7,
+                        DestPath("table"),
+                        "key \"table\" is not valid for a destination of type file (its keys: "
+                        "name, type, retry, directory, roll, path_template, gzip)"));
+  EXPECT_TRUE(FailsWith(
+      WithDestination({"type: postgres", "directory: /o", "conninfo: x", "table: t"}), 6,
+      DestPath("directory"), "key \"directory\" is not valid for a destination of type postgres"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: wharf", "target: a:1", "url: http://x"}), 7,
+                        DestPath("url"), "is not valid for a destination of type wharf"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: http", "url: http://x", "target: a:1"}), 7,
+                        DestPath("target"), "is not valid for a destination of type http"));
+  EXPECT_TRUE(FailsWith(WithDestination({"type: kafka"}), 5, DestPath("type"),
+                        "expected one of \"file\", \"postgres\", \"http\", \"wharf\", got "
+                        "\"kafka\""));
+}
+
+TEST(ConfigTest, PostgresDestination) {
+  absl::StatusOr<DestinationConfig> d = ParseDestination(
+      {"type: postgres", "conninfo: \"host=127.0.0.1 port=5432 dbname=wh user=wharf\"",
+       "password_file: /etc/wharf/pg.pass", "table: public.orders", "create_table: true",
+       "ledger_table: ledger", "columns:", "  - {name: id, source: /id, type: bigint}",
+       "  - {name: doc, source: \"\", type: jsonb}", "  - {name: src_offset, source: $offset}",
+       "connect_timeout: 3s", "statement_timeout: 10s", "max_connections: 8"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->type, "postgres");
+  EXPECT_EQ(d->pg_conninfo, "host=127.0.0.1 port=5432 dbname=wh user=wharf");
+  EXPECT_EQ(d->pg_password_file, "/etc/wharf/pg.pass");
+  EXPECT_EQ(d->pg_password_env, "");
+  EXPECT_EQ(d->pg_table, "public.orders");
+  EXPECT_TRUE(d->pg_create_table);
+  EXPECT_EQ(d->pg_ledger_table, "ledger");
+  ASSERT_EQ(d->pg_columns.size(), 3u);
+  EXPECT_EQ(d->pg_columns[0].name, "id");
+  EXPECT_EQ(d->pg_columns[0].source, "/id");
+  EXPECT_EQ(d->pg_columns[0].type, "bigint");
+  EXPECT_EQ(d->pg_columns[1].source, "");
+  EXPECT_EQ(d->pg_columns[1].type, "jsonb");
+  EXPECT_EQ(d->pg_columns[2].source, "$offset");
+  EXPECT_EQ(d->pg_columns[2].type, "text");  // the default
+  EXPECT_EQ(d->pg_connect_timeout, seconds(3));
+  EXPECT_EQ(d->pg_statement_timeout, seconds(10));
+  EXPECT_EQ(d->pg_max_connections, 8u);
+
+  d = ParseDestination(
+      {"type: postgres", "conninfo: dbname=wh", "password_env: WHARF_PG_PW", "table: t"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->pg_password_env, "WHARF_PG_PW");
+  EXPECT_TRUE(d->pg_columns.empty());
+  EXPECT_EQ(d->pg_ledger_table, "wharf_batches");
+  EXPECT_FALSE(d->pg_create_table);
+  EXPECT_EQ(d->pg_max_connections, 4u);
+}
+
+TEST(ConfigTest, MalformedPostgresDestination) {
+  const std::string type = "type: postgres";
+  EXPECT_TRUE(FailsWith(WithDestination({type, "table: t"}), 4, DestPath("conninfo"),
+                        "required key is missing"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: dbname=wh"}), 4, DestPath("table"),
+                        "required key is missing"));
+  // A password in the connection string is refused, and not repeated in the message.
+  for (const std::string conninfo :
+       {"\"dbname=wh password=hunter2\"", "\"dbname=wh PASSWORD = hunter2\"",
+        "\"postgresql://wharf:hunter2@db/wh\"", "\"postgres://db/wh?password=hunter2\""}) {
+    SCOPED_TRACE(conninfo);
+    const std::string yaml = WithDestination({type, "conninfo: " + conninfo, "table: t"});
+    EXPECT_TRUE(FailsWith(yaml, 6, DestPath("conninfo"),
+                          "must not contain a password (connection strings end up in logs): put "
+                          "it in a file named by password_file"));
+    EXPECT_FALSE(absl::StrContains(Parse(yaml).status().message(), "hunter2"));
+  }
+  // A user without a password in a URI is fine.
+  EXPECT_TRUE(ParseDestination({type, "conninfo: \"postgresql://wharf@db/wh\"", "table: t"}).ok());
+  EXPECT_TRUE(FailsWith(
+      WithDestination({type, "conninfo: x", "table: t", "password_file: /p", "password_env: PW"}),
+      9, DestPath("password_env"), "password_file and password_env are exclusive"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: x", "table: t", "password_env: 1PW"}), 8,
+                        DestPath("password_env"), "expected an environment variable name"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: x", "table: t", "create_table: 1"}), 8,
+                        DestPath("create_table"), "expected \"true\" or \"false\", got \"1\""));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: x", "table: t", "max_connections: 0"}), 8,
+                        DestPath("max_connections"), "expected an integer from 1 to 1024"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: x", "table: t", "connect_timeout: 10ms"}),
+                        8, DestPath("connect_timeout"), "expected a duration from 1s to 10m"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: x", "table: t", "columns: []"}), 8,
+                        DestPath("columns"), "expected a list of at least one column"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: x", "table: t",
+                                         "columns:", "  - {name: a, type: varchar}"}),
+                        9, DestPath("columns[0].type"), "got \"varchar\""));
+  EXPECT_TRUE(
+      FailsWith(WithDestination({type, "conninfo: x", "table: t", "columns:", "  - {source: /a}"}),
+                9, DestPath("columns[0].name"), "required key is missing"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "conninfo: x", "table: t",
+                                         "columns:", "  - {name: a}", "  - {name: a, source: /b}"}),
+                        10, DestPath("columns[1].name"),
+                        "duplicate column name \"a\" (first defined at line 9)"));
+  EXPECT_TRUE(FailsWith(
+      WithDestination({type, "conninfo: x", "table: t", "columns:", "  - {name: a, sourc: /a}"}), 9,
+      DestPath("columns[0].sourc"), "did you mean"));
+  EXPECT_TRUE(FailsWith(
+      WithDestination({type, "conninfo: x", "table: t", "columns:", "  - {name: a, source: [1]}"}),
+      9, DestPath("columns[0].source"), "expected a string, got a list"));
+}
+
+TEST(ConfigTest, HttpDestination) {
+  absl::StatusOr<DestinationConfig> d = ParseDestination(
+      {"type: http", "url: http://127.0.0.1:8080/ingest", "format: json_array", "gzip: true",
+       "headers: {X-Team: data, X-Empty: \"\"}", "bearer_token_file: /etc/wharf/token",
+       "connect_timeout: 2s", "request_timeout: 1m",
+       "tls: {ca_file: /ca.pem, insecure_skip_verify: true, client_cert_file: /c.pem, "
+       "client_key_file: /k.pem}"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->http_url, "http://127.0.0.1:8080/ingest");
+  EXPECT_EQ(d->http_format, "json_array");
+  EXPECT_TRUE(d->http_gzip);
+  const std::vector<std::pair<std::string, std::string>> headers = {{"X-Team", "data"},
+                                                                    {"X-Empty", ""}};
+  EXPECT_EQ(d->http_headers, headers);
+  EXPECT_EQ(d->http_bearer_token_file, "/etc/wharf/token");
+  EXPECT_EQ(d->http_connect_timeout, seconds(2));
+  EXPECT_EQ(d->http_request_timeout, minutes(1));
+  EXPECT_EQ(d->http_ca_file, "/ca.pem");
+  EXPECT_TRUE(d->http_insecure_skip_verify);
+  EXPECT_EQ(d->http_client_cert_file, "/c.pem");
+  EXPECT_EQ(d->http_client_key_file, "/k.pem");
+
+  d = ParseDestination({"type: http", "url: HTTPS://example.com"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->http_format, "ndjson");
+  EXPECT_FALSE(d->http_gzip);
+  EXPECT_TRUE(d->http_headers.empty());
+  EXPECT_EQ(d->http_request_timeout, seconds(30));
+}
+
+TEST(ConfigTest, MalformedHttpDestination) {
+  const std::string type = "type: http";
+  EXPECT_TRUE(FailsWith(WithDestination({type}), 4, DestPath("url"), "required key is missing"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: ftp://user:secret@x/"}), 6, DestPath("url"),
+                        "expected an http:// or https:// URL with a host"));
+  EXPECT_FALSE(absl::StrContains(
+      Parse(WithDestination({type, "url: ftp://user:secret@x/"})).status().message(), "secret"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://"}), 6, DestPath("url"),
+                        "expected an http:// or https:// URL"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "format: csv"}), 7,
+                        DestPath("format"), "expected \"ndjson\" or \"json_array\", got \"csv\""));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "headers: [a]"}), 7,
+                        DestPath("headers"),
+                        "expected a map of header names to values, got a list"));
+  EXPECT_TRUE(FailsWith(
+      WithDestination({type, "url: http://x", "headers: {\"X Team\": a}"}), 7, DestPath("headers"),
+      "expected header names that are HTTP tokens (e.g. X-Team), got \"X Team\""));
+  EXPECT_TRUE(
+      FailsWith(WithDestination({type, "url: http://x", "headers:", "  X-A: 1", "  x-a: 2"}), 9,
+                DestPath("headers.x-a"), "duplicate header (first set at line 8"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "headers: {X-A: [1]}"}), 7,
+                        DestPath("headers.X-A"), "expected a header value (a string), got a list"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "headers: {X-A: \"a\\nb\"}"}), 7,
+                        DestPath("headers.X-A"), "without CR, LF or NUL"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "request_timeout: 2h"}), 7,
+                        DestPath("request_timeout"), "expected a duration from 1ms to 1h"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "tls: {verify: false}"}), 7,
+                        DestPath("tls.verify"), "unknown key"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "tls: {client_key_file: /k}"}), 7,
+                        DestPath("tls.client_key_file"), "needs client_cert_file"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "tls: {insecure_skip_verify: no}"}),
+                        7, DestPath("tls.insecure_skip_verify"), "expected \"true\" or \"false\""));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "url: http://x", "bearer_token_file: \"\""}), 7,
+                        DestPath("bearer_token_file"), "expected a non-empty string"));
+}
+
+TEST(ConfigTest, WharfDestination) {
+  absl::StatusOr<DestinationConfig> d =
+      ParseDestination({"type: wharf", "target: 10.0.0.5:7400", "dataset: orders.central",
+                        "rpc_timeout: 10s", "max_request_bytes: 2MiB"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->forward_target, "10.0.0.5:7400");
+  EXPECT_EQ(d->forward_dataset, "orders.central");
+  EXPECT_EQ(d->forward_rpc_timeout, seconds(10));
+  EXPECT_EQ(d->forward_max_request_bytes, 2 * kMiB);
+  d = ParseDestination({"type: wharf", "target: \"[::1]:7400\""});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->forward_dataset, "");
+  EXPECT_EQ(d->forward_rpc_timeout, seconds(30));
+  EXPECT_EQ(d->forward_max_request_bytes, 4 * kMiB);
+}
+
+TEST(ConfigTest, MalformedWharfDestination) {
+  const std::string type = "type: wharf";
+  EXPECT_TRUE(FailsWith(WithDestination({type}), 4, DestPath("target"), "required key is missing"));
+  for (const std::string target : {"central", "\"central:\"", ":7400", "central:70000",
+                                   "central:-1", "a:b:7400", "\"[::1:7400\""}) {
+    SCOPED_TRACE(target);
+    EXPECT_TRUE(FailsWith(WithDestination({type, "target: " + target}), 6, DestPath("target"),
+                          "expected host:port with a port from 1 to 65535"));
+  }
+  EXPECT_TRUE(FailsWith(WithDestination({type, "target: c:1", "dataset: a/b"}), 7,
+                        DestPath("dataset"), "dataset name \"a/b\" may only contain"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "target: c:1", "rpc_timeout: 10ms"}), 7,
+                        DestPath("rpc_timeout"), "expected a duration from 100ms to 1h"));
+  EXPECT_TRUE(FailsWith(WithDestination({type, "target: c:1", "max_request_bytes: 100"}), 7,
+                        DestPath("max_request_bytes"), "expected a size from 1KiB to 256MiB"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // LoadConfig.
 
 class LoadConfigTest : public ::testing::Test {
@@ -704,7 +1113,7 @@ TEST(ExampleConfigTest, LoadsWithTheDocumentedValues) {
                    .partitions = 4,
                    .format = "json",
                    .quota_bytes = 0,
-                   .destinations = {{"files", "file", "/tmp/wharf-demo/out"}}});
+                   .destinations = {FileDest("files", "/tmp/wharf-demo/out")}});
 }
 
 }  // namespace
