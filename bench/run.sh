@@ -3,6 +3,8 @@
 #   ingest        wharfd with wharf-bench, in both durability modes
 #   destinations  wharf-destination-bench: delivery throughput of each destination adapter, and
 #                 for PostgreSQL the same records loaded by plain COPY through psql (the ceiling)
+#   contract      wharf-contract-bench: the contract step per core (validation alone and the
+#                 whole step) and valijson on the same records, as a reference
 #
 #   bench/run.sh [--smoke] [GROUP...]   default: both groups
 #   bench/run.sh                        full run: 20 s per ingest scenario; 200,000 records per
@@ -21,11 +23,11 @@ GROUPS_TO_RUN=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    ingest|destinations) GROUPS_TO_RUN+=("$arg") ;;
-    *) echo "usage: bench/run.sh [--smoke] [ingest] [destinations]" >&2; exit 2 ;;
+    ingest|destinations|contract) GROUPS_TO_RUN+=("$arg") ;;
+    *) echo "usage: bench/run.sh [--smoke] [ingest] [destinations] [contract]" >&2; exit 2 ;;
   esac
 done
-if (( ${#GROUPS_TO_RUN[@]} == 0 )); then GROUPS_TO_RUN=(ingest destinations); fi
+if (( ${#GROUPS_TO_RUN[@]} == 0 )); then GROUPS_TO_RUN=(ingest destinations contract); fi
 
 DURATION=20
 DEST_RECORDS=${WHARF_DEST_RECORDS:-200000}
@@ -41,7 +43,7 @@ BUILD=${WHARF_BUILD_DIR:-build-release}
 if [[ -z "${WHARF_BUILD_DIR:-}" ]]; then
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWHARF_BUILD_TESTS=OFF > /dev/null
   cmake --build "$BUILD" -j"$(nproc)" --target wharfd wharf-bench wharf-destination-bench \
-    > /dev/null
+    wharf-contract-bench > /dev/null
 fi
 WHARFD="$BUILD/server/wharfd"
 BENCH="$BUILD/bench/wharf-bench"
@@ -366,9 +368,17 @@ run_destinations() {
   stop_postgres
 }
 
+run_contract() {
+  echo "=== contract step per core (wharf-contract-bench)"
+  local records=100000 rounds=3
+  if [[ $SMOKE -eq 1 ]]; then records=2000; rounds=1; fi
+  "$BUILD/bench/wharf-contract-bench" --records "$records" --rounds "$rounds"
+}
+
 for group in "${GROUPS_TO_RUN[@]}"; do
   case "$group" in
     ingest) run_ingest ;;
     destinations) run_destinations ;;
+    contract) run_contract ;;
   esac
 done
