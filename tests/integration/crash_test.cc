@@ -30,21 +30,6 @@ struct Outcome {
   std::atomic<uint64_t> duplicates{0};
 };
 
-bool AllDelivered(client::ControlClient& control) {
-  wharf::v1::GetStatusRequest req;
-  auto st = control.GetStatus(req, 2s);
-  if (!st.ok() || st->datasets_size() == 0) return false;
-  for (const auto& ds : st->datasets()) {
-    for (const auto& p : ds.partition_status()) {
-      if (p.validated_offset() != p.next_offset()) return false;
-    }
-    for (const auto& d : ds.destinations()) {
-      if (d.backlog_records() != 0) return false;
-    }
-  }
-  return true;
-}
-
 // How wharfd is taken down between restarts.
 enum class Stop { kKill9, kSigterm };
 

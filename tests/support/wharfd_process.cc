@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -14,11 +15,17 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "client/channel.h"
+#include "client/producer.h"
+#include "tests/support/postgres_server.h"
+
+extern char** environ;
 
 namespace wharf::testing {
 
@@ -74,8 +81,12 @@ std::string RenderConfig(const WharfdConfig& c) {
     absl::StrAppend(&y, "  - name: ", c.datasets[i], "\n", "    partitions: ", c.partitions, "\n");
     if (!c.quota.empty()) absl::StrAppend(&y, "    quota: ", c.quota, "\n");
     if (i == 0) y += c.extra_dataset;
-    absl::StrAppend(&y, "    destinations:\n", "      - name: files\n", "        type: file\n",
-                    "        directory: ", c.out_dir, "\n");
+    y += "    destinations:\n";
+    if (i != 0 || c.file_destination) {
+      absl::StrAppend(&y, "      - name: files\n", "        type: file\n",
+                      "        directory: ", c.out_dir, "\n");
+    }
+    if (i == 0) y += c.extra_destinations;
   }
   return y;
 }
@@ -118,6 +129,20 @@ bool PortOpen(int port) {
 absl::Status WharfdProcess::Start(std::chrono::milliseconds timeout) {
   if (pid_ > 0) return absl::FailedPreconditionError("already running");
   WriteFile(config_path_, RenderConfig(config_));
+  // The child's environment is built before fork(): only async-signal-safe calls after it.
+  std::vector<std::string> env_strings;
+  std::vector<char*> envp;
+  if (!config_.env.empty()) {
+    std::set<std::string> overridden;
+    for (const auto& e : config_.env) overridden.insert(e.substr(0, e.find('=')));
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry(*e);
+      if (overridden.count(entry.substr(0, entry.find('='))) == 0) env_strings.push_back(entry);
+    }
+    env_strings.insert(env_strings.end(), config_.env.begin(), config_.env.end());
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
   pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
@@ -127,7 +152,13 @@ absl::Status WharfdProcess::Start(std::chrono::milliseconds timeout) {
       dup2(fd, 2);
       close(fd);
     }
-    execl(WHARFD_PATH, WHARFD_PATH, "--config", config_path_.c_str(), nullptr);
+    if (!envp.empty()) {
+      char* const argv[] = {const_cast<char*>(WHARFD_PATH), const_cast<char*>("--config"),
+                            const_cast<char*>(config_path_.c_str()), nullptr};
+      execve(WHARFD_PATH, argv, envp.data());
+    } else {
+      execl(WHARFD_PATH, WHARFD_PATH, "--config", config_path_.c_str(), nullptr);
+    }
     _exit(127);
   }
   pid_ = pid;
@@ -157,6 +188,15 @@ void WharfdProcess::Kill9() {
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+bool WharfdProcess::CheckExited() {
+  if (pid_ <= 0) return true;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+  pid_ = -1;
+  exit_status_ = status;
+  return true;
 }
 
 absl::StatusOr<int> WharfdProcess::Terminate(std::chrono::milliseconds timeout) {
@@ -283,6 +323,230 @@ uint64_t DeliveredRecords(client::ControlClient& control, const std::string& dat
 bool Extended() {
   const char* e = std::getenv("WHARF_EXTENDED");
   return e != nullptr && std::string(e) == "1";
+}
+
+bool AllDelivered(client::ControlClient& control) {
+  wharf::v1::GetStatusRequest req;
+  auto st = control.GetStatus(req, std::chrono::seconds(2));
+  if (!st.ok() || st->datasets_size() == 0) return false;
+  for (const auto& ds : st->datasets()) {
+    for (const auto& p : ds.partition_status()) {
+      if (p.validated_offset() != p.next_offset()) return false;
+    }
+    for (const auto& d : ds.destinations()) {
+      if (d.backlog_records() != 0) return false;
+    }
+  }
+  return true;
+}
+
+std::optional<wharf::v1::DestinationStatus> FindDestinationStatus(client::ControlClient& control,
+                                                                  const std::string& dataset,
+                                                                  const std::string& destination) {
+  wharf::v1::GetStatusRequest req;
+  req.add_datasets(dataset);
+  auto st = control.GetStatus(req, std::chrono::seconds(2));
+  if (!st.ok()) return std::nullopt;
+  for (const auto& ds : st->datasets()) {
+    if (ds.name() != dataset) continue;
+    for (const auto& d : ds.destinations()) {
+      if (d.name() == destination) return d;
+    }
+  }
+  return std::nullopt;
+}
+
+double MetricSum(const std::string& metrics_text, const std::string& name,
+                 const std::vector<std::string>& labels) {
+  double sum = 0;
+  std::istringstream in(metrics_text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    // "name{labels} value" or "name value"; the name must match exactly.
+    const size_t name_end = line.find_first_of("{ ");
+    if (name_end == std::string::npos || line.compare(0, name_end, name) != 0 ||
+        name_end != name.size()) {
+      continue;
+    }
+    std::string label_text;
+    size_t value_start = name_end;
+    if (line[name_end] == '{') {
+      const size_t close = line.find('}', name_end);
+      if (close == std::string::npos) continue;
+      label_text = line.substr(name_end + 1, close - name_end - 1);
+      value_start = close + 1;
+    }
+    bool match = true;
+    for (const auto& l : labels) {
+      if (label_text.find(l) == std::string::npos) match = false;
+    }
+    if (!match) continue;
+    sum += std::strtod(line.c_str() + value_start, nullptr);
+  }
+  return sum;
+}
+
+std::string LoadPayload(int producer, int64_t i, size_t bytes) {
+  const uint64_t id =
+      static_cast<uint64_t>(producer) * 1000000000ull + static_cast<uint64_t>(i) + 1;
+  std::string p =
+      absl::StrCat(R"({"id":)", id, R"(,"producer":)", producer, R"(,"i":)", i, R"(,"pad":")");
+  const size_t tail = 2;  // "}
+  if (p.size() + tail < bytes) p.append(bytes - p.size() - tail, 'x');
+  p += "\"}";
+  return p;
+}
+
+uint64_t LoadPayloadId(const std::string& payload) {
+  unsigned long long id = 0;
+  if (std::sscanf(payload.c_str(), R"({"id":%llu,)", &id) != 1) return 0;
+  return id;
+}
+
+ProducerLoad::ProducerLoad(ProducerLoadOptions options) : options_(std::move(options)) {}
+
+ProducerLoad::~ProducerLoad() { Stop(); }
+
+void ProducerLoad::Start() {
+  for (int p = 0; p < options_.producers; ++p) threads_.emplace_back([this, p] { Run(p); });
+}
+
+void ProducerLoad::Stop() {
+  stop_.store(true);
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void ProducerLoad::Run(int p) {
+  client::ProducerOptions opts;
+  opts.dataset = options_.dataset;
+  opts.producer_id = absl::StrCat("load-", client::RandomProducerId(), "-", p);
+  opts.max_inflight_requests = 8;
+  opts.initial_backoff = std::chrono::milliseconds(20);
+  opts.max_backoff = std::chrono::milliseconds(500);
+  auto producer = client::Producer::Create(client::CreateChannel(options_.target), opts);
+  if (!producer.ok()) {
+    ADD_FAILURE() << "producer: " << producer.status();
+    return;
+  }
+  const int64_t limit = options_.records_per_producer;
+  for (int64_t start = 0; limit > 0 ? start < limit : !stop_.load(); start += options_.batch) {
+    if (options_.pause.count() > 0) std::this_thread::sleep_for(options_.pause);
+    const int64_t end =
+        limit > 0 ? std::min<int64_t>(limit, start + options_.batch) : start + options_.batch;
+    std::vector<wharf::v1::Record> recs;
+    auto payloads = std::make_shared<std::vector<std::string>>();
+    for (int64_t i = start; i < end; ++i) {
+      payloads->push_back(options_.payload ? options_.payload(p, i)
+                                           : LoadPayload(p, i, options_.payload_bytes));
+      wharf::v1::Record r;
+      r.set_payload(payloads->back());
+      recs.push_back(std::move(r));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sent_.insert(payloads->begin(), payloads->end());
+    }
+    absl::Status st =
+        (*producer)->Send(std::move(recs), [this, payloads](const client::SendResult& r) {
+          if (!r.status.ok()) {
+            failed_++;
+            return;
+          }
+          if (r.duplicate) duplicates_++;
+          std::lock_guard<std::mutex> lock(mu_);
+          for (size_t i = 0; i < r.acks.size(); ++i) {
+            auto [it, inserted] = acked_.emplace(
+                std::make_pair(r.acks[i].partition(), r.acks[i].offset()), (*payloads)[i]);
+            if (!inserted && it->second != (*payloads)[i]) {
+              ADD_FAILURE() << "two records acked at the same offset";
+            }
+          }
+        });
+    if (!st.ok()) {
+      ADD_FAILURE() << "Send: " << st;
+      break;
+    }
+  }
+  absl::Status flushed = (*producer)->Flush(options_.flush_timeout);
+  if (!flushed.ok()) ADD_FAILURE() << "Flush: " << flushed;
+  (*producer)->Close();
+}
+
+std::map<std::pair<uint32_t, uint64_t>, std::string> ProducerLoad::acked() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return acked_;
+}
+
+size_t ProducerLoad::sent_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sent_.size();
+}
+
+size_t ProducerLoad::acked_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return acked_.size();
+}
+
+std::string PostgresDestinationYaml(const std::string& name, const std::string& conninfo,
+                                    const std::string& table, bool create_table) {
+  return absl::StrCat("      - name: ", name, "\n", "        type: postgres\n",
+                      "        conninfo: \"", conninfo, "\"\n", "        table: ", table, "\n",
+                      "        create_table: ", create_table ? "true" : "false", "\n",
+                      "        columns:\n", "          - {name: id, source: /id, type: bigint}\n",
+                      "          - {name: src_partition, source: $partition, type: integer}\n",
+                      "          - {name: src_offset, source: $offset, type: bigint}\n",
+                      "          - {name: doc, source: \"\", type: jsonb}\n",
+                      "        retry: {initial_backoff: 50ms, max_backoff: 1s, down_after: 5, ",
+                      "probe_interval: 1s}\n");
+}
+
+std::vector<std::string> AckedIdentities(
+    const std::map<std::pair<uint32_t, uint64_t>, std::string>& acked) {
+  std::vector<std::string> out;
+  out.reserve(acked.size());
+  for (const auto& [pos, payload] : acked) {
+    out.push_back(absl::StrCat(pos.first, "/", pos.second, "/", LoadPayloadId(payload)));
+  }
+  return out;
+}
+
+std::vector<std::string> PostgresRowIdentities(const PostgresServer& pg, const std::string& table) {
+  auto rows = pg.Query(absl::StrCat("SELECT src_partition, src_offset, id FROM ", table));
+  EXPECT_TRUE(rows.ok()) << rows.status();
+  std::vector<std::string> out;
+  if (!rows.ok()) return out;
+  out.reserve(rows->size());
+  for (const auto& r : *rows) out.push_back(absl::StrCat(r[0], "/", r[1], "/", r[2]));
+  return out;
+}
+
+std::string ExactlyOnceCounts::ToString() const {
+  return absl::StrCat("acked=", acked, " delivered=", delivered, " lost=", lost,
+                      " duplicated=", duplicated, " unexpected=", unexpected);
+}
+
+ExactlyOnceCounts CompareExactlyOnce(const std::vector<std::string>& acked,
+                                     const std::vector<std::string>& delivered) {
+  ExactlyOnceCounts c;
+  c.acked = acked.size();
+  c.delivered = delivered.size();
+  std::unordered_map<std::string, int> copies;
+  copies.reserve(acked.size());
+  for (const auto& a : acked) copies.emplace(a, 0);
+  for (const auto& d : delivered) {
+    auto it = copies.find(d);
+    if (it == copies.end()) {
+      ++c.unexpected;
+      continue;
+    }
+    if (++it->second > 1) ++c.duplicated;
+  }
+  for (const auto& [id, n] : copies) {
+    if (n == 0) ++c.lost;
+  }
+  return c;
 }
 
 }  // namespace wharf::testing
