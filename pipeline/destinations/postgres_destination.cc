@@ -546,10 +546,18 @@ std::string ErrorField(const PGresult* res, int field) {
   return v == nullptr ? "" : v;
 }
 
-std::string TrimmedConnError(const PGconn* conn) {
-  std::string msg = conn == nullptr ? "out of memory" : PQerrorMessage(conn);
+// libpq messages span lines ("...\n\tIs the server running on that host..."); status lines and
+// logs want one line.
+std::string OneLine(std::string msg) {
   absl::StripTrailingAsciiWhitespace(&msg);
+  for (char& c : msg) {
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
   return msg;
+}
+
+std::string TrimmedConnError(const PGconn* conn) {
+  return OneLine(conn == nullptr ? "out of memory" : PQerrorMessage(conn));
 }
 
 bool HasPrefix(std::string_view s, std::string_view prefix) {
@@ -898,7 +906,11 @@ absl::Status PostgresDestination::Impl::StatementFailure(PGconn* conn, const PGr
   const std::string state = ErrorField(res, PG_DIAG_SQLSTATE);
   std::string primary = ErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
   if (primary.empty()) primary = TrimmedConnError(conn);
-  const std::string detail = ErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+  std::string detail = OneLine(ErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+  // "Failing row contains (...)" repeats the record's values: they must not reach logs, status
+  // or quarantine messages (the quarantine entry holds the record itself).
+  if (HasPrefix(detail, "Failing row contains")) detail.clear();
+  primary = OneLine(std::move(primary));
   if (state == "42P01") schema_ready_.store(false);
   absl::StatusCode code = ClassifySqlState(state, content);
   if (PQstatus(conn) != CONNECTION_OK) code = absl::StatusCode::kUnavailable;
