@@ -230,9 +230,9 @@ TEST(DestinationsPostgres, Outage) {
   const double failures_before =
       MetricSum(*metrics, "wharf_delivery_failures_total", {dest_labels});
 
-  const auto outage = Extended() ? 30s : 10s;
-  std::printf("PostgreSQL outage of %lld s (%s)\n", static_cast<long long>(outage.count()),
-              Extended() ? "extended" : "CI");
+  // The outage the destinations issue asks for: 30 s, in CI too.
+  const auto outage = 30s;
+  std::printf("PostgreSQL outage of %lld s\n", static_cast<long long>(outage.count()));
   ASSERT_TRUE(pg.Shutdown().ok());
   const auto down_since = std::chrono::steady_clock::now();
   bool saw_failing = false, saw_open = false, saw_error = false, saw_next_attempt = false;
