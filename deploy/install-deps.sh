@@ -17,7 +17,7 @@ PACKAGES=(
 # Tests: a throwaway PostgreSQL cluster (started by the tests on loopback) and the official
 # JSON-Schema-Test-Suite (draft7) for the validator's conformance test.
 if [[ "${1:-}" == "--tests" || "${1:-}" == "--bench" ]]; then
-  PACKAGES+=(postgresql json-schema-test-suite)
+  PACKAGES+=(postgresql json-schema-test-suite ccache)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(gnuplot-nox libvalijson-dev)

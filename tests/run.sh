@@ -20,6 +20,13 @@ done
 deploy/install-deps.sh --bench  # the tests also run the benchmark smoke
 
 JOBS=$(nproc)
+# ccache (when installed) makes repeated runs on one machine fast; paths are made relative to
+# the checkout so that clones in different directories share the cache.
+CMAKE_LAUNCHER=()
+if command -v ccache > /dev/null; then
+  export CCACHE_BASEDIR=$PWD
+  CMAKE_LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
 step() { echo; echo "=== $* ($(date +%H:%M:%S))"; }
 
 step "clang-format check"
@@ -27,7 +34,8 @@ mapfile -t SOURCES < <(git ls-files -- '*.cc' '*.h' 2>/dev/null || find proto se
 clang-format --dry-run --Werror "${SOURCES[@]}"
 
 step "build (RelWithDebInfo, -Werror)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHARF_WERROR=ON > build-configure.log
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHARF_WERROR=ON "${CMAKE_LAUNCHER[@]}" \
+  > build-configure.log
 cmake --build build -j"$JOBS"
 
 step "JSON Schema conformance (JSON-Schema-Test-Suite)"
@@ -42,7 +50,7 @@ ctest --test-dir build --output-on-failure --timeout 1200 -j2
 if [[ $QUICK -eq 0 ]]; then
   step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWHARF_SANITIZE=ON -DWHARF_BUILD_BENCH=OFF \
-    > build-asan-configure.log
+    "${CMAKE_LAUNCHER[@]}" > build-asan-configure.log
   cmake --build build-asan -j"$JOBS"
   step "tests under ASan+UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
