@@ -13,6 +13,7 @@ PACKAGES=(
   libcurl4-openssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format curl ca-certificates procps
+  openssl
 )
 # Tests: a throwaway PostgreSQL cluster (started by the tests on loopback) and the official
 # JSON-Schema-Test-Suite (draft7) for the validator's conformance test.

@@ -1,8 +1,13 @@
 #include "tests/support/http_test_server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -178,14 +183,55 @@ std::string RenderResponse(const HttpResponse& r, bool close) {
 // Why a connection's request could not be read.
 enum class ReadResult { kOk, kClosed, kStopped };
 
-// One connection's socket and read buffer. Every wait also watches the server's stop event.
+// The most recent OpenSSL error of this thread as text (empty if none).
+std::string OpenSslError() {
+  const unsigned long code = ERR_peek_last_error();
+  if (code == 0) return "";
+  char buf[256];
+  ERR_error_string_n(code, buf, sizeof(buf));
+  return buf;
+}
+
+// One connection's socket (optionally with TLS) and read buffer. Every wait also watches the
+// server's stop event.
 // Thread safety: not thread-safe; used by its connection thread only.
 class Conn {
  public:
   Conn(int fd, int wake_fd) : fd_(fd), wake_fd_(wake_fd) {}
+  ~Conn() { EndTls(); }
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  // Switches to TLS: makes the socket non-blocking (so that every OpenSSL call returns to a poll
+  // that also watches the stop event) and runs the server side of the handshake. kOk when it
+  // completed; kClosed when it failed (the peer got an alert if there was one to send).
+  ReadResult StartTls(SSL_CTX* ctx) {
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK) != 0) return ReadResult::kClosed;
+    ssl_ = SSL_new(ctx);
+    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) return ReadResult::kClosed;
+    return TlsLoop([&] { return SSL_accept(ssl_); });
+  }
+
+  // Sends close_notify (best effort, no waiting) and frees the TLS state. Must run before the
+  // descriptor is closed. No-op without TLS.
+  void EndTls() {
+    if (ssl_ == nullptr) return;
+    // After a fatal error OpenSSL forbids SSL_shutdown.
+    if (!tls_fatal_ && SSL_is_init_finished(ssl_)) SSL_shutdown(ssl_);
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
 
   // Appends whatever is available (waiting for at least one byte).
   ReadResult Fill() {
+    if (ssl_ != nullptr) {
+      char buf[16384];
+      int n = 0;
+      const ReadResult r = TlsLoop([&] { return n = SSL_read(ssl_, buf, sizeof(buf)); });
+      if (r == ReadResult::kOk) in_.append(buf, static_cast<size_t>(n));
+      return r;
+    }
     if (!WaitFor(POLLIN, -1)) return ReadResult::kStopped;
     char buf[16384];
     while (true) {
@@ -201,6 +247,19 @@ class Conn {
 
   // False if the peer is gone or the server stops.
   bool WriteAll(std::string_view data) {
+    if (ssl_ != nullptr) {
+      while (!data.empty()) {
+        // Without SSL_MODE_ENABLE_PARTIAL_WRITE a successful SSL_write wrote all it was given;
+        // a retry after WANT_READ/WANT_WRITE repeats the same arguments, as OpenSSL requires.
+        const int len = static_cast<int>(std::min<size_t>(data.size(), 1 << 20));
+        int n = 0;
+        if (TlsLoop([&] { return n = SSL_write(ssl_, data.data(), len); }) != ReadResult::kOk) {
+          return false;
+        }
+        data.remove_prefix(static_cast<size_t>(n));
+      }
+      return true;
+    }
     while (!data.empty()) {
       if (!WaitFor(POLLOUT, -1)) return false;
       const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
@@ -243,8 +302,30 @@ class Conn {
     }
   }
 
+  // Calls `op` (an SSL_* I/O call returning > 0 on success) until it succeeds, waiting on the
+  // socket for whatever OpenSSL wants. kStopped if the server stops, kClosed on EOF or errors.
+  template <typename Op>
+  ReadResult TlsLoop(Op op) {
+    while (true) {
+      ERR_clear_error();
+      const int rc = op();
+      if (rc > 0) return ReadResult::kOk;
+      const int err = SSL_get_error(ssl_, rc);
+      if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        if (!WaitFor(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, -1)) {
+          return ReadResult::kStopped;
+        }
+        continue;
+      }
+      if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_SSL) tls_fatal_ = true;
+      return ReadResult::kClosed;
+    }
+  }
+
   int fd_;
   int wake_fd_;
+  SSL* ssl_ = nullptr;
+  bool tls_fatal_ = false;  // an SSL call failed fatally: no close_notify
   std::string in_;
 };
 
@@ -311,11 +392,47 @@ std::string HttpRequest::HeaderOr(std::string_view name) const { return Header(n
 
 HttpTestServer::HttpTestServer() = default;
 
-HttpTestServer::~HttpTestServer() { Stop(); }
+HttpTestServer::HttpTestServer(HttpTestServerTlsOptions tls) : tls_(std::move(tls)) {}
+
+HttpTestServer::~HttpTestServer() {
+  Stop();
+  // Every connection thread (the only users of the context) was joined by Stop().
+  SSL_CTX_free(ssl_ctx_);
+}
 
 absl::Status HttpTestServer::Start() {
   std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
   if (started_) return absl::FailedPreconditionError("HttpTestServer: already started");
+  if (tls_ && ssl_ctx_ == nullptr) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == nullptr) return absl::InternalError("SSL_CTX_new: " + OpenSslError());
+    auto fail = [ctx](const std::string& what) {
+      const absl::Status s =
+          absl::InvalidArgumentError("HttpTestServer TLS: " + what + ": " + OpenSslError());
+      SSL_CTX_free(ctx);
+      return s;
+    };
+    ERR_clear_error();
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) return fail("min version");
+    if (SSL_CTX_use_certificate_chain_file(ctx, tls_->cert_file.c_str()) != 1) {
+      return fail("certificate " + tls_->cert_file);
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, tls_->key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+      return fail("private key " + tls_->key_file);
+    }
+    if (!tls_->client_ca_file.empty()) {
+      const char* ca = tls_->client_ca_file.c_str();
+      STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(ca);
+      if (names == nullptr || SSL_CTX_load_verify_locations(ctx, ca, nullptr) != 1) {
+        if (names != nullptr) sk_X509_NAME_pop_free(names, X509_NAME_free);
+        return fail("client CA " + tls_->client_ca_file);
+      }
+      SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    }
+    ssl_ctx_ = ctx;
+  }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) return absl::InternalError(std::string("eventfd: ") + std::strerror(errno));
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -376,7 +493,8 @@ void HttpTestServer::Stop() {
 }
 
 std::string HttpTestServer::Url(std::string_view path) const {
-  return "http://127.0.0.1:" + std::to_string(port_) + std::string(path);
+  return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) +
+         std::string(path);
 }
 
 void HttpTestServer::ReapFinishedConnections() {
@@ -415,6 +533,22 @@ void HttpTestServer::AcceptLoop() {
 
 void HttpTestServer::Serve(Connection* connection) {
   Conn conn(connection->fd, wake_fd_);
+  bool keep_going = true;
+  if (ssl_ctx_ != nullptr) {
+    // OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a peer that went away would raise
+    // SIGPIPE. That signal is sent to the writing thread, so blocking it here (on this thread
+    // only) turns it into the EPIPE error it should be.
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
+    const ReadResult r = conn.StartTls(ssl_ctx_);
+    if (r != ReadResult::kOk) keep_going = false;
+    if (r == ReadResult::kClosed) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++tls_failures_;
+    }
+  }
   auto reject = [&](const Malformed& m) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -425,7 +559,6 @@ void HttpTestServer::Serve(Connection* connection) {
     r.body = m.reason + "\n";
     conn.WriteAll(RenderResponse(r, /*close=*/true));
   };
-  bool keep_going = true;
   while (keep_going) {
     std::string& in = conn.in();
     // The head.
@@ -617,6 +750,7 @@ void HttpTestServer::Serve(Connection* connection) {
   }
   // The connection thread owns the descriptor; Stop() never closes it, so it cannot be reused
   // under a thread that still polls it.
+  conn.EndTls();
   ::close(connection->fd);
   std::lock_guard<std::mutex> lock(mu_);
   connection->done = true;
@@ -721,6 +855,11 @@ size_t HttpTestServer::MalformedCount() const {
 size_t HttpTestServer::ConnectionCount() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<size_t>(next_connection_id_ - 1);
+}
+
+size_t HttpTestServer::TlsHandshakeFailures() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tls_failures_;
 }
 
 size_t HttpTestServer::QueuedResponses() const {

@@ -19,7 +19,22 @@
 
 #include "absl/status/status.h"
 
+// OpenSSL's SSL_CTX, without including OpenSSL in every user of this header.
+struct ssl_ctx_st;
+
 namespace wharf::testing {
+
+// The TLS mode of HttpTestServer (HTTPS with OpenSSL).
+struct HttpTestServerTlsOptions {
+  // PEM file with the server certificate (then any intermediates). Required, no default.
+  std::string cert_file;
+  // PEM file with the certificate's private key (unencrypted). Required, no default.
+  std::string key_file;
+  // PEM file of the CA(s) that issue client certificates. Default empty: no client certificate
+  // is requested. When set, every client must present a certificate issued by one of these CAs;
+  // the handshake fails without one.
+  std::string client_ca_file;
+};
 
 // One request as the test server received it.
 struct HttpRequest {
@@ -84,6 +99,11 @@ struct HttpResponse {
 // counted in DuplicateCount() instead, as an idempotent receiver would; the accepted counts then
 // say how often a client had a batch accepted, and tests can assert "once per key".
 //
+// TLS mode (constructed with HttpTestServerTlsOptions): every connection first completes a TLS
+// handshake (TLS 1.2 or later; with client_ca_file, a verified client certificate is required),
+// then requests are served exactly as above over the TLS stream. Connections whose handshake
+// fails are closed and counted in TlsHandshakeFailures(); they never record a request.
+//
 // Stop() is bounded: every blocking wait (accept, reads, writes, delays) also waits for the stop
 // event, so connection threads return promptly even with clients holding connections open.
 //
@@ -93,7 +113,9 @@ class HttpTestServer {
  public:
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
 
-  HttpTestServer();
+  HttpTestServer();  // plain HTTP
+  // HTTPS; Start() loads the certificate and key and fails if they are unusable.
+  explicit HttpTestServer(HttpTestServerTlsOptions tls);
   ~HttpTestServer();  // Stop()s the server.
   HttpTestServer(const HttpTestServer&) = delete;
   HttpTestServer& operator=(const HttpTestServer&) = delete;
@@ -104,7 +126,7 @@ class HttpTestServer {
   void Stop();
 
   int port() const { return port_; }
-  // "http://127.0.0.1:<port><path>".
+  // "http://127.0.0.1:<port><path>" ("https://..." in TLS mode).
   std::string Url(std::string_view path = "/") const;
 
   void EnqueueResponse(HttpResponse response);
@@ -127,6 +149,9 @@ class HttpTestServer {
   size_t MalformedCount() const;
   size_t ConnectionCount() const;
   size_t QueuedResponses() const;
+  // Connections whose TLS handshake failed (always 0 without TLS). A failed handshake is counted
+  // after the server sent its alert, so a client may see the failure slightly before this does.
+  size_t TlsHandshakeFailures() const;
 
  private:
   struct Connection {
@@ -142,6 +167,11 @@ class HttpTestServer {
   HttpResponse Answer(HttpRequest request);
   void ReapFinishedConnections();  // requires mu_ held
 
+  // Set by the constructor only (read without a lock afterwards).
+  std::optional<HttpTestServerTlsOptions> tls_;
+  // Created by Start() in TLS mode, freed by the destructor after all connections are joined;
+  // immutable while serving (OpenSSL allows SSL_new on one SSL_CTX from several threads).
+  ssl_ctx_st* ssl_ctx_ = nullptr;
   int listen_fd_ = -1;
   int wake_fd_ = -1;  // eventfd, readable once Stop() began
   int port_ = 0;
@@ -163,6 +193,7 @@ class HttpTestServer {
   std::map<std::string, int> accepted_;          // guarded by mu_
   size_t duplicates_ = 0;                        // guarded by mu_
   size_t malformed_ = 0;                         // guarded by mu_
+  size_t tls_failures_ = 0;                      // guarded by mu_
 };
 
 }  // namespace wharf::testing

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/support/http_test_server.h"
+#include "tests/support/wharfd_process.h"
 #include "wharf/v1/record.pb.h"
 
 namespace wharf::pipeline {
@@ -35,6 +37,7 @@ using std::chrono::milliseconds;
 using ::wharf::testing::HttpRequest;
 using ::wharf::testing::HttpResponse;
 using ::wharf::testing::HttpTestServer;
+using ::wharf::testing::HttpTestServerTlsOptions;
 
 // pipeline_test links GoogleTest without gMock, hence no HasSubstr.
 ::testing::AssertionResult MessageContains(const absl::Status& status, const std::string& part) {
@@ -904,6 +907,223 @@ TEST(HttpDestination, CreateRejectsInvalidOptions) {
     options.url = url;
     EXPECT_TRUE(HttpDestination::Create(options).ok()) << url;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS options against a real HTTPS server (the test server in TLS mode).
+
+// A throwaway PKI made once per suite with the openssl CLI: a CA, a server certificate for
+// IP 127.0.0.1 and a client certificate, both issued by that CA and valid for two days.
+class HttpDestinationTlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new ::wharf::testing::TempDir();
+    pki_error_ = new std::string(MakePki());
+  }
+  static void TearDownTestSuite() {
+    delete pki_error_;
+    pki_error_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override { ASSERT_TRUE(pki_error_->empty()) << *pki_error_; }
+
+  static std::string File(const std::string& name) { return dir_->path() + "/" + name; }
+
+  // Runs openssl; returns "" or what went wrong.
+  static std::string OpenSsl(std::vector<std::string> args) {
+    args.insert(args.begin(), "/usr/bin/openssl");
+    const auto [code, output] = ::wharf::testing::RunCommand(args);
+    if (code == 0) return "";
+    return absl::StrCat("openssl ", args[1], " exited ", code, ": ", output);
+  }
+
+  static std::string Issue(const std::string& name, const std::string& extensions) {
+    {
+      std::ofstream ext(File(name + ".ext"));
+      ext << extensions;
+      if (!ext) return "cannot write " + File(name + ".ext");
+    }
+    std::string e =
+        OpenSsl({"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", File(name + ".key"), "-out", File(name + ".csr"), "-subj",
+                 "/CN=wharf-test-" + name});
+    if (!e.empty()) return e;
+    return OpenSsl({"x509", "-req", "-in", File(name + ".csr"), "-CA", File("ca.pem"), "-CAkey",
+                    File("ca.key"), "-set_serial", name == "server" ? "2" : "3", "-days", "2",
+                    "-extfile", File(name + ".ext"), "-out", File(name + ".pem")});
+  }
+
+  static std::string MakePki() {
+    std::string e =
+        OpenSsl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", File("ca.key"), "-out", File("ca.pem"), "-days", "2", "-subj",
+                 "/CN=wharf-test-ca", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                 "keyUsage=critical,keyCertSign,cRLSign"});
+    if (!e.empty()) return e;
+    e = Issue("server",
+              "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n"
+              "extendedKeyUsage=serverAuth\n");
+    if (!e.empty()) return e;
+    return Issue("client", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
+  }
+
+  static HttpTestServerTlsOptions ServerTls(bool require_client_cert = false) {
+    HttpTestServerTlsOptions tls;
+    tls.cert_file = File("server.pem");
+    tls.key_file = File("server.key");
+    if (require_client_cert) tls.client_ca_file = File("ca.pem");
+    return tls;
+  }
+
+  static HttpDestinationOptions Options(const HttpTestServer& server) {
+    HttpDestinationOptions options;
+    options.name = "sink";
+    options.url = server.Url("/ingest");
+    options.connect_timeout = milliseconds(2000);
+    options.request_timeout = milliseconds(5000);
+    return options;
+  }
+
+  static absl::Status Deliver(const HttpDestinationOptions& options) {
+    absl::StatusOr<std::unique_ptr<HttpDestination>> d = HttpDestination::Create(options);
+    if (!d.ok()) return absl::InternalError(absl::StrCat("Create: ", d.status().ToString()));
+    DeliveryReport report;
+    return (*d)->Deliver(MakeBatch("orders", 1, 10, 11, {R"({"id":1})", R"({"id":2})"}), &report);
+  }
+
+  // The server counts a failed handshake after alerting the client; wait up to 5 s for it.
+  static bool WaitForTlsFailures(const HttpTestServer& server, size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (server.TlsHandshakeFailures() < n) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return true;
+  }
+
+  static ::wharf::testing::TempDir* dir_;
+  static std::string* pki_error_;
+};
+
+::wharf::testing::TempDir* HttpDestinationTlsTest::dir_ = nullptr;
+std::string* HttpDestinationTlsTest::pki_error_ = nullptr;
+
+constexpr char kTlsBody[] = "{\"id\":1}\n{\"id\":2}\n";
+
+bool IsRetryableOrConfiguration(absl::StatusCode code) {
+  return code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kUnavailable;
+}
+
+TEST_F(HttpDestinationTlsTest, TrustedCaFileDelivers) {
+  HttpTestServer server(ServerTls());
+  ASSERT_TRUE(server.Start().ok());
+  ASSERT_EQ(server.Url("/x").rfind("https://127.0.0.1:", 0), 0u) << server.Url("/x");
+  HttpDestinationOptions options = Options(server);
+  options.ca_file = File("ca.pem");
+  const absl::Status s = Deliver(options);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(server.RequestCount(), 1u);
+  EXPECT_EQ(server.Requests()[0].path, "/ingest");
+  EXPECT_EQ(server.Requests()[0].body, kTlsBody);
+  EXPECT_EQ(server.TlsHandshakeFailures(), 0u);
+}
+
+TEST_F(HttpDestinationTlsTest, UntrustedServerCertificateIsFailedPrecondition) {
+  HttpTestServer server(ServerTls());
+  ASSERT_TRUE(server.Start().ok());
+  // System CAs only: they never issued our throwaway CA. A verification failure is a
+  // configuration problem (CURLE_PEER_FAILED_VERIFICATION, or CURLE_SSL_CACERT_BADFILE on a host
+  // without a CA bundle), both FAILED_PRECONDITION in the destination.
+  const absl::Status system_cas = Deliver(Options(server));
+  EXPECT_EQ(system_cas.code(), absl::StatusCode::kFailedPrecondition) << system_cas;
+  // A CA file that did not issue the server certificate (the client certificate is no CA).
+  HttpDestinationOptions options = Options(server);
+  options.ca_file = File("client.pem");
+  const absl::Status wrong_ca = Deliver(options);
+  EXPECT_EQ(wrong_ca.code(), absl::StatusCode::kFailedPrecondition) << wrong_ca;
+  EXPECT_EQ(server.RequestCount(), 0u);
+  EXPECT_TRUE(WaitForTlsFailures(server, 2)) << server.TlsHandshakeFailures();
+}
+
+TEST_F(HttpDestinationTlsTest, InsecureSkipVerifyDelivers) {
+  HttpTestServer server(ServerTls());
+  ASSERT_TRUE(server.Start().ok());
+  HttpDestinationOptions options = Options(server);
+  options.insecure_skip_verify = true;
+  const absl::Status s = Deliver(options);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(server.RequestCount(), 1u);
+  EXPECT_EQ(server.Requests()[0].body, kTlsBody);
+}
+
+TEST_F(HttpDestinationTlsTest, ClientCertificateIsPresentedWhenRequired) {
+  HttpTestServer server(ServerTls(/*require_client_cert=*/true));
+  ASSERT_TRUE(server.Start().ok());
+  HttpDestinationOptions options = Options(server);
+  options.ca_file = File("ca.pem");
+  options.client_cert_file = File("client.pem");
+  options.client_key_file = File("client.key");
+  const absl::Status s = Deliver(options);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(server.RequestCount(), 1u);
+  EXPECT_EQ(server.Requests()[0].body, kTlsBody);
+  EXPECT_EQ(server.TlsHandshakeFailures(), 0u);
+}
+
+TEST_F(HttpDestinationTlsTest, MissingClientCertificateFailsWithoutContentError) {
+  HttpTestServer server(ServerTls(/*require_client_cert=*/true));
+  ASSERT_TRUE(server.Start().ok());
+  HttpDestinationOptions options = Options(server);
+  options.ca_file = File("ca.pem");
+  const absl::Status s = Deliver(options);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(IsRetryableOrConfiguration(s.code())) << s;
+  EXPECT_EQ(server.RequestCount(), 0u);
+  EXPECT_TRUE(WaitForTlsFailures(server, 1)) << server.TlsHandshakeFailures();
+}
+
+TEST_F(HttpDestinationTlsTest, PlainHttpToTheTlsServerIsRefusedAndServingContinues) {
+  HttpTestServer server(ServerTls());
+  ASSERT_TRUE(server.Start().ok());
+  {
+    RawClient raw(server.port());
+    ASSERT_TRUE(raw.connected());
+    raw.Send("POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    // Whatever the server answers (an alert or nothing), it is no HTTP response.
+    EXPECT_EQ(raw.ReadUntil().find("HTTP/1.1"), std::string::npos);
+  }
+  HttpDestinationOptions plain = Options(server);
+  plain.url = absl::StrCat("http://127.0.0.1:", server.port(), "/ingest");
+  const absl::Status s = Deliver(plain);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(server.RequestCount(), 0u);
+  EXPECT_TRUE(WaitForTlsFailures(server, 2)) << server.TlsHandshakeFailures();
+
+  HttpDestinationOptions options = Options(server);
+  options.ca_file = File("ca.pem");
+  const absl::Status ok = Deliver(options);
+  ASSERT_TRUE(ok.ok()) << ok;
+  EXPECT_EQ(server.RequestCount(), 1u);
+}
+
+TEST_F(HttpDestinationTlsTest, TestServerRefusesUnusableCertificates) {
+  HttpTestServerTlsOptions missing = ServerTls();
+  missing.cert_file = File("does-not-exist.pem");
+  HttpTestServer no_cert(missing);
+  EXPECT_FALSE(no_cert.Start().ok());
+
+  HttpTestServerTlsOptions mismatched = ServerTls();
+  mismatched.key_file = File("client.key");  // not the server certificate's key
+  HttpTestServer wrong_key(mismatched);
+  EXPECT_FALSE(wrong_key.Start().ok());
+
+  HttpTestServerTlsOptions bad_ca = ServerTls();
+  bad_ca.client_ca_file = File("server.ext");  // not PEM
+  HttpTestServer no_ca(bad_ca);
+  EXPECT_FALSE(no_ca.Start().ok());
 }
 
 }  // namespace
