@@ -48,10 +48,6 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                      .Name("wharf_destination_oldest_undelivered_seconds")
                      .Help("Age of the oldest acknowledged record not yet delivered (freshness)")
                      .Register(*registry);
-  dest_state_ = &prometheus::BuildGauge()
-                     .Name("wharf_destination_state")
-                     .Help("1 for the destination's current state, 0 for the others")
-                     .Register(*registry);
   store_size_ = &prometheus::BuildGauge()
                      .Name("wharf_store_size_bytes")
                      .Help("Size of the staging store's files and memtables")
@@ -138,12 +134,7 @@ void ServerMetrics::UpdateGauges(const wharf::v1::GetStatusResponse& status) {
       const prometheus::Labels labels = {{"dataset", ds.name()}, {"destination", dest.name()}};
       backlog_->Add(labels).Set(static_cast<double>(dest.backlog_records()));
       oldest_age_->Add(labels).Set(static_cast<double>(dest.oldest_undelivered_age_ms()) / 1000.0);
-      for (auto state :
-           {wharf::v1::HEALTHY, wharf::v1::RETRYING, wharf::v1::DOWN, wharf::v1::PAUSED}) {
-        prometheus::Labels l = labels;
-        l["state"] = wharf::v1::DestinationState_Name(state);
-        dest_state_->Add(l).Set(dest.state() == state ? 1 : 0);
-      }
+      // wharf_destination_state is kept by the pipeline itself, at every state change.
     }
   }
 }

@@ -52,7 +52,6 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Gauge>* backlog_;
   prometheus::Family<prometheus::Gauge>* oldest_age_;
-  prometheus::Family<prometheus::Gauge>* dest_state_;
   prometheus::Gauge* store_size_;
   prometheus::Gauge* disk_free_;
   prometheus::Gauge* accepting_;

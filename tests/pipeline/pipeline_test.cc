@@ -879,6 +879,16 @@ TEST_F(PipelineTest, MetricsCountWhatHappenedWhilePartitionsQuarantineConcurrent
 
   const std::map<std::string, std::string> ds = {{"dataset", kDataset}};
   const std::map<std::string, std::string> dest = {{"dataset", kDataset}, {"destination", "out"}};
+  // Metrics are counted just after the commit they describe, so a delivery (or the cursor) can
+  // be seen a moment before the last count: wait for them, then compare exactly.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return MetricValue("wharf_records_quarantined_total",
+                           {{"dataset", kDataset}, {"reason", "PARSE_ERROR"}}) >=
+                   static_cast<double>(bad) &&
+               MetricValue("wharf_records_committed_total", ds) >= static_cast<double>(good);
+      },
+      5s));
   EXPECT_EQ(MetricValue("wharf_records_quarantined_total",
                         {{"dataset", kDataset}, {"reason", "PARSE_ERROR"}}),
             static_cast<double>(bad));
