@@ -279,7 +279,7 @@ TEST_F(HttpTestServerTest, MalformedRequestsAreRefusedAndDoNotStopTheServer) {
       "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
       "POST / HTTP/1.1\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx",
       "POST / HTTP/1.1\r\nExpect: something\r\n\r\n",
-      std::string("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 28),
+      std::string("GET / HTTP/1.1\r\nX: a") + std::string(1, '\0') + "b\r\n\r\n",
       "GET / HTTP/1.1\r\n" + std::string(70 * 1024, 'a') + "\r\n\r\n",
   };
   size_t expected_malformed = 0;
