@@ -438,7 +438,8 @@ const char* TypeName(const Value& v) {
 std::string_view StringOf(const Value& v) { return {v.GetString(), v.GetStringLength()}; }
 
 void SetString(Value* v, std::string_view s, Allocator& a) {
-  v->SetString(s.data(), static_cast<rapidjson::SizeType>(s.size()), a);
+  // An empty string_view may have a null data(): RapidJSON asserts on null even for length 0.
+  v->SetString(s.empty() ? "" : s.data(), static_cast<rapidjson::SizeType>(s.size()), a);
 }
 
 Value KeyRef(const rapidjson::Pointer::Token& t) {
