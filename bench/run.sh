@@ -74,17 +74,14 @@ free_port() {
   done
 }
 
-run_scenario() {
-  local name=$1 durability=$2
-  shift 2
-  local dir port mport pid
-  dir=$(mktemp -d /tmp/wharf-bench-XXXXXX)
-  port=$(free_port); mport=$(free_port)
-  cat > "$dir/wharf.yaml" <<YAML
-listen: 127.0.0.1:$port
-metrics_listen: 127.0.0.1:$mport
-data_dir: $dir/data
-durability: $durability
+# A wharfd config: one dataset `bench` (4 partitions) with a file destination.
+# Usage: write_config FILE PORT METRICS_PORT DATA_DIR DURABILITY OUT_DIR
+write_config() {
+  cat > "$1" <<YAML
+listen: 127.0.0.1:$2
+metrics_listen: 127.0.0.1:$3
+data_dir: $4
+durability: $5
 min_free_disk: 1GiB
 batching:
   max_records: 1000
@@ -100,8 +97,17 @@ datasets:
     destinations:
       - name: files
         type: file
-        directory: $dir/out
+        directory: $6
 YAML
+}
+
+run_scenario() {
+  local name=$1 durability=$2
+  shift 2
+  local dir port mport pid
+  dir=$(mktemp -d /tmp/wharf-bench-XXXXXX)
+  port=$(free_port); mport=$(free_port)
+  write_config "$dir/wharf.yaml" "$port" "$mport" "$dir/data" "$durability" "$dir/out"
   "$WHARFD" --config "$dir/wharf.yaml" > "$dir/wharfd.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do
@@ -201,28 +207,7 @@ start_central() {
   CLEANUP_DIRS+=("$dir")
   CENTRAL_PORT=$(free_port); mport=$(free_port)
   CENTRAL_OUT="$dir/out"
-  cat > "$dir/wharf.yaml" <<YAML
-listen: 127.0.0.1:$CENTRAL_PORT
-metrics_listen: 127.0.0.1:$mport
-data_dir: $dir/data
-durability: sync
-min_free_disk: 1GiB
-batching:
-  max_records: 1000
-  linger: 50ms
-retention:
-  raw: 0s
-  interval: 1s
-log:
-  level: warn
-datasets:
-  - name: bench
-    partitions: 4
-    destinations:
-      - name: files
-        type: file
-        directory: $CENTRAL_OUT
-YAML
+  write_config "$dir/wharf.yaml" "$CENTRAL_PORT" "$mport" "$dir/data" sync "$CENTRAL_OUT"
   "$WHARFD" --config "$dir/wharf.yaml" > "$dir/wharfd.log" 2>&1 &
   pid=$!
   CLEANUP_PIDS+=("$pid")

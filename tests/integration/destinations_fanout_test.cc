@@ -51,10 +51,8 @@ TEST(DestinationsFanout, PostgresDownOthersKeepDelivering) {
   config.out_dir = tmp.path() + "/out";
   config.linger = "20ms";
   config.max_records = 500;
-  config.extra_destinations =
-      absl::StrCat("      - name: api\n", "        type: http\n",
-                   "        url: ", server.Url("/ingest"), "\n", "        format: ndjson\n") +
-      PostgresDestinationYaml("warehouse", pg.ConnInfo(), "events", true);
+  config.extra_destinations = HttpDestinationYaml(server.Url("/ingest")) +
+                              PostgresDestinationYaml("warehouse", pg.ConnInfo(), "events", true);
   WharfdProcess wharfd(config);
   ASSERT_TRUE(wharfd.Start().ok());
 
@@ -163,8 +161,7 @@ TEST(DestinationsFanout, PausedDestinationHoldsItsBacklog) {
   config.out_dir = tmp.path() + "/out";
   config.linger = "20ms";
   config.max_records = 500;
-  config.extra_destinations = absl::StrCat("      - name: api\n", "        type: http\n",
-                                           "        url: ", server.Url("/ingest"), "\n");
+  config.extra_destinations = HttpDestinationYaml(server.Url("/ingest"));
   WharfdProcess wharfd(config);
   ASSERT_TRUE(wharfd.Start().ok());
   ASSERT_TRUE(wharfd.control().PauseDestination("orders", "api").ok());

@@ -23,15 +23,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string HttpDestinationYaml(const std::string& url, const std::string& request_timeout) {
-  std::string y = absl::StrCat("      - name: api\n", "        type: http\n", "        url: ", url,
-                               "\n", "        format: ndjson\n");
-  if (!request_timeout.empty()) {
-    absl::StrAppend(&y, "        request_timeout: ", request_timeout, "\n");
-  }
-  return y;
-}
-
 std::vector<std::string> Lines(const std::string& body) {
   std::vector<std::string> out;
   std::istringstream in(body);

@@ -489,6 +489,15 @@ size_t ProducerLoad::acked_count() const {
   return acked_.size();
 }
 
+std::string HttpDestinationYaml(const std::string& url, const std::string& request_timeout) {
+  std::string y = absl::StrCat("      - name: api\n", "        type: http\n", "        url: ", url,
+                               "\n", "        format: ndjson\n");
+  if (!request_timeout.empty()) {
+    absl::StrAppend(&y, "        request_timeout: ", request_timeout, "\n");
+  }
+  return y;
+}
+
 std::string PostgresDestinationYaml(const std::string& name, const std::string& conninfo,
                                     const std::string& table, bool create_table) {
   return absl::StrCat("      - name: ", name, "\n", "        type: postgres\n",

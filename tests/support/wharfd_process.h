@@ -206,6 +206,9 @@ class ProducerLoad {
 // retries and a 1 s probe interval so that tests see recoveries quickly.
 std::string PostgresDestinationYaml(const std::string& name, const std::string& conninfo,
                                     const std::string& table, bool create_table);
+// An `http` destination item named "api" posting NDJSON to `url`; `request_timeout` is omitted
+// when empty.
+std::string HttpDestinationYaml(const std::string& url, const std::string& request_timeout = "");
 // "partition/offset/id" of every acked record (id from LoadPayloadId), the identity the rows of
 // a PostgresDestinationYaml() table are compared by.
 std::vector<std::string> AckedIdentities(
