@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "storage/staging_store.h"
+#include "wharf/v1/contract.pb.h"
 
 namespace wharf::server {
 
@@ -111,6 +112,19 @@ struct DatasetConfig {
   uint64_t quarantine_quota_bytes = 0;
   // `quarantine.retention`, duration: entries older are deleted. 0 or absent: kept forever.
   std::chrono::milliseconds quarantine_retention{0};
+  // `contract`: the dataset's data contract (JSON Schema, rules, PII detectors, transforms; the
+  // format is in docs/CONTRACTS.md). nullopt when absent: records are only checked to be JSON
+  // objects (format json) or passed through (format raw; a contract needs format json).
+  std::optional<wharf::v1::ContractSpec> contract;
+  // The YAML text this dataset was read from: the whole spec file for a `spec_file` entry, the
+  // `datasets[]` entry's lines for an inline one. Stored with each contract version so that
+  // `wharfctl get contract` shows what was applied. Not a YAML key.
+  std::string source_yaml;
+  // `spec_file`: a `datasets[]` entry may consist of this key alone, naming a dataset spec file
+  // (one YAML document with the keys of a `datasets[]` entry, see ParseDatasetSpec) that is read
+  // in its place. A relative path is relative to the config file's directory. Here: the path it
+  // was read from, "" for an inline entry.
+  std::string spec_file;
 };
 
 // `batching`
@@ -160,6 +174,10 @@ struct Config {
   // `shutdown_timeout`: bound on a graceful stop. Default 30s, 1s..10m.
   std::chrono::milliseconds shutdown_timeout{30000};
   uint32_t pipeline_threads = 2;  // `pipeline_threads`, 1..64
+  // `hash_key_file`: a file holding the HMAC-SHA256 key of PII "hash" actions and hash
+  // transforms (trailing whitespace trimmed; at least 16 bytes). Read at start; never logged.
+  // "" (default): no key, and a contract that hashes is refused.
+  std::string hash_key_file;
 
   BatchingConfig batching;              // `batching`
   RetentionConfig retention;            // `retention`
@@ -176,6 +194,19 @@ struct Config {
 absl::StatusOr<Config> LoadConfig(const std::string& path);
 
 // Same, from text (`name` stands for the file name in messages). For tests and --check-config.
+// `spec_file` entries are read relative to the directory of `name`.
 absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& name);
+
+// Parses one dataset spec: a single YAML document with the keys of a `datasets[]` entry (name,
+// partitions, format, quota, destinations, quarantine, contract), checked as strictly and with
+// errors in the same form as LoadConfig's ("orders.yaml:7: contract.rules[1].expr: ..."), except
+// that `spec_file` is not allowed inside it. `name` stands for the file name in messages.
+// Delivery defaults for destinations' `retry` are `delivery` (the config's `delivery` section).
+// This checks the structure only: whether the contract's schema, rules and transforms compile is
+// decided by pipeline::contract::Contract::Compile (ContractRegistry::Apply), which lists every
+// error at once. Sets source_yaml to `yaml_text`.
+absl::StatusOr<DatasetConfig> ParseDatasetSpec(const std::string& yaml_text,
+                                               const std::string& name,
+                                               const DeliveryConfig& delivery = DeliveryConfig());
 
 }  // namespace wharf::server
