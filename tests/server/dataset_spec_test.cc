@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/status/status.h"
@@ -380,6 +381,32 @@ TEST(DatasetSpec, HashKeyFileMustBeAString) {
   ASSERT_FALSE(config.ok());
   EXPECT_TRUE(absl::StartsWith(config.status().message(), "wharf.yaml:2: hash_key_file: expected"))
       << config.status();
+}
+
+// The shipped examples: the demo config's contract and the spec the quick start applies compile,
+// and the spec describes the same dataset as the config apart from its contract.
+TEST(DatasetSpec, ExamplesCompileAndAgree) {
+  absl::StatusOr<Config> config = LoadConfig(WHARF_SOURCE_DIR "/deploy/examples/wharf.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  std::ifstream file(WHARF_SOURCE_DIR "/deploy/examples/orders.yaml");
+  const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  absl::StatusOr<DatasetConfig> spec = ParseDatasetSpec(text, "orders.yaml", config->delivery);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const DatasetConfig& in_config = config->datasets[0];
+  EXPECT_EQ(spec->name, in_config.name);
+  EXPECT_EQ(spec->partitions, in_config.partitions);
+  EXPECT_EQ(spec->format, in_config.format);
+  ASSERT_EQ(spec->destinations.size(), in_config.destinations.size());
+  EXPECT_EQ(spec->destinations[0].file_directory, in_config.destinations[0].file_directory);
+  for (const DatasetConfig* dataset : {&in_config, static_cast<const DatasetConfig*>(&*spec)}) {
+    ASSERT_TRUE(dataset->contract.has_value());
+    wharf::v1::ContractVersion version;
+    version.set_dataset(dataset->name);
+    *version.mutable_spec() = *dataset->contract;
+    auto contract = pipeline::contract::Contract::Compile(version, "");
+    EXPECT_TRUE(contract.ok()) << contract.status();
+  }
+  EXPECT_NE(spec->contract->rules(0).expr(), in_config.contract->rules(0).expr());
 }
 
 }  // namespace
