@@ -198,7 +198,8 @@ std::vector<std::string> ConfigDifferences(const DatasetConfig& running,
       diffs.push_back(absl::StrCat("destination \"", d.name, "\" is missing from the document"));
       named_differences = true;
     } else if (!(*it == d)) {
-      diffs.push_back(absl::StrCat("destination \"", d.name, "\" differs"));
+      diffs.push_back(
+          absl::StrCat("destination \"", d.name, "\" differs (type, options or retry)"));
       named_differences = true;
     }
   }
@@ -514,10 +515,10 @@ absl::Status ControlService::DoApplyContract(const wharf::v1::ApplyContractReque
   }
   if (std::vector<std::string> diffs = ConfigDifferences(*running, *document); !diffs.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the spec of dataset ", dataset, " differs from the running configuration in:\n",
-        absl::StrJoin(diffs, "\n"),
-        "\nonly the contract is applied at runtime; the rest needs a configuration change and a "
-        "restart"));
+        "the spec of dataset ", dataset,
+        " differs from the running configuration in more than its contract (only the contract "
+        "is applied at runtime; the rest needs a configuration change and a restart):\n",
+        absl::StrJoin(diffs, "\n")));
   }
   if (running->format == "raw") {
     return absl::FailedPreconditionError(
