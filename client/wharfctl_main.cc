@@ -885,8 +885,8 @@ int RunApply(const GlobalOptions& global, const ContractOptions& options, bool d
     return 1;
   }
   ControlClient client(CreateChannel(global.server));
-  absl::StatusOr<wharf::v1::ApplyContractResponse> response =
-      client.ApplyContract(*spec, dry_run, std::max(global.timeout(), std::chrono::milliseconds(30000)));
+  absl::StatusOr<wharf::v1::ApplyContractResponse> response = client.ApplyContract(
+      *spec, dry_run, std::max(global.timeout(), std::chrono::milliseconds(30000)));
   if (!response.ok()) {
     PrintErrorLines(global, response.status());
     return 1;
