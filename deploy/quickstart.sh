@@ -25,7 +25,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-# 10,000 sample orders (and two malformed lines, which end up in quarantine).
+# 10,000 sample orders: two malformed lines end up in quarantine as PARSE_ERROR, and the orders
+# of 495 and more break the contract's rule amount_below_limit (RULE_VIOLATION).
 awk 'BEGIN {
   for (i = 1; i <= 10000; i++)
     printf("{\"id\":%d,\"ts\":\"2026-01-01T00:%02d:%02dZ\",\"user\":\"u%d\",\"amount\":%d.%02d,\"tags\":[\"demo\",\"t%d\"],\"ship\":{\"country\":\"NL\",\"zip\":\"%04d\"}}\n",
@@ -39,7 +40,18 @@ build/client/wharfctl --server 127.0.0.1:7400 produce --dataset orders --key-fie
 sleep 1
 build/client/wharfctl --server 127.0.0.1:7400 status
 echo
-build/client/wharfctl --server 127.0.0.1:7400 quarantine list --dataset orders
+build/client/wharfctl --server 127.0.0.1:7400 quarantine list --dataset orders --limit 5
+echo
+# The contract in force, then a new version that raises the limit (deploy/examples/orders.yaml),
+# then the quarantined rule violations replayed through it: a dry run first, then for real.
+build/client/wharfctl --server 127.0.0.1:7400 get contract orders --history
+build/client/wharfctl --server 127.0.0.1:7400 schema check -f deploy/examples/orders.yaml
+build/client/wharfctl --server 127.0.0.1:7400 apply -f deploy/examples/orders.yaml
+build/client/wharfctl --server 127.0.0.1:7400 quarantine replay orders --reason RULE_VIOLATION \
+  --dry-run
+build/client/wharfctl --server 127.0.0.1:7400 quarantine replay orders --reason RULE_VIOLATION
+sleep 1
+build/client/wharfctl --server 127.0.0.1:7400 status
 echo
 echo "destination files: $(ls $DEMO/out | wc -l) in $DEMO/out, $(cat $DEMO/out/*.jsonl | wc -l) records"
 echo "metrics:"

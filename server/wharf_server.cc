@@ -101,6 +101,27 @@ absl::StatusOr<std::string> ReadHashKey(const std::string& path) {
   return key;
 }
 
+}  // namespace
+
+absl::Status CheckContracts(const Config& config) {
+  absl::StatusOr<std::string> key = ReadHashKey(config.hash_key_file);
+  if (!key.ok()) return key.status();
+  for (const DatasetConfig& ds : config.datasets) {
+    if (!ds.contract.has_value()) continue;
+    wharf::v1::ContractVersion version;
+    version.set_dataset(ds.name);
+    *version.mutable_spec() = *ds.contract;
+    auto compiled = pipeline::contract::Contract::Compile(version, *key);
+    if (!compiled.ok()) {
+      return ConfigError(absl::InvalidArgumentError(absl::StrCat(
+          "dataset ", ds.name, ": the contract does not compile: ", compiled.status().message())));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
 // Meta key of the contract a dataset's config held at the last start that applied it (a
 // serialized wharf.v1.ContractSpec). Outside ContractRegistry::kKeyPrefix ("contract/"), so the
 // registry never sees it.

@@ -38,6 +38,12 @@ class WharfServer {
   virtual void RefreshGauges() = 0;
 };
 
+// What `wharfd --check-config` adds to parsing the config: reads the hash key file and compiles
+// every dataset's contract (schema, rules, PII, transforms), so that a contract that would fail
+// the start fails the check. Compatibility with the versions in the store is not checked (that
+// needs the store). Errors are configuration errors (IsConfigError) listing every compile error.
+absl::Status CheckContracts(const Config& config);
+
 // True when WharfServer::Create() failed because of the configuration rather than the
 // environment: a destination's options were refused (INVALID_ARGUMENT from its Create), or a
 // secret (password file or variable, bearer token file) is missing, unreadable or empty; the

@@ -98,6 +98,10 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
   if (check_only) {
+    if (absl::Status st = wharf::server::CheckContracts(*config); !st.ok()) {
+      std::cerr << "wharfd: invalid configuration: " << st.message() << "\n";
+      return kExitConfig;
+    }
     std::cout << "config " << config_path << " is valid: " << config->datasets.size()
               << " dataset(s)\n";
     return 0;
