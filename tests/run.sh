@@ -45,7 +45,15 @@ step "JSON Schema conformance (JSON-Schema-Test-Suite)"
 build/tests/pipeline_test --gtest_filter='JsonSchemaConformance*' | grep -E '^draft'
 
 step "tests"
+# The reliability checker (tests/support/checker.h) of the crash and kill tests appends one
+# "checker: acked=... lost=0 duplicated=0 unexpected=0 recovered=..." line per run here.
+export WHARF_CHECKER_LOG=$ROOT/build/checker.log
+rm -f "$WHARF_CHECKER_LOG"
 ctest --test-dir build --output-on-failure --timeout 1200 -j2
+
+step "reliability checker figures"
+cat "$WHARF_CHECKER_LOG"
+unset WHARF_CHECKER_LOG
 
 if [[ $QUICK -eq 0 ]]; then
   step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
