@@ -169,13 +169,13 @@ void RunCrashTest(const std::string& name, const CrashRun& run) {
 TEST(Crash, KillNineCampaignSyncDurability) {
   // Random kills alternate with kills at failpoints inside delivery and inside retention, with
   // retention deleting right behind delivery so that its deletes run while wharfd is killed.
-  // Producers give up on requests after 1.5 s, so some outcomes are unknown to them.
+  // Producers give up on requests after 3 s, so some outcomes are unknown to them.
   CrashRun run;
   run.kills = Extended() ? 200 : 20;
   run.failpoints = kCampaignFailpoints;
   run.retention_raw = "0s";
   run.retention_interval = "200ms";
-  run.retry_timeout = 1500ms;
+  run.retry_timeout = 3s;
   RunCrashTest(absl::StrCat("crash campaign sync, ", run.kills, " kill -9"), run);
 }
 

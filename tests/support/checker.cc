@@ -116,10 +116,14 @@ std::vector<FoundRecord> FileDestinationRecords(const std::string& dir,
                                                 const std::string& dataset) {
   std::vector<FoundRecord> out;
   for (const DestinationFile& f : ReadDestination(dir, dataset)) {
+    // A batch's file is named after its offset range, quarantined records included but not
+    // written: only a file holding its whole range tells each line's offset.
+    const bool complete =
+        f.last_offset >= f.first_offset && f.lines.size() == f.last_offset - f.first_offset + 1;
     for (size_t i = 0; i < f.lines.size(); ++i) {
       FoundRecord r;
       r.id = LoadPayloadId(f.lines[i]);
-      r.position = std::make_pair(f.partition, f.first_offset + i);
+      if (complete) r.position = std::make_pair(f.partition, f.first_offset + i);
       out.push_back(r);
     }
   }

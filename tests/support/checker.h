@@ -108,7 +108,8 @@ struct FoundRecord {
 };
 
 // The records of `dataset` in the file destination directory `dir` (ReadDestination()), with the
-// positions given by the file names.
+// positions given by the file names (none for the lines of a file that holds fewer lines than its
+// offset range: its batch had quarantined records).
 std::vector<FoundRecord> FileDestinationRecords(const std::string& dir, const std::string& dataset);
 // The rows of a PostgresDestinationYaml() table (columns id, src_partition, src_offset).
 absl::StatusOr<std::vector<FoundRecord>> PostgresRecords(const PostgresServer& pg,

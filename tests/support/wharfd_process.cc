@@ -20,6 +20,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/channel.h"
 #include "client/producer.h"
@@ -400,8 +401,18 @@ std::string LoadPayload(int producer, int64_t i, size_t bytes) {
 }
 
 uint64_t LoadPayloadId(const std::string& payload) {
-  unsigned long long id = 0;
-  if (std::sscanf(payload.c_str(), R"({"id":%llu,)", &id) != 1) return 0;
+  // Strictly `{"id":<digits>,`: sscanf("%llu") would also take a sign or leading blanks, and
+  // would not require the comma.
+  constexpr absl::string_view kPrefix = R"({"id":)";
+  if (payload.compare(0, kPrefix.size(), kPrefix.data(), kPrefix.size()) != 0) return 0;
+  const size_t comma = payload.find(',', kPrefix.size());
+  if (comma == std::string::npos || comma == kPrefix.size()) return 0;
+  const std::string digits = payload.substr(kPrefix.size(), comma - kPrefix.size());
+  uint64_t id = 0;
+  if (digits.find_first_not_of("0123456789") != std::string::npos ||
+      !absl::SimpleAtoi(digits, &id)) {
+    return 0;
+  }
   return id;
 }
 
