@@ -52,6 +52,10 @@ rm -f "$WHARF_CHECKER_LOG"
 ctest --test-dir build --output-on-failure --timeout 1200 -j2
 
 step "reliability checker figures"
+if [[ ! -s "$WHARF_CHECKER_LOG" ]]; then
+  echo "no checker line was written: did the crash tests run?" >&2
+  exit 1
+fi
 cat "$WHARF_CHECKER_LOG"
 unset WHARF_CHECKER_LOG
 

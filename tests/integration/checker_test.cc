@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <string>
@@ -166,6 +167,10 @@ TEST(Checker, AtLeastOnceToleratesOnlyDuplicates) {
 TEST(Checker, ExpectCheckerOkFailsOnEveryViolationAndWritesTheLog) {
   TempDir tmp;
   const std::string log = tmp.path() + "/checker.log";
+  // Restored at the end: tests/run.sh may have set it for the whole run.
+  const char* outer = std::getenv("WHARF_CHECKER_LOG");
+  const std::optional<std::string> saved =
+      outer != nullptr ? std::optional<std::string>(outer) : std::nullopt;
   ASSERT_EQ(setenv("WHARF_CHECKER_LOG", log.c_str(), 1), 0);
   CheckerCounts good;
   good.acked = good.delivered = 3;
@@ -181,7 +186,11 @@ TEST(Checker, ExpectCheckerOkFailsOnEveryViolationAndWritesTheLog) {
   dup.duplicated = 1;
   dup.exactly_once = false;
   ExpectCheckerOk(dup, "at least once");  // no failure
-  unsetenv("WHARF_CHECKER_LOG");
+  if (saved.has_value()) {
+    setenv("WHARF_CHECKER_LOG", saved->c_str(), 1);
+  } else {
+    unsetenv("WHARF_CHECKER_LOG");
+  }
   const std::string text = ReadFile(log);
   EXPECT_NE(text.find("checker: acked=3 failed=0 unknown=0 delivered=3 lost=0 duplicated=0 "
                       "unexpected=0 recovered=0 quarantined=0 misplaced=0 [good]\n"),
