@@ -23,6 +23,7 @@
 #include "prometheus/registry.h"
 #include "spdlog/spdlog.h"
 #include "storage/crc32c.h"
+#include "storage/failpoint.h"
 
 namespace wharf::pipeline {
 namespace {
@@ -1041,6 +1042,9 @@ class PipelineImpl final : public Pipeline {
     cp.set_records_delivered(cp.records_delivered() + delivered);
     cp.set_records_rejected(cp.records_rejected() + rejected.size());
     cp.clear_splitting_batch_id();
+    // Crash tests: the destination has committed the batch and the cursor has not moved yet, the
+    // window in which a kill must lead to an idempotent redelivery, never a duplicate.
+    storage::MaybeCrashAt("pipeline.after_deliver_before_cursor");
     if (!rejected.empty() || was_splitting) {
       // Durability: the refused records enter quarantine in the same synced write that moves
       // the cursor past them; if it fails, nothing moved and the batch is retried (its
@@ -1147,6 +1151,8 @@ class PipelineImpl final : public Pipeline {
                         deleted_batches.status().ToString());
           continue;
         }
+        // Crash tests: batches below the delivered offset are gone, raw records not yet.
+        if (*deleted_batches > 0) storage::MaybeCrashAt("pipeline.retention_after_delete_batches");
         // Raw records are kept `raw` after delivery: remember when each delivered offset was
         // first seen and delete only below the newest offset seen at least `raw` ago. After a
         // restart the clock starts again: records are kept longer, never shorter.
@@ -1171,6 +1177,8 @@ class PipelineImpl final : public Pipeline {
                         deleted.status().ToString());
           continue;
         }
+        // Crash tests: a raw delete committed; the next pass must go on from its checkpoint.
+        if (*deleted > 0) storage::MaybeCrashAt("pipeline.retention_after_delete_raw");
         if (*deleted > 0 && ds->m_retention != nullptr) {
           ds->m_retention->Increment(static_cast<double>(*deleted));
         }

@@ -45,7 +45,19 @@ step "JSON Schema conformance (JSON-Schema-Test-Suite)"
 build/tests/pipeline_test --gtest_filter='JsonSchemaConformance*' | grep -E '^draft'
 
 step "tests"
+# The reliability checker (tests/support/checker.h) of the crash and kill tests appends one
+# "checker: acked=... lost=0 duplicated=0 unexpected=0 recovered=..." line per run here.
+export WHARF_CHECKER_LOG=$ROOT/build/checker.log
+rm -f "$WHARF_CHECKER_LOG"
 ctest --test-dir build --output-on-failure --timeout 1200 -j2
+
+step "reliability checker figures"
+if [[ ! -s "$WHARF_CHECKER_LOG" ]]; then
+  echo "no checker line was written: did the crash tests run?" >&2
+  exit 1
+fi
+cat "$WHARF_CHECKER_LOG"
+unset WHARF_CHECKER_LOG
 
 if [[ $QUICK -eq 0 ]]; then
   step "build with AddressSanitizer + UndefinedBehaviorSanitizer"

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/checker.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/wharfd_process.h"
 
@@ -68,6 +69,26 @@ void ExpectExactlyOnce(const PostgresServer& pg, const std::string& table,
   EXPECT_TRUE(c.ok()) << c.ToString();
 }
 
+// The shared checker over the load's history, the table's rows and the quarantine; also checks
+// that no (partition, offset) has two rows. Prints the checker line.
+void ExpectChecked(const PostgresServer& pg, const std::string& table, const ProducerLoad& load,
+                   WharfdProcess& wharfd, const std::string& what) {
+  auto rows = PostgresRecords(pg, table);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  const CheckerCounts c = Check(load.history(), *rows, *quarantined);
+  ExpectCheckerOk(c, what);
+  auto distinct = pg.QueryValue(
+      absl::StrCat("SELECT count(DISTINCT (src_partition, src_offset)) FROM ", table));
+  ASSERT_TRUE(distinct.ok()) << distinct.status();
+  EXPECT_EQ(*distinct, std::to_string(rows->size())) << "two rows at one position";
+  EXPECT_EQ(c.failed, 0u);
+  EXPECT_EQ(c.unknown, 0u) << "the producers retry until acked";
+  EXPECT_EQ(c.quarantined, 0u);
+  EXPECT_EQ(c.delivered, c.acked);
+}
+
 bool IsFailing(wharf::v1::DestinationState s) {
   return s == wharf::v1::RETRYING || s == wharf::v1::OPEN;
 }
@@ -98,7 +119,7 @@ TEST(DestinationsPostgres, ExactlyOnce100k) {
       << "backlog did not drain";
   std::printf("100k records: produced in %.1f s, delivered to PostgreSQL after %.1f s\n", produce_s,
               Seconds(start));
-  ExpectExactlyOnce(pg, "events", load.acked(), "postgres 100k");
+  ExpectChecked(pg, "events", load, wharfd, "postgres 100k");
   auto d = FindDestinationStatus(wharfd.control(), "orders", "warehouse");
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->type(), "postgres");
@@ -154,7 +175,7 @@ TEST(DestinationsPostgres, KillAfterCommitFailpoint) {
         << "backlog did not drain";
     std::printf("failpoint postgres_after_commit:%d: rows at the crash=%s ledger rows=%s\n", k,
                 rows_at_crash->c_str(), ledger_at_crash->c_str());
-    ExpectExactlyOnce(pg, table, load.acked(), absl::StrCat("postgres failpoint k=", k));
+    ExpectChecked(pg, table, load, wharfd, absl::StrCat("postgres failpoint k=", k));
     auto code = wharfd.Terminate();
     ASSERT_TRUE(code.ok());
     EXPECT_EQ(*code, 0);
@@ -195,7 +216,7 @@ TEST(DestinationsPostgres, RandomKills) {
   EXPECT_EQ(load.acked_count(), load.sent_count()) << "every sent record is acked in the end";
   ASSERT_TRUE(WaitFor([&] { return AllDelivered(wharfd.control()); }, 180s))
       << "backlog did not drain";
-  ExpectExactlyOnce(pg, "events", load.acked(), absl::StrCat("postgres ", kills, " kill -9"));
+  ExpectChecked(pg, "events", load, wharfd, absl::StrCat("postgres ", kills, " kill -9"));
   auto code = wharfd.Terminate();
   ASSERT_TRUE(code.ok());
   EXPECT_EQ(*code, 0);
@@ -282,7 +303,7 @@ TEST(DestinationsPostgres, Outage) {
   ASSERT_TRUE(WaitFor([&] { return AllDelivered(wharfd.control()); }, 120s))
       << "backlog did not drain after PostgreSQL came back";
   std::printf("backlog drained %.1f s after PostgreSQL came back\n", Seconds(up_since));
-  ExpectExactlyOnce(pg, "events", load.acked(), "postgres outage");
+  ExpectChecked(pg, "events", load, wharfd, "postgres outage");
   ASSERT_TRUE(WaitFor(
       [&] {
         auto d = FindDestinationStatus(wharfd.control(), "orders", "warehouse");

@@ -20,6 +20,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/channel.h"
 #include "client/producer.h"
@@ -168,6 +169,7 @@ absl::Status WharfdProcess::Start(std::chrono::milliseconds timeout) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
+      exit_status_ = status;
       return absl::InternalError(
           absl::StrCat("wharfd exited during start-up (status ", status, "); log:\n", Log()));
     }
@@ -399,8 +401,18 @@ std::string LoadPayload(int producer, int64_t i, size_t bytes) {
 }
 
 uint64_t LoadPayloadId(const std::string& payload) {
-  unsigned long long id = 0;
-  if (std::sscanf(payload.c_str(), R"({"id":%llu,)", &id) != 1) return 0;
+  // Strictly `{"id":<digits>,`: sscanf("%llu") would also take a sign or leading blanks, and
+  // would not require the comma.
+  constexpr absl::string_view kPrefix = R"({"id":)";
+  if (payload.compare(0, kPrefix.size(), kPrefix.data(), kPrefix.size()) != 0) return 0;
+  const size_t comma = payload.find(',', kPrefix.size());
+  if (comma == std::string::npos || comma == kPrefix.size()) return 0;
+  const std::string digits = payload.substr(kPrefix.size(), comma - kPrefix.size());
+  uint64_t id = 0;
+  if (digits.find_first_not_of("0123456789") != std::string::npos ||
+      !absl::SimpleAtoi(digits, &id)) {
+    return 0;
+  }
   return id;
 }
 
@@ -421,15 +433,21 @@ void ProducerLoad::Stop() {
 void ProducerLoad::Run(int p) {
   client::ProducerOptions opts;
   opts.dataset = options_.dataset;
-  opts.producer_id = absl::StrCat("load-", client::RandomProducerId(), "-", p);
   opts.max_inflight_requests = 8;
   opts.initial_backoff = std::chrono::milliseconds(20);
   opts.max_backoff = std::chrono::milliseconds(500);
-  auto producer = client::Producer::Create(client::CreateChannel(options_.target), opts);
-  if (!producer.ok()) {
-    ADD_FAILURE() << "producer: " << producer.status();
-    return;
-  }
+  opts.retry_timeout = options_.retry_timeout;
+  auto create = [&]() -> std::unique_ptr<client::Producer> {
+    opts.producer_id = absl::StrCat("load-", client::RandomProducerId(), "-", p);
+    auto producer = client::Producer::Create(client::CreateChannel(options_.target), opts);
+    if (!producer.ok()) {
+      ADD_FAILURE() << "producer: " << producer.status();
+      return nullptr;
+    }
+    return std::move(*producer);
+  };
+  std::unique_ptr<client::Producer> producer = create();
+  if (producer == nullptr) return;
   const int64_t limit = options_.records_per_producer;
   for (int64_t start = 0; limit > 0 ? start < limit : !stop_.load(); start += options_.batch) {
     if (options_.pause.count() > 0) std::this_thread::sleep_for(options_.pause);
@@ -437,41 +455,62 @@ void ProducerLoad::Run(int p) {
         limit > 0 ? std::min<int64_t>(limit, start + options_.batch) : start + options_.batch;
     std::vector<wharf::v1::Record> recs;
     auto payloads = std::make_shared<std::vector<std::string>>();
+    auto ids = std::make_shared<std::vector<uint64_t>>();
     for (int64_t i = start; i < end; ++i) {
       payloads->push_back(options_.payload ? options_.payload(p, i)
                                            : LoadPayload(p, i, options_.payload_bytes));
+      ids->push_back(LoadPayloadId(payloads->back()));
       wharf::v1::Record r;
       r.set_payload(payloads->back());
+      if (options_.key) r.set_key(options_.key(p, i));
       recs.push_back(std::move(r));
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
       sent_.insert(payloads->begin(), payloads->end());
     }
-    absl::Status st =
-        (*producer)->Send(std::move(recs), [this, payloads](const client::SendResult& r) {
-          if (!r.status.ok()) {
-            failed_++;
-            return;
-          }
-          if (r.duplicate) duplicates_++;
-          std::lock_guard<std::mutex> lock(mu_);
-          for (size_t i = 0; i < r.acks.size(); ++i) {
-            auto [it, inserted] = acked_.emplace(
-                std::make_pair(r.acks[i].partition(), r.acks[i].offset()), (*payloads)[i]);
-            if (!inserted && it->second != (*payloads)[i]) {
-              ADD_FAILURE() << "two records acked at the same offset";
-            }
-          }
-        });
+    auto done = [this, payloads, ids](const client::SendResult& r) {
+      history_.Log(*ids, r);
+      if (!r.status.ok()) {
+        failed_++;
+        return;
+      }
+      if (r.duplicate) duplicates_++;
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t i = 0; i < r.acks.size() && i < payloads->size(); ++i) {
+        auto [it, inserted] = acked_.emplace(
+            std::make_pair(r.acks[i].partition(), r.acks[i].offset()), (*payloads)[i]);
+        if (!inserted && it->second != (*payloads)[i]) {
+          ADD_FAILURE() << "two records acked at the same offset";
+        }
+      }
+    };
+    absl::Status st = producer->Send(std::move(recs), done);
+    if (!st.ok() && options_.retry_timeout.count() > 0) {
+      // The producer gave up (retry timeout): its unanswered requests ended with an unknown
+      // outcome. These records were never queued; a new producer sends them.
+      (void)producer->Flush(options_.flush_timeout);
+      producer->Close();
+      producer = create();
+      if (producer == nullptr) break;
+      std::vector<wharf::v1::Record> again;
+      for (int64_t i = start; i < end; ++i) {
+        wharf::v1::Record r;
+        r.set_payload((*payloads)[static_cast<size_t>(i - start)]);
+        if (options_.key) r.set_key(options_.key(p, i));
+        again.push_back(std::move(r));
+      }
+      st = producer->Send(std::move(again), done);
+    }
     if (!st.ok()) {
+      history_.LogRefused(*ids);
       ADD_FAILURE() << "Send: " << st;
       break;
     }
   }
-  absl::Status flushed = (*producer)->Flush(options_.flush_timeout);
+  absl::Status flushed = producer->Flush(options_.flush_timeout);
   if (!flushed.ok()) ADD_FAILURE() << "Flush: " << flushed;
-  (*producer)->Close();
+  producer->Close();
 }
 
 std::map<std::pair<uint32_t, uint64_t>, std::string> ProducerLoad::acked() const {

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "client/control_client.h"
+#include "tests/support/checker.h"
 
 namespace wharf::testing {
 
@@ -92,7 +93,8 @@ class WharfdProcess {
   WharfdConfig& mutable_config() { return config_; }
   // Reaps the child if it has exited on its own (e.g. a failpoint); true when it is not running.
   bool CheckExited();
-  // The wait status of the last child reaped by CheckExited() (-1 when none was).
+  // The wait status of the last child reaped by CheckExited(), or by a Start() during which it
+  // exited (-1 when none was).
   int exit_status() const { return exit_status_; }
   std::string log_path() const { return log_path_; }
   std::string Log() const;
@@ -167,10 +169,19 @@ struct ProducerLoadOptions {
   std::function<std::string(int, int64_t)> payload;
   // Bound on the final Flush() of each producer. Default 300 s.
   std::chrono::milliseconds flush_timeout{300000};
+  // Key of record i of producer p; default none (records spread over partitions).
+  std::function<std::string(int, int64_t)> key;
+  // client::ProducerOptions::retry_timeout. Default 0: retry until acked, so that every outcome
+  // is acked unless the server refuses a request. Non-zero: requests unanswered that long end
+  // with an unknown outcome (History); the producer thread then starts a new client::Producer
+  // (new producer id) and goes on with the next records, without resending the unknown ones.
+  std::chrono::milliseconds retry_timeout{0};
 };
 
 // Producer threads streaming records to a wharfd that may be killed and restarted meanwhile:
-// the producers retry until every record is acknowledged. Records what was sent and acked.
+// the producers retry until every record is acknowledged (or, with retry_timeout, give up on
+// some). Records what was sent and acked, and logs every request's outcome in history() for the
+// checker (tests/support/checker.h).
 //
 // Thread safety: Start() and Stop() from the test thread; the accessors may be called any time.
 class ProducerLoad {
@@ -187,6 +198,8 @@ class ProducerLoad {
   size_t acked_count() const;
   uint64_t failed() const { return failed_.load(); }
   uint64_t duplicate_acks() const { return duplicates_.load(); }
+  // Every request's outcome, by record id (LoadPayloadId of its payloads).
+  const History& history() const { return history_; }
 
  private:
   void Run(int producer);
@@ -199,6 +212,7 @@ class ProducerLoad {
   std::set<std::string> sent_;                                  // guarded by mu_
   std::atomic<uint64_t> failed_{0};
   std::atomic<uint64_t> duplicates_{0};
+  History history_;
 };
 
 // A `postgres` destination item for WharfdConfig::extra_destinations: columns id (bigint from
