@@ -246,7 +246,10 @@ class WharfServerImpl final : public WharfServer {
     // of fsync and write errors). Never set in production; a malformed value fails the start.
     if (const char* spec = std::getenv("WHARF_FAULT_FS"); spec != nullptr && *spec != '\0') {
       auto fs = storage::FaultInjectionFsFromSpec(spec);
-      if (!fs.ok()) return ConfigError(fs.status());
+      if (!fs.ok()) {
+        return ConfigError(absl::InvalidArgumentError(
+            absl::StrCat("WHARF_FAULT_FS: ", std::string(fs.status().message()))));
+      }
       spdlog::warn("WHARF_FAULT_FS=\"{}\": TEST-ONLY fault injection in the staging store", spec);
       so.file_system = std::move(*fs);
     }
