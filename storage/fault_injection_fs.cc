@@ -474,7 +474,19 @@ absl::Status FaultInjectionFs::DropUnsyncedData(uint64_t keep_random_unsynced_se
     }
     if (size <= state.synced_size) continue;
     uint64_t keep = state.synced_size;
-    if (keep_random_unsynced_seed != 0) keep += rng() % (size - state.synced_size + 1);
+    if (keep_random_unsynced_seed != 0) {
+      // Write-back often completes whole: a third each of none, all, a random prefix.
+      const uint64_t unsynced = size - state.synced_size;
+      switch (rng() % 3) {
+        case 0:
+          break;
+        case 1:
+          keep += unsynced;
+          break;
+        default:
+          keep += rng() % (unsynced + 1);
+      }
+    }
     if (keep == size) continue;
     IOStatus s = target()->Truncate(name, keep, io, nullptr);
     if (s.IsNotSupported() && ::truncate(name.c_str(), static_cast<off_t>(keep)) == 0) {

@@ -67,9 +67,10 @@ class FaultInjectionFs final : public rocksdb::FileSystemWrapper {
   // Call after the database using this file system is closed (or abandoned, with no thread
   // writing any more). Truncates every tracked file to its last synced size and deletes files
   // whose directory entry was never made durable; undoes un-fsynced renames. With
-  // `keep_random_unsynced_seed` != 0, each file instead keeps a pseudo-random prefix of its
-  // unsynced bytes (the disk may have written some of the page cache before the power went),
-  // which produces torn records at the end of logs. Afterwards every remaining byte counts as
+  // `keep_random_unsynced_seed` != 0, each file instead keeps none, all or a pseudo-random
+  // prefix of its unsynced bytes (a third each: the disk may have written some or all of the
+  // page cache before the power went), which produces torn records at the end of logs and
+  // unacknowledged writes that survive. Afterwards every remaining byte counts as
   // durable and the power is back on (power_lost() is false).
   absl::Status DropUnsyncedData(uint64_t keep_random_unsynced_seed = 0);
 

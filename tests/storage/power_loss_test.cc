@@ -160,6 +160,8 @@ class Producer {
           ADD_FAILURE() << id_ << ": appends not answered within " << kWait.count() << " s";
           return;
         }
+        // After a failure a producer sends nothing new: it retries after the restart.
+        if (!unconfirmed_.empty()) break;
         ++inflight_;
       }
       Request r = Next();

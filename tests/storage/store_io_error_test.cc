@@ -164,6 +164,8 @@ class StoreIoErrorTest : public ::testing::Test {
     EXPECT_FALSE(next.duplicate);
   }
 
+  void ExpectFlushFailure(bool sync_error, bool write_error);
+
   std::string dir_;
   std::unique_ptr<StagingStore> store_;
 };
@@ -204,15 +206,28 @@ TEST_F(StoreIoErrorTest, SyncErrorInBatchCommitFailsTheStore) {
   ExpectFailed();
 }
 
-// A background error (a memtable flush whose table file cannot be synced) fails the store too,
-// through RocksDB's OnBackgroundError.
-TEST_F(StoreIoErrorTest, BackgroundFlushErrorFailsTheStore) {
+// A background error (a memtable flush that cannot write or sync its files) fails the store
+// too, through RocksDB's OnBackgroundError. Nothing but the flush writes meanwhile (table file,
+// MANIFEST, new WAL): the failure comes from it. Debian's RocksDB has assertions on; none of
+// these paths may abort.
+TEST_F(StoreIoErrorTest, BackgroundFlushSyncErrorFailsTheStore) {
+  ExpectFlushFailure(/*sync_error=*/true, /*write_error=*/false);
+}
+
+TEST_F(StoreIoErrorTest, BackgroundFlushWriteErrorFailsTheStore) {
+  ExpectFlushFailure(/*sync_error=*/false, /*write_error=*/true);
+}
+
+TEST_F(StoreIoErrorTest, BackgroundFlushSyncAndWriteErrorFailsTheStore) {
+  ExpectFlushFailure(/*sync_error=*/true, /*write_error=*/true);
+}
+
+void StoreIoErrorTest::ExpectFlushFailure(bool sync_error, bool write_error) {
   auto fs = std::make_shared<FaultInjectionFs>();
   ASSERT_NO_FATAL_FAILURE(Open(fs));
   ASSERT_TRUE(Append(*store_, Request("p", 0, 5, "a")).status.ok());
-  // Nothing but the flush writes now (table file, MANIFEST): the failure comes from it.
-  fs->InjectSyncError(0);
-  fs->InjectWriteError(0);
+  if (sync_error) fs->InjectSyncError(0);
+  if (write_error) fs->InjectWriteError(0);
   EXPECT_FALSE(store_->Flush().ok());
   EXPECT_FALSE(store_->WriteFailure().ok());
   ExpectFailed();
