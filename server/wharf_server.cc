@@ -32,6 +32,7 @@
 #include "server/server_metrics.h"
 #include "server/status.h"
 #include "spdlog/spdlog.h"
+#include "storage/fault_injection_fs.h"
 #include "storage/staging_store.h"
 
 namespace wharf::server {
@@ -395,6 +396,17 @@ class WharfServerImpl final : public WharfServer {
       so.datasets.push_back(d);
       names.push_back(ds.name);
     }
+    // Test-only: WHARF_FAULT_FS installs the fault-injection file system (integration tests
+    // of fsync and write errors). Never set in production; a malformed value fails the start.
+    if (const char* spec = std::getenv("WHARF_FAULT_FS"); spec != nullptr && *spec != '\0') {
+      auto fs = storage::FaultInjectionFsFromSpec(spec);
+      if (!fs.ok()) {
+        return ConfigError(absl::InvalidArgumentError(
+            absl::StrCat("WHARF_FAULT_FS: ", std::string(fs.status().message()))));
+      }
+      spdlog::warn("WHARF_FAULT_FS=\"{}\": TEST-ONLY fault injection in the staging store", spec);
+      so.file_system = std::move(*fs);
+    }
     auto store = storage::StagingStore::Open(std::move(so));
     if (!store.ok()) return store.status();
     store_ = std::move(*store);
@@ -483,7 +495,16 @@ class WharfServerImpl final : public WharfServer {
     return absl::OkStatus();
   }
 
-  void Stop() override {
+  void Stop() override { StopImpl(/*flush=*/true); }
+
+  absl::Status StoreFailure() const override {
+    return store_ ? store_->WriteFailure() : absl::OkStatus();
+  }
+
+  void StopAfterStoreFailure() override { StopImpl(/*flush=*/false); }
+
+ private:
+  void StopImpl(bool flush) {
     if (stopped_) return;
     stopped_ = true;
     const auto t0 = std::chrono::steady_clock::now();
@@ -495,7 +516,7 @@ class WharfServerImpl final : public WharfServer {
       grpc_->Wait();
     }
     if (pipeline_) pipeline_->Stop();
-    if (store_) {
+    if (store_ && flush) {
       if (absl::Status st = store_->Flush(); !st.ok()) {
         spdlog::warn("flush at shutdown failed (the WAL still has everything): {}", st.ToString());
       }
@@ -508,6 +529,7 @@ class WharfServerImpl final : public WharfServer {
     }
   }
 
+ public:
   int port() const override { return port_; }
 
   void RefreshGauges() override {

@@ -32,6 +32,15 @@ class WharfServer {
   virtual absl::Status Start() = 0;
   virtual void Stop() = 0;
 
+  // OK while the staging store is healthy; after a failed store write (fsync or write error,
+  // RocksDB background error) that error. The store then refuses every write until it is
+  // reopened, so the daemon must restart (wharfd exits with code 4). Any thread.
+  virtual absl::Status StoreFailure() const = 0;
+  // Stop() for a failed store: the same steps without the final memtable flush, so nothing more
+  // is written to the store (what the failed write left is sorted out by the WAL replay at the
+  // next start). Nothing acknowledged depends on this stop: every ack followed a durable write.
+  virtual void StopAfterStoreFailure() = 0;
+
   // The port the gRPC server listens on (useful with port 0 in the config).
   virtual int port() const = 0;
   // Updates the status gauges of /metrics (called every second by the daemon's timer).

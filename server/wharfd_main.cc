@@ -2,11 +2,17 @@
 //
 // Exit codes: 0 clean stop, 1 runtime failure (cannot listen, store cannot be opened for a
 // reason other than corruption), 2 configuration error, 3 the staging store is damaged
-// (corruption detected; the store is never opened short).
+// (corruption detected; the store is never opened short), 4 a write to the staging store
+// failed (fsync or write error): restart. The unit restarts on 4 (Restart=on-failure); the
+// next start replays the WAL, and producers' retries of unacknowledged requests are
+// deduplicated, so nothing acknowledged is lost and nothing is stored twice.
+
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "boost/asio/io_context.hpp"
@@ -23,6 +29,7 @@ namespace {
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
 constexpr int kExitCorruption = 3;
+constexpr int kExitStoreWriteFailed = 4;
 
 // "%*" in a pattern: the log message escaped as a JSON string body.
 class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
@@ -135,6 +142,7 @@ int main(int argc, char** argv) {
   boost::asio::signal_set hup(io, SIGHUP);
   boost::asio::steady_timer gauges(io);
   bool stopping = false;
+  bool store_failed = false;
   stop_signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("received signal {}, draining", signo);
@@ -152,6 +160,20 @@ int main(int argc, char** argv) {
   std::function<void(const boost::system::error_code&)> tick =
       [&](const boost::system::error_code& ec) {
         if (ec || stopping) return;
+        // A failed store write (e.g. EIO from fsync) leaves the store refusing every write
+        // until it is reopened; in-process reopening is not attempted: exit and let systemd
+        // restart wharfd. Polled once per second.
+        if (absl::Status failure = (*server)->StoreFailure(); !failure.ok()) {
+          spdlog::critical(
+              "staging store write failed: {}; stopping without writing to the store, exit "
+              "code {} (store write failed; restart)",
+              failure.ToString(), kExitStoreWriteFailed);
+          store_failed = true;
+          stopping = true;
+          stop_signals.cancel();
+          hup.cancel();
+          return;
+        }
         (*server)->RefreshGauges();
         gauges.expires_after(std::chrono::seconds(1));
         gauges.async_wait(tick);
@@ -160,6 +182,22 @@ int main(int argc, char** argv) {
   gauges.async_wait(tick);
   io.run();
 
+  if (store_failed) {
+    // Bounded: if stopping hangs (a destination that does not answer), exit anyway. That is
+    // as safe as kill -9: every acknowledged record is durable, nothing depends on this stop.
+    const auto bound = config->shutdown_timeout;
+    std::thread([bound] {
+      std::this_thread::sleep_for(bound);
+      spdlog::critical("stop after the store failure took longer than {} ms; exiting now",
+                       bound.count());
+      spdlog::shutdown();
+      ::_exit(kExitStoreWriteFailed);
+    }).detach();
+    (*server)->StopAfterStoreFailure();
+    spdlog::critical("wharfd exiting with code {}: store write failed; restart",
+                     kExitStoreWriteFailed);
+    return kExitStoreWriteFailed;
+  }
   (*server)->Stop();
   spdlog::info("wharfd exiting");
   return 0;

@@ -1,9 +1,13 @@
 #include "storage/staging_store.h"
 
+#include <fcntl.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -25,7 +29,10 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
@@ -70,6 +77,23 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.IsIOError()) return absl::UnavailableError(msg);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
   return absl::InternalError(msg);
+}
+
+// fsync of a directory: makes the entries created in it durable.
+absl::Status SyncDirectory(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot open directory ", dir.string(), ": ", std::strerror(errno)));
+  }
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot fsync directory ", dir.string(), ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
 }
 
 uint64_t RecordBytes(const wharf::v1::Record& r) {
@@ -170,6 +194,20 @@ std::string QuarantineToken(const wharf::v1::QuarantineEntry& e) {
   return absl::StrCat(e.partition(), "/", e.offset());
 }
 
+class StagingStoreImpl;
+
+// Forwards RocksDB background errors (a failed flush, compaction or WAL sync) to the store.
+// Thread safety: called by RocksDB from its threads.
+class BackgroundErrorListener final : public rocksdb::EventListener {
+ public:
+  explicit BackgroundErrorListener(StagingStoreImpl* store) : store_(store) {}
+  const char* Name() const override { return "WharfBackgroundErrorListener"; }
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override;
+
+ private:
+  StagingStoreImpl* const store_;
+};
+
 class StagingStoreImpl final : public StagingStore {
  public:
   explicit StagingStoreImpl(StoreOptions options)
@@ -190,6 +228,15 @@ class StagingStoreImpl final : public StagingStore {
 
   absl::Status OpenDb() {
     rocksdb::DBOptions db_options;
+    if (options_.file_system != nullptr) {
+      // A test file system (power loss / I/O error simulation); it must outlive the DB, which
+      // the destructor closes before env_ goes.
+      env_ = rocksdb::NewCompositeEnv(options_.file_system);
+      db_options.env = env_.get();
+    }
+    // A RocksDB background error (failed flush or compaction, failed WAL sync) puts the DB in
+    // read-only mode; the store records it and refuses writes until it is reopened.
+    db_options.listeners.push_back(std::make_shared<BackgroundErrorListener>(this));
     db_options.create_if_missing = true;
     db_options.create_missing_column_families = true;
     // Durability: a torn record at the very end of the WAL is a write that was never
@@ -197,6 +244,11 @@ class StagingStoreImpl final : public StagingStore {
     // safe. Corruption anywhere else in the log fails the open instead of silently opening a
     // store that is missing acknowledged records (the default point-in-time mode would).
     db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+    // paranoid_checks also makes RocksDB stop all writes after a failed WAL write or sync
+    // (the error becomes a background error). That is essential: the failed group may be in
+    // the WAL anyway (its append reached the page cache, only the fsync failed), and a later
+    // group written after it would reuse its offsets (the store rolls them back); both would
+    // be replayed at the next open. Wharf also refuses further writes itself (WriteFailure).
     db_options.paranoid_checks = true;
     db_options.max_background_jobs = 2;
     db_options.bytes_per_sync = 1 << 20;
@@ -471,7 +523,7 @@ class StagingStoreImpl final : public StagingStore {
     // this returns: if the commit could vanish in a power loss, the step would be redone with
     // different batch boundaries and a destination could receive records twice under two ids.
     wo.sync = true;
-    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "committing batch"); !st.ok()) {
+    if (absl::Status st = WriteDb(wo, &wb, "committing batch"); !st.ok()) {
       return st;
     }
     absl::MutexLock lock(&counters_mu_);
@@ -524,9 +576,9 @@ class StagingStoreImpl final : public StagingStore {
     // this advance in a power loss only makes the batch be delivered again, harmlessly. WAL
     // order still guarantees the cursor never survives without the batches it covers.
     wo.sync = false;
-    return FromRocks(db_->Put(wo, checkpoints_, DeliveryKey(dataset, destination, partition),
-                              cursor.SerializeAsString()),
-                     "writing delivery cursor");
+    rocksdb::WriteBatch wb;
+    wb.Put(checkpoints_, DeliveryKey(dataset, destination, partition), cursor.SerializeAsString());
+    return WriteDb(wo, &wb, "writing delivery cursor");
   }
 
   absl::StatusOr<uint64_t> DeleteRawBelow(std::string_view dataset, uint32_t partition,
@@ -671,8 +723,7 @@ class StagingStoreImpl final : public StagingStore {
     // by the cursor without being in quarantine (that would lose it), and after a crash before
     // this write the batch is simply delivered (and refused) again.
     wo.sync = true;
-    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "quarantining refused records");
-        !st.ok()) {
+    if (absl::Status st = WriteDb(wo, &wb, "quarantining refused records"); !st.ok()) {
       return st;
     }
     absl::MutexLock lock(&counters_mu_);
@@ -712,8 +763,7 @@ class StagingStoreImpl final : public StagingStore {
     rocksdb::WriteOptions wo;
     // Durability: synced so a discard the operator was told about stays done.
     wo.sync = true;
-    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "discarding quarantine entries");
-        !st.ok()) {
+    if (absl::Status st = WriteDb(wo, &wb, "discarding quarantine entries"); !st.ok()) {
       return st;
     }
     absl::MutexLock lock(&counters_mu_);
@@ -771,7 +821,7 @@ class StagingStoreImpl final : public StagingStore {
     if (n == 0) return 0;
     rocksdb::WriteOptions wo;
     // Durability: not synced: an expiry lost in a crash is simply done again.
-    if (absl::Status st = FromRocks(db_->Write(wo, &wb), "expiring quarantine"); !st.ok()) {
+    if (absl::Status st = WriteDb(wo, &wb, "expiring quarantine"); !st.ok()) {
       return st;
     }
     absl::MutexLock lock(&counters_mu_);
@@ -798,14 +848,17 @@ class StagingStoreImpl final : public StagingStore {
     rocksdb::WriteOptions wo;
     // Durability: synced; control-plane changes are rare and must survive once confirmed.
     wo.sync = true;
-    return FromRocks(db_->Put(wo, meta_, MetaKey(key), rocksdb::Slice(value.data(), value.size())),
-                     "writing metadata");
+    rocksdb::WriteBatch wb;
+    wb.Put(meta_, MetaKey(key), rocksdb::Slice(value.data(), value.size()));
+    return WriteDb(wo, &wb, "writing metadata");
   }
 
   absl::Status DeleteMeta(std::string_view key) override {
     rocksdb::WriteOptions wo;
     wo.sync = true;  // Durability: as PutMeta.
-    return FromRocks(db_->Delete(wo, meta_, MetaKey(key)), "deleting metadata");
+    rocksdb::WriteBatch wb;
+    wb.Delete(meta_, MetaKey(key));
+    return WriteDb(wo, &wb, "deleting metadata");
   }
 
   absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key) override {
@@ -876,6 +929,26 @@ class StagingStoreImpl final : public StagingStore {
     return std::string();
   }
 
+  absl::Status WriteFailure() const override {
+    absl::MutexLock lock(&counters_mu_);
+    return failure_;
+  }
+
+  // Marks the store failed (first failure wins). Called from any thread, including RocksDB's
+  // background threads with the DB mutex held: must not call into the DB.
+  void RecordFailure(const absl::Status& status) {
+    {
+      absl::MutexLock lock(&counters_mu_);
+      if (!failure_.ok()) return;
+      failure_ = status;
+      not_accepting_ = absl::StrCat("staging store write failed (restart wharfd): ",
+                                    std::string(status.message()));
+    }
+    if (metrics_.write_errors) metrics_.write_errors->Increment();
+    spdlog::critical("staging store write failed, refusing every write until restart: {}",
+                     status.ToString());
+  }
+
   absl::Status Flush() override {
     rocksdb::FlushOptions fo;
     fo.wait = true;
@@ -936,13 +1009,32 @@ class StagingStoreImpl final : public StagingStore {
     wb.Put(checkpoints_, RetentionKey(dataset, partition), cp.SerializeAsString());
     // Durability: not synced. Only data already delivered everywhere (and, for raw records,
     // past retention) is deleted; losing the delete in a power loss just repeats it.
-    if (absl::Status st = FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "retention delete");
-        !st.ok()) {
+    if (absl::Status st = WriteDb(rocksdb::WriteOptions(), &wb, "retention delete"); !st.ok()) {
       return st;
     }
     absl::MutexLock lock(&counters_mu_);
     ds->partitions[partition].retention = cp;
     return deleted;
+  }
+
+  // Every write after Open() goes through here. Refuses once the store has failed, and records
+  // a failure: after a failed write (typically a failed fsync) RocksDB refuses further writes
+  // anyway, and what the failed write left on disk is unknown until the WAL is replayed.
+  absl::Status WriteDb(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb,
+                       std::string_view what) {
+    {
+      absl::MutexLock lock(&counters_mu_);
+      if (!failure_.ok()) {
+        return absl::UnavailableError(
+            absl::StrCat(std::string(what),
+                         ": the staging store failed earlier and refuses writes until "
+                         "wharfd restarts: ",
+                         std::string(failure_.message())));
+      }
+    }
+    absl::Status st = FromRocks(db_->Write(wo, wb), what);
+    if (!st.ok()) RecordFailure(st);
+    return st;
   }
 
   DatasetState* FindDataset(std::string_view name) const {
@@ -1157,18 +1249,22 @@ class StagingStoreImpl final : public StagingStore {
       disk_reason = absl::StrCat("free disk space ", free_bytes, " bytes is below the watermark ",
                                  options_.min_free_bytes, " bytes");
     }
+    absl::Status failed_earlier;
     {
       absl::MutexLock lock(&counters_mu_);
-      if (!failed_) not_accepting_ = disk_reason;
+      failed_earlier = failure_;
+      if (failure_.ok()) not_accepting_ = disk_reason;
     }
 
     std::string value;
     for (size_t i = 0; i < group.size(); ++i) {
       wharf::v1::ProduceRequest& req = group[i].request;
       AppendResult& res = results[i];
-      if (failed_) {
+      if (!failed_earlier.ok()) {
         res.status = absl::UnavailableError(
-            absl::StrCat("staging store failed earlier and refuses writes: ", failure_));
+            absl::StrCat("staging store write failed earlier, refusing writes until wharfd "
+                         "restarts; nothing was stored: ",
+                         failed_earlier.message()));
         continue;
       }
       if (group[i].replay.has_value()) {
@@ -1329,7 +1425,7 @@ class StagingStoreImpl final : public StagingStore {
       // are): once it is answered, the entries must not come back after a power loss.
       wo.sync = options_.durability == Durability::kSync || !replayed_keys.empty();
       const auto t0 = std::chrono::steady_clock::now();
-      write_status = FromRocks(db_->Write(wo, &wb), "writing group commit");
+      write_status = WriteDb(wo, &wb, "writing group commit");
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (metrics_.write_seconds) metrics_.write_seconds->Observe(secs);
@@ -1338,20 +1434,13 @@ class StagingStoreImpl final : public StagingStore {
         metrics_.group_requests->Observe(static_cast<double>(group.size()));
     }
     if (!write_status.ok()) {
-      spdlog::error("staging store write failed, refusing further appends: {}",
-                    write_status.ToString());
-      if (metrics_.write_errors) metrics_.write_errors->Increment();
-      // Roll back the in-memory state; the store holds none of this group (or, if the failure
-      // was in the fsync, maybe all of it: deduplication makes the producers' retries harmless
-      // once the store is reopened).
+      // WriteDb recorded the failure (the store now refuses writes). Roll back the in-memory
+      // state; the store holds none of this group (or, if the failure was in the fsync, maybe
+      // all of it: it is in the WAL and comes back when the store is reopened, with the
+      // producers' windows, so their retries are answered as duplicates with the same offsets).
+      // Nobody is acknowledged: an ack must follow a durable write.
       for (auto& [key, before] : producers_before) {
         if (before) producer_cache_[key] = *before;
-      }
-      failed_ = true;
-      failure_ = write_status.ToString();
-      {
-        absl::MutexLock lock(&counters_mu_);
-        not_accepting_ = "staging store write failed: " + failure_;
       }
       for (size_t i = 0; i < group.size(); ++i) {
         if (results[i].status.ok()) {
@@ -1402,13 +1491,22 @@ class StagingStoreImpl final : public StagingStore {
 
   // Writer thread only.
   std::unordered_map<std::string, wharf::v1::ProducerWindow> producer_cache_;
-  bool failed_ = false;
-  std::string failure_;
 
   // Counters of every partition (inside DatasetState) and the acceptance state.
   mutable absl::Mutex counters_mu_;
   std::string not_accepting_ ABSL_GUARDED_BY(counters_mu_);
+  // The first write failure (see WriteFailure()); OK while healthy.
+  absl::Status failure_ ABSL_GUARDED_BY(counters_mu_);
+
+  std::unique_ptr<rocksdb::Env> env_;  // set when options_.file_system is
 };
+
+void BackgroundErrorListener::OnBackgroundError(rocksdb::BackgroundErrorReason reason,
+                                                rocksdb::Status* error) {
+  if (error == nullptr || error->ok()) return;
+  store_->RecordFailure(FromRocks(
+      *error, absl::StrCat("RocksDB background error (reason ", static_cast<int>(reason), ")")));
+}
 
 }  // namespace
 
@@ -1424,10 +1522,26 @@ uint32_t PartitionForKey(std::string_view key, uint32_t partitions) {
 absl::StatusOr<std::unique_ptr<StagingStore>> StagingStore::Open(StoreOptions options) {
   if (options.path.empty()) return absl::InvalidArgumentError("store path is empty");
   std::error_code ec;
+  // Durability: RocksDB fsyncs the store directory after creating files in it, but not the
+  // parent that holds the directory's own entry. A directory created here is made durable in
+  // its parent before anything is written into it, otherwise a power loss soon after the first
+  // start could lose the whole store, acknowledged records included.
+  std::vector<std::filesystem::path> created;
+  for (std::filesystem::path p = std::filesystem::path(options.path).lexically_normal();
+       !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
+    created.push_back(p);
+    if (p == p.parent_path()) break;
+  }
   std::filesystem::create_directories(options.path, ec);
   if (ec) {
     return absl::UnavailableError(
         absl::StrCat("cannot create data directory ", options.path, ": ", ec.message()));
+  }
+  for (const auto& dir : created) {
+    if (absl::Status st = SyncDirectory(dir.has_parent_path() ? dir.parent_path() : ".");
+        !st.ok()) {
+      return st;
+    }
   }
   auto store = std::make_unique<StagingStoreImpl>(std::move(options));
   if (absl::Status st = store->OpenDb(); !st.ok()) return st;

@@ -19,6 +19,9 @@
 namespace prometheus {
 class Registry;
 }
+namespace rocksdb {
+class FileSystem;
+}
 
 namespace wharf::storage {
 
@@ -70,6 +73,10 @@ struct StoreOptions {
   std::vector<DatasetOptions> datasets;
   // Metrics are registered here when set; may be null.
   prometheus::Registry* metrics_registry = nullptr;
+  // The file system RocksDB uses (through an Env made by rocksdb::NewCompositeEnv). Default
+  // null: the default (POSIX) file system. Tests install a FaultInjectionFs here to simulate
+  // power loss and I/O errors; production never sets it.
+  std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 
 // What Append() answers. `status` follows the codes documented on ProduceResponse.
@@ -260,6 +267,13 @@ class StagingStore {
   virtual uint64_t DiskFreeBytes() const = 0;
   // Empty when appends are accepted; otherwise why not (disk watermark, stopped, write failure).
   virtual std::string NotAcceptingReason() const = 0;
+  // OK while the store is healthy. After a failed write to RocksDB (an fsync or write error on
+  // any write path, or a RocksDB background error such as a failed flush), the first such
+  // error: from then on the store refuses every write (appends answer UNAVAILABLE, pipeline
+  // writes fail) until it is reopened, because after a failed fsync nobody knows what reached
+  // the disk. wharfd polls this and exits with code 4 so that it is restarted; the reopen
+  // replays the WAL and producers' retries are deduplicated.
+  virtual absl::Status WriteFailure() const = 0;
   // Flushes memtables (used at shutdown to shorten the next start's WAL replay).
   virtual absl::Status Flush() = 0;
 };
