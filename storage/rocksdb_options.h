@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "storage/staging_store.h"
 
