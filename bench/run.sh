@@ -648,7 +648,7 @@ tg_end_to_end() {
        ! { grep -q '"user_id"' <<< "$sample" && ! grep -q '"filler"' <<< "$sample"; }; then
       echo "bench: wharfd accepted the contract but did not apply it (delivered: ${sample:0:200});" \
         "END TO END RUNS WITH NO CONTRACT" >&2
-      TG_CONTRACT="no contract (accepted, not applied)"
+      TG_CONTRACT="no contract"
     fi
     echo "RESULT scenario=end_to_end run=$run contract=\"$TG_CONTRACT\" delivered_records_per_s=$rate" \
       "ingest_records_per_s=$(field "$line" records_per_s) delivered_in_window=$(( d1 - d0 ))" \
@@ -804,6 +804,7 @@ set style histogram errorbars gap 2 lw 1
 set style fill solid 0.6 border -1
 set yrange [0:*]
 set xtics rotate by -15
+set bmargin 6
 set grid ytics
 plot "$data" using 2:3:4:xtic(1) notitle
 GP
@@ -813,6 +814,11 @@ set output "$TG_OUT/latency.png"
 set title "Latency percentiles, median of $TG_RUNS run(s), $TG_CSV_DATE"
 set ylabel "ms (log scale)"
 set logscale y
+set yrange [0.1:*]
+set arrow from graph 0, first 10 to graph 1, first 10 nohead dt 2 lc rgb "red"
+set label "ack p99 target 10 ms" at graph 0.01, first 12 tc rgb "red"
+set arrow from graph 0, first 250 to graph 1, first 250 nohead dt 2 lc rgb "dark-green"
+set label "handoff p99 target 250 ms" at graph 0.01, first 300 tc rgb "dark-green"
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.6 border -1
@@ -843,7 +849,7 @@ tg_targets_table() {
   fi
   if [[ -n "$e2e" && -n "$pg" ]]; then
     ratio=$(awk -v a="$e2e" -v b="$pg" 'BEGIN { printf "%.2f", a / b }')
-    tg_target "end to end ($TG_CONTRACT) / PostgreSQL load+move" "$ratio" ">= 1.0" \
+    tg_target "end to end [$TG_CONTRACT] / PostgreSQL load+move" "$ratio" ">= 1.0" \
       "$(awk -v r="$ratio" 'BEGIN { print (r >= 1.0) ? "yes" : "no" }')"
   fi
   if [[ -n "$ack" ]]; then
