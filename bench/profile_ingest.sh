@@ -6,6 +6,8 @@
 # time of the main call paths. docs/BENCHMARKS.md "Where the time goes" is read from its output.
 #
 #   bench/profile_ingest.sh [SECONDS]     default 15 s of samples (after 3 s of warm-up)
+#   WHARF_PROFILE_DELIVER=1 bench/profile_ingest.sh   the same with the destination delivering
+#                                                     (ingest + pipeline + file destination)
 #
 # Needs perf (Debian: linux-perf) and a Release build in build-release/ (or WHARF_BUILD_DIR),
 # e.g. from bench/run.sh. Starts its own wharfd on free loopback ports with a temporary data
@@ -70,7 +72,9 @@ for _ in $(seq 1 150); do
   if (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; then break; fi
   sleep 0.1
 done
-"$WHARFCTL" --server "127.0.0.1:$PORT" destination pause bench files > /dev/null
+if [[ "${WHARF_PROFILE_DELIVER:-0}" != 1 ]]; then
+  "$WHARFCTL" --server "127.0.0.1:$PORT" destination pause bench files > /dev/null
+fi
 "$BENCH" --server "127.0.0.1:$PORT" --dataset bench --producers 4 --batch-size 1000 \
   --record-size 200 --duration $(( SECONDS_TO_SAMPLE + 5 )) > "$DIR/bench.out" &
 BENCH_PID=$!

@@ -656,6 +656,8 @@ tg_end_to_end() {
     tg_csv end_to_end "$run" delivered_records_per_s "$rate" records/s
     tg_csv end_to_end "$run" ingest_records_per_s "$(field "$line" records_per_s)" records/s
     tg_csv end_to_end "$run" peak_rss_kib "$(peak_rss_kib "$TG_PID")" KiB
+    tg_csv end_to_end "$run" contract_applied "$([[ "$TG_CONTRACT" == "contract" ]] && echo 1 || echo 0)" \
+      bool
     tg_stop_wharfd
     rm -rf "$dir"
     if [[ "$quarantined" != "0" ]]; then
