@@ -816,17 +816,16 @@ set output "$TG_OUT/latency.png"
 set title "Latency percentiles, median of $TG_RUNS run(s), $TG_CSV_DATE"
 set ylabel "ms (log scale)"
 set logscale y
+set key below
 set yrange [0.1:*]
-set arrow from graph 0, first 10 to graph 1, first 10 nohead dt 2 lc rgb "red"
-set label "ack p99 target 10 ms" at graph 0.01, first 12 tc rgb "red"
-set arrow from graph 0, first 250 to graph 1, first 250 nohead dt 2 lc rgb "dark-green"
-set label "handoff p99 target 250 ms" at graph 0.01, first 300 tc rgb "dark-green"
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.6 border -1
 set grid ytics
 plot "$lat" using 2:xtic(1) title "ack, 50% load", "" using 3 title "handoff, 50% load", \
-     "" using 4 title "ack, full rate (durable ingest)"
+     "" using 4 title "ack, full rate (durable ingest)", \
+     10 with lines dt 2 lc rgb "red" title "ack p99 target (10 ms)", \
+     250 with lines dt 2 lc rgb "dark-green" title "handoff p99 target (250 ms)"
 GP
   rm -f "$data" "$lat"
   echo "plots: $TG_OUT/throughput.png $TG_OUT/latency.png"
