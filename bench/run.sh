@@ -453,6 +453,7 @@ tg_start_wharfd() {
   TG_PORT=$(free_port); TG_MPORT=$(free_port)
   mkdir -p "$dir/out"
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/hash.key"
+  chmod 600 "$dir/hash.key"
   {
     cat <<YAML
 listen: 127.0.0.1:$TG_PORT
