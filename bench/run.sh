@@ -402,8 +402,9 @@ TG_CONTRACT="contract"
 
 # Peak resident set size (VmHWM) of process $1 in KiB; 0 when it is gone.
 peak_rss_kib() {
-  awk '/^VmHWM:/ {print $2; found=1} END {if (!found) print 0}' "/proc/$1/status" 2>/dev/null \
-    || echo 0
+  local status
+  status=$(cat "/proc/$1/status" 2>/dev/null || true)
+  awk '/^VmHWM:/ {print $2; found=1} END {if (!found) print 0}' <<< "$status"
 }
 
 # Appends one row to $TG_OUT/<scenario>.csv: tg_csv SCENARIO RUN METRIC VALUE UNIT
