@@ -131,4 +131,27 @@ absl::Status ControlClient::ResumeDestination(const std::string& dataset,
   return absl::OkStatus();
 }
 
+absl::StatusOr<wharf::v1::ApplyContractResponse> ControlClient::ApplyContract(
+    const std::string& spec_yaml, bool dry_run, std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::ApplyContractRequest request;
+  request.set_spec_yaml(spec_yaml);
+  request.set_dry_run(dry_run);
+  wharf::v1::ApplyContractResponse response;
+  grpc::Status status = stub_->ApplyContract(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<wharf::v1::GetContractResponse> ControlClient::GetContract(
+    const wharf::v1::GetContractRequest& request, std::chrono::milliseconds timeout) const {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  wharf::v1::GetContractResponse response;
+  grpc::Status status = stub_->GetContract(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
 }  // namespace wharf::client

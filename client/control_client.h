@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "wharf/v1/control.grpc.pb.h"
@@ -11,7 +12,7 @@
 
 namespace wharf::client {
 
-// Blocking calls of the Control service (status, quarantine, destination pausing).
+// Blocking calls of the Control service (status, quarantine, destination pausing, contracts).
 //
 // Thread safety: thread-safe; calls may be made concurrently from any number of threads.
 class ControlClient {
@@ -56,6 +57,15 @@ class ControlClient {
                                 std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
   absl::Status ResumeDestination(
       const std::string& dataset, const std::string& destination,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+
+  // Applies (or with dry_run only checks) the contract of a dataset spec document.
+  absl::StatusOr<wharf::v1::ApplyContractResponse> ApplyContract(
+      const std::string& spec_yaml, bool dry_run,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  // One stored contract version, or every version (history).
+  absl::StatusOr<wharf::v1::GetContractResponse> GetContract(
+      const wharf::v1::GetContractRequest& request,
       std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
 
  private:

@@ -8,6 +8,9 @@
 //   wharfctl quarantine show DATASET TOKEN
 //   wharfctl quarantine replay DATASET [TOKEN...] [--all] [--reason R] [--dry-run]
 //   wharfctl quarantine discard DATASET [TOKEN...] [--all] [--reason R] --yes
+//   wharfctl apply -f DATASET.yaml            (apply the spec's contract; "-": stdin)
+//   wharfctl schema check -f DATASET.yaml     (dry run of apply)
+//   wharfctl get contract DATASET [--version N] [--history]
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
@@ -26,8 +29,11 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -90,6 +96,13 @@ struct QuarantineOptions {
 struct DestinationOptions {
   std::string dataset;
   std::string destination;
+};
+
+struct ContractOptions {
+  std::string file;                        // apply, schema check: the dataset spec; "-": stdin
+  std::string dataset;                     // get contract
+  std::optional<uint32_t> schema_version;  // get contract --version
+  bool history = false;                    // get contract --history
 };
 
 // Serializes writes to stderr between the progress line, error messages and the summary.
@@ -829,6 +842,108 @@ int RunDestinationPause(const GlobalOptions& global, const DestinationOptions& o
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// contracts: apply, schema check, get contract
+
+// Prints an RPC refusal whose message may list several errors, one per line: the first line
+// after "wharfctl: ", the others indented below it.
+void PrintErrorLines(const GlobalOptions& global, const absl::Status& status) {
+  const std::string text = DescribeRpcError(global, status);
+  std::lock_guard<std::mutex> lock(stderr_mu);
+  std::istringstream lines(text);
+  std::string line;
+  bool first = true;
+  while (std::getline(lines, line)) {
+    std::cerr << (first ? "wharfctl: " : "  ") << line << "\n";
+    first = false;
+  }
+}
+
+absl::StatusOr<std::string> ReadSpecFile(const std::string& path) {
+  if (path == "-") {
+    std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    if (std::cin.bad()) return absl::UnavailableError("cannot read stdin");
+    return text;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::UnavailableError(absl::StrCat("cannot read ", path));
+  return text;
+}
+
+std::string VersionText(const wharf::v1::ContractVersion& v) {
+  return absl::StrCat("schema version ", v.schema_version(), ", transform version ",
+                      v.transform_version());
+}
+
+// `apply` (dry_run false) and `schema check` (dry_run true).
+int RunApply(const GlobalOptions& global, const ContractOptions& options, bool dry_run) {
+  absl::StatusOr<std::string> spec = ReadSpecFile(options.file);
+  if (!spec.ok()) {
+    PrintError(std::string(spec.status().message()));
+    return 1;
+  }
+  ControlClient client(CreateChannel(global.server));
+  absl::StatusOr<wharf::v1::ApplyContractResponse> response = client.ApplyContract(
+      *spec, dry_run, std::max(global.timeout(), std::chrono::milliseconds(30000)));
+  if (!response.ok()) {
+    PrintErrorLines(global, response.status());
+    return 1;
+  }
+  if (global.json()) return PrintJson(*response);
+  const wharf::v1::ContractVersion& v = response->version();
+  if (dry_run) {
+    std::cout << "compatible: "
+              << (response->changed() ? "would be " : "unchanged, the current version is ")
+              << VersionText(v) << "\n";
+  } else if (response->changed()) {
+    std::cout << v.dataset() << ": contract applied: " << VersionText(v) << "\n";
+  } else {
+    std::cout << v.dataset() << ": unchanged (" << VersionText(v) << ")\n";
+  }
+  for (const std::string& note : response->notes()) std::cout << "  " << note << "\n";
+  return 0;
+}
+
+int RunGetContract(const GlobalOptions& global, const ContractOptions& options) {
+  wharf::v1::GetContractRequest request;
+  request.set_dataset(options.dataset);
+  if (options.schema_version.has_value()) request.set_schema_version(*options.schema_version);
+  request.set_history(options.history);
+  ControlClient client(CreateChannel(global.server));
+  absl::StatusOr<wharf::v1::GetContractResponse> response =
+      client.GetContract(request, global.timeout());
+  if (!response.ok()) {
+    PrintErrorLines(global, response.status());
+    return 1;
+  }
+  if (global.json()) return PrintJson(*response);
+  if (options.history) {
+    Table table({"SCHEMA", "TRANSFORM", "APPLIED"});
+    for (const wharf::v1::ContractVersion& v : response->versions()) {
+      table.Add({absl::StrCat(v.schema_version()), absl::StrCat(v.transform_version()),
+                 FormatTime(v.applied_time())});
+    }
+    table.Print(std::cout);
+    return 0;
+  }
+  if (response->versions().empty()) {
+    PrintError("the server answered without a version");
+    return 1;
+  }
+  const wharf::v1::ContractVersion& v = response->versions(0);
+  Table table({"dataset", v.dataset()});
+  table.Add({"schema version", absl::StrCat(v.schema_version())});
+  table.Add({"transform version", absl::StrCat(v.transform_version())});
+  table.Add({"applied", FormatTime(v.applied_time())});
+  table.Print(std::cout);
+  // The YAML as it was applied, on its own lines.
+  std::cout << "---\n" << v.source_yaml();
+  if (!v.source_yaml().empty() && v.source_yaml().back() != '\n') std::cout << "\n";
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"wharfctl: produce records to a Wharf server and inspect it"};
   app.require_subcommand(1);
@@ -952,7 +1067,42 @@ int Main(int argc, char** argv) {
     cmd->get_option("--all")->excludes(cmd->get_option("tokens"));
   }
 
+  ContractOptions contract;
+  CLI::App* apply_cmd = app.add_subcommand(
+      "apply",
+      "apply the contract of a dataset spec (the spec's other keys must match the "
+      "running configuration)");
+  apply_cmd->fallthrough();
+  apply_cmd->add_option("-f,--file", contract.file, "dataset spec YAML file; \"-\": stdin")
+      ->required();
+  CLI::App* schema_cmd = app.add_subcommand("schema", "check contracts without applying them");
+  schema_cmd->fallthrough();
+  schema_cmd->require_subcommand(1);
+  CLI::App* check_cmd = schema_cmd->add_subcommand(
+      "check", "dry run of apply: does the spec's contract compile and is it compatible?");
+  check_cmd->fallthrough();
+  check_cmd->add_option("-f,--file", contract.file, "dataset spec YAML file; \"-\": stdin")
+      ->required();
+  CLI::App* get_cmd = app.add_subcommand("get", "show stored objects");
+  get_cmd->fallthrough();
+  get_cmd->require_subcommand(1);
+  CLI::App* get_contract_cmd =
+      get_cmd->add_subcommand("contract",
+                              "show a dataset's contract (current, one version, or "
+                              "every version)");
+  get_contract_cmd->fallthrough();
+  get_contract_cmd->add_option("dataset", contract.dataset, "dataset")->required();
+  CLI::Option* version_opt = get_contract_cmd->add_option(
+      "--version", contract.schema_version, "the latest version with this schema version");
+  CLI::Option* history_opt =
+      get_contract_cmd->add_flag("--history", contract.history, "list every version, oldest first");
+  version_opt->excludes(history_opt);
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*apply_cmd) return RunApply(global, contract, false);
+  if (*check_cmd) return RunApply(global, contract, true);
+  if (*get_contract_cmd) return RunGetContract(global, contract);
 
   if (*produce_cmd) return RunProduce(global, produce);
   if (*status_cmd) return RunStatus(global, status);

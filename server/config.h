@@ -31,6 +31,8 @@ struct DeliveryConfig {
   uint32_t down_after = 5;
   // `probe_interval`: time between probes while the circuit is open. Default 30s, 100ms..24h.
   std::chrono::milliseconds probe_interval{30000};
+
+  bool operator==(const DeliveryConfig&) const = default;
 };
 
 // `roll` of a file destination: present = rolling mode (files appended to until they roll).
@@ -38,6 +40,8 @@ struct RollConfig {
   uint64_t max_bytes = 64ull << 20;  // `max_bytes`, size; 0: no size limit. Default 64MiB.
   // `max_age`, a duration in whole seconds; 0: no age limit. Default 5m. Not both 0.
   std::chrono::seconds max_age{300};
+
+  bool operator==(const RollConfig&) const = default;
 };
 
 // `columns[]` of a postgres destination.
@@ -46,6 +50,8 @@ struct PostgresColumnConfig {
   std::string source;         // `source`: JSON pointer, "" (whole record) or $metadata. Default ""
   std::string type = "text";  // `type`: text, smallint, integer, bigint, numeric, boolean,
                               // timestamptz, jsonb or double. Default text.
+
+  bool operator==(const PostgresColumnConfig&) const = default;
 };
 
 // `datasets[].destinations[]`. Keys of another type than `type` are refused.
@@ -96,6 +102,10 @@ struct DestinationConfig {
   std::string forward_dataset;                           // `dataset`; "": the source dataset's name
   std::chrono::milliseconds forward_rpc_timeout{30000};  // `rpc_timeout`, 100ms..1h
   uint64_t forward_max_request_bytes = 4ull << 20;       // `max_request_bytes`, 1KiB..256MiB
+
+  // Field by field (ApplyContract compares a spec document's destinations with the running
+  // ones).
+  bool operator==(const DestinationConfig&) const = default;
 };
 
 // `datasets[]`

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "server/status.h"
 #include "storage/keys.h"
@@ -159,17 +161,90 @@ absl::StatusOr<std::vector<std::string>> CheckSelection(
   return unique;
 }
 
+// Every way the non-contract parts of a spec document's dataset differ from the running
+// configuration's, one phrase each (empty: equal).
+std::vector<std::string> ConfigDifferences(const DatasetConfig& running,
+                                           const DatasetConfig& document) {
+  std::vector<std::string> diffs;
+  if (running.partitions != document.partitions) {
+    diffs.push_back(absl::StrCat("partitions (running ", running.partitions, ", document ",
+                                 document.partitions, ")"));
+  }
+  if (running.format != document.format) {
+    diffs.push_back(
+        absl::StrCat("format (running ", running.format, ", document ", document.format, ")"));
+  }
+  if (running.quota_bytes != document.quota_bytes) {
+    diffs.push_back(absl::StrCat("quota (running ", running.quota_bytes, " bytes, document ",
+                                 document.quota_bytes, " bytes)"));
+  }
+  if (running.quarantine_quota_bytes != document.quarantine_quota_bytes) {
+    diffs.push_back(absl::StrCat("quarantine.quota (running ", running.quarantine_quota_bytes,
+                                 " bytes, document ", document.quarantine_quota_bytes, " bytes)"));
+  }
+  if (running.quarantine_retention != document.quarantine_retention) {
+    diffs.push_back(absl::StrCat("quarantine.retention (running ",
+                                 running.quarantine_retention.count(), " ms, document ",
+                                 document.quarantine_retention.count(), " ms)"));
+  }
+  const auto find = [](const std::vector<DestinationConfig>& list, const std::string& name) {
+    return std::find_if(list.begin(), list.end(),
+                        [&](const DestinationConfig& d) { return d.name == name; });
+  };
+  bool named_differences = false;
+  for (const DestinationConfig& d : running.destinations) {
+    auto it = find(document.destinations, d.name);
+    if (it == document.destinations.end()) {
+      diffs.push_back(absl::StrCat("destination \"", d.name, "\" is missing from the document"));
+      named_differences = true;
+    } else if (!(*it == d)) {
+      diffs.push_back(
+          absl::StrCat("destination \"", d.name, "\" differs (type, options or retry)"));
+      named_differences = true;
+    }
+  }
+  for (const DestinationConfig& d : document.destinations) {
+    if (find(running.destinations, d.name) == running.destinations.end()) {
+      diffs.push_back(
+          absl::StrCat("destination \"", d.name, "\" is not in the running configuration"));
+      named_differences = true;
+    }
+  }
+  if (!named_differences && running.destinations != document.destinations) {
+    diffs.push_back("destinations are listed in another order");
+  }
+  return diffs;
+}
+
+// The registry lists compile errors joined by "; " after "does not compile: "; one per line is
+// easier to read (wharfctl prints the message as it is).
+absl::Status CompileErrorsOnePerLine(const absl::Status& status) {
+  static constexpr char kMarker[] = "does not compile: ";
+  const std::string message(status.message());
+  const size_t at = message.find(kMarker);
+  if (!absl::IsInvalidArgument(status) || at == std::string::npos) return status;
+  const size_t rest = at + sizeof(kMarker) - 1;
+  std::vector<std::string> errors = absl::StrSplit(message.substr(rest), "; ");
+  return absl::InvalidArgumentError(
+      absl::StrCat(message.substr(0, rest - 1), "\n", absl::StrJoin(errors, "\n")));
+}
+
 }  // namespace
 
 ControlService::ControlService(storage::StagingStore* store, pipeline::Pipeline* pipeline,
                                ServerMetrics* metrics,
                                std::chrono::system_clock::time_point start_time,
-                               storage::Durability durability)
+                               storage::Durability durability,
+                               pipeline::contract::ContractRegistry* contracts,
+                               std::vector<DatasetConfig> datasets, DeliveryConfig delivery)
     : store_(store),
       pipeline_(pipeline),
       metrics_(metrics),
       start_time_(start_time),
-      durability_(durability) {}
+      durability_(durability),
+      contracts_(contracts),
+      datasets_(std::move(datasets)),
+      delivery_(delivery) {}
 
 absl::Status ControlService::CheckDataset(const std::string& dataset) const {
   if (dataset.empty()) return absl::InvalidArgumentError("dataset is required");
@@ -410,6 +485,92 @@ grpc::ServerUnaryReactor* ControlService::ResumeDestination(
     grpc::CallbackServerContext* context, const wharf::v1::ResumeDestinationRequest* request,
     wharf::v1::ResumeDestinationResponse* /*response*/) {
   return SetPaused(context, request->dataset(), request->destination(), false);
+}
+
+grpc::ServerUnaryReactor* ControlService::ApplyContract(
+    grpc::CallbackServerContext* context, const wharf::v1::ApplyContractRequest* request,
+    wharf::v1::ApplyContractResponse* response) {
+  return Finish(context, DoApplyContract(*request, response));
+}
+
+absl::Status ControlService::DoApplyContract(const wharf::v1::ApplyContractRequest& request,
+                                             wharf::v1::ApplyContractResponse* response) {
+  absl::StatusOr<DatasetConfig> document =
+      ParseDatasetSpec(request.spec_yaml(), "<request>", delivery_);
+  if (!document.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the dataset spec is invalid: ", document.status().message()));
+  }
+  const std::string& dataset = document->name;
+  auto running = std::find_if(datasets_.begin(), datasets_.end(),
+                              [&](const DatasetConfig& d) { return d.name == dataset; });
+  if (running == datasets_.end() || !store_->HasDataset(dataset)) {
+    return absl::NotFoundError(absl::StrCat("unknown dataset \"", dataset.substr(0, 200),
+                                            "\": datasets are added in the configuration"));
+  }
+  if (!document->contract.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the spec of dataset ", dataset, " has no contract: nothing to apply (only `contract` ",
+        "is applied at runtime)"));
+  }
+  if (std::vector<std::string> diffs = ConfigDifferences(*running, *document); !diffs.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the spec of dataset ", dataset,
+        " differs from the running configuration in more than its contract (only the contract "
+        "is applied at runtime; the rest needs a configuration change and a restart):\n",
+        absl::StrJoin(diffs, "\n")));
+  }
+  if (running->format == "raw") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("dataset ", dataset,
+                     " has format raw: a contract needs format json, which "
+                     "needs a configuration change and a restart"));
+  }
+
+  // Serialises Apply + SetProcessor (see apply_mu_). Apply's version write is a synced PutMeta
+  // done inline on this gRPC thread, as PauseDestination does: a confirmed apply survives a
+  // crash, and the write is small and rare.
+  absl::MutexLock lock(&apply_mu_);
+  absl::StatusOr<pipeline::contract::ContractRegistry::ApplyResult> applied =
+      contracts_->Apply(dataset, *document->contract, request.spec_yaml(), request.dry_run());
+  if (!applied.ok()) return CompileErrorsOnePerLine(applied.status());
+  if (!request.dry_run() && applied->changed) {
+    // The version is durable now; records validated from here on use it. Should this fail, the
+    // stored version still becomes current at the next start, so say so.
+    if (absl::Status st = pipeline_->SetProcessor(dataset, contracts_->Current(dataset));
+        !st.ok()) {
+      return absl::InternalError(absl::StrCat("contract of dataset ", dataset,
+                                              " was stored but could not be installed (it will "
+                                              "be at the next start): ",
+                                              st.message()));
+    }
+  }
+  *response->mutable_version() = std::move(applied->version);
+  response->set_changed(applied->changed);
+  for (std::string& note : applied->notes) response->add_notes(std::move(note));
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ControlService::GetContract(grpc::CallbackServerContext* context,
+                                                      const wharf::v1::GetContractRequest* request,
+                                                      wharf::v1::GetContractResponse* response) {
+  const std::string& dataset = request->dataset();
+  if (absl::Status st = CheckDataset(dataset); !st.ok()) return Finish(context, st);
+  if (request->history()) {
+    std::vector<wharf::v1::ContractVersion> history = contracts_->History(dataset);
+    if (history.empty()) {
+      return Finish(context,
+                    absl::NotFoundError(absl::StrCat("dataset ", dataset, " has no contract")));
+    }
+    for (wharf::v1::ContractVersion& v : history) *response->add_versions() = std::move(v);
+    return Finish(context, absl::OkStatus());
+  }
+  std::optional<uint32_t> schema_version;
+  if (request->has_schema_version()) schema_version = request->schema_version();
+  absl::StatusOr<wharf::v1::ContractVersion> version = contracts_->Get(dataset, schema_version);
+  if (!version.ok()) return Finish(context, version.status());
+  *response->add_versions() = std::move(*version);
+  return Finish(context, absl::OkStatus());
 }
 
 }  // namespace wharf::server

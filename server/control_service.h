@@ -2,15 +2,22 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "pipeline/contract/contract_registry.h"
 #include "pipeline/pipeline.h"
+#include "server/config.h"
 #include "server/server_metrics.h"
 #include "storage/staging_store.h"
 #include "wharf/v1/control.grpc.pb.h"
 
 namespace wharf::server {
 
-// The Control gRPC service: status, quarantine inspection and repair, pausing destinations.
+// The Control gRPC service: status, quarantine inspection and repair, pausing destinations,
+// applying and reading data contracts.
 //
 // Work per call is bounded and done inline in the reaction: status reads in-memory counters;
 // quarantine listing scans at most kMaxListScan entries; bulk replay / discard / dry runs look
@@ -30,8 +37,12 @@ class ControlService final : public wharf::v1::Control::CallbackService {
   // Tokens one request may name.
   static constexpr size_t kMaxTokens = 100000;
 
+  // `contracts` must outlive the service. `datasets` and `delivery` are the running
+  // configuration's: ApplyContract checks a spec document against them.
   ControlService(storage::StagingStore* store, pipeline::Pipeline* pipeline, ServerMetrics* metrics,
-                 std::chrono::system_clock::time_point start_time, storage::Durability durability);
+                 std::chrono::system_clock::time_point start_time, storage::Durability durability,
+                 pipeline::contract::ContractRegistry* contracts,
+                 std::vector<DatasetConfig> datasets, DeliveryConfig delivery);
 
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const wharf::v1::GetStatusRequest* request,
@@ -61,7 +72,19 @@ class ControlService final : public wharf::v1::Control::CallbackService {
       grpc::CallbackServerContext* context, const wharf::v1::ResumeDestinationRequest* request,
       wharf::v1::ResumeDestinationResponse* response) override;
 
+  grpc::ServerUnaryReactor* ApplyContract(grpc::CallbackServerContext* context,
+                                          const wharf::v1::ApplyContractRequest* request,
+                                          wharf::v1::ApplyContractResponse* response) override;
+
+  grpc::ServerUnaryReactor* GetContract(grpc::CallbackServerContext* context,
+                                        const wharf::v1::GetContractRequest* request,
+                                        wharf::v1::GetContractResponse* response) override;
+
  private:
+  // The body of ApplyContract; errors as documented in control.proto.
+  absl::Status DoApplyContract(const wharf::v1::ApplyContractRequest& request,
+                               wharf::v1::ApplyContractResponse* response);
+
   // INVALID_ARGUMENT for an empty name, NOT_FOUND for an unknown dataset.
   absl::Status CheckDataset(const std::string& dataset) const;
   grpc::ServerUnaryReactor* SetPaused(grpc::CallbackServerContext* context,
@@ -73,6 +96,12 @@ class ControlService final : public wharf::v1::Control::CallbackService {
   ServerMetrics* const metrics_;
   const std::chrono::system_clock::time_point start_time_;
   const storage::Durability durability_;
+  pipeline::contract::ContractRegistry* const contracts_;
+  const std::vector<DatasetConfig> datasets_;
+  const DeliveryConfig delivery_;
+  // Held across registry Apply + pipeline SetProcessor: without it, of two concurrent applies
+  // the one that stored the older version could install its processor last.
+  absl::Mutex apply_mu_;
 };
 
 }  // namespace wharf::server

@@ -15,6 +15,10 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "pipeline/contract/contract_registry.h"
 #include "pipeline/destinations/file_destination.h"
 #include "pipeline/destinations/http_destination.h"
 #include "pipeline/destinations/postgres_destination.h"
@@ -64,6 +68,135 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string
         absl::InvalidArgumentError(absl::StrCat("the ", what, " file ", path, " is empty")));
   }
   return secret;
+}
+
+// The HMAC key of PII "hash" actions and hash transforms (Config::hash_key_file): the file's
+// content without trailing whitespace, at least kMinHashKeyBytes. "" when no file is configured.
+// Every failure is a configuration error; neither the key nor any part of it is ever put into a
+// message or a log line.
+constexpr size_t kMinHashKeyBytes = 16;
+
+absl::StatusOr<std::string> ReadHashKey(const std::string& path) {
+  if (path.empty()) return std::string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return ConfigError(absl::InvalidArgumentError(absl::StrCat(
+        "hash_key_file: cannot read the hash key file ", path, ": ", std::strerror(errno))));
+  }
+  std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    return ConfigError(absl::InvalidArgumentError(
+        absl::StrCat("hash_key_file: cannot read the hash key file ", path)));
+  }
+  while (!key.empty() && (key.back() == ' ' || key.back() == '\t' || key.back() == '\n' ||
+                          key.back() == '\r' || key.back() == '\v' || key.back() == '\f')) {
+    key.pop_back();
+  }
+  if (key.size() < kMinHashKeyBytes) {
+    return ConfigError(absl::InvalidArgumentError(
+        absl::StrCat("hash_key_file: the hash key in ", path, " is ", key.size(),
+                     " bytes long (after trimming trailing whitespace); at least ",
+                     kMinHashKeyBytes, " are required")));
+  }
+  return key;
+}
+
+// Meta key of the contract a dataset's config held at the last start that applied it (a
+// serialized wharf.v1.ContractSpec). Outside ContractRegistry::kKeyPrefix ("contract/"), so the
+// registry never sees it.
+std::string ConfigContractKey(const std::string& dataset) {
+  return absl::StrCat("contract-config/", dataset);
+}
+
+// Deterministic, so that equal specs (maps included) give equal bytes.
+std::string SerializeDeterministic(const google::protobuf::Message& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+// Loads the stored contracts and applies the config's ones; returns the registry.
+//
+// Start-up rule: a dataset's config contract is applied only when it differs from the one the
+// config held at the previous start (recorded under ConfigContractKey after each successful
+// apply). Why: `wharfctl apply` changes contracts at runtime and persists them; a restart with an
+// unedited config must not revert such a change to the (older) config contract. Editing the
+// config's contract does apply it at the next start, checked like `wharfctl apply` (compile
+// errors and incompatibilities with the current version fail the start as a configuration
+// error listing them). A dataset whose config has no contract but whose store holds one keeps
+// the stored one: contracts are only ever replaced, never silently dropped (records would be
+// delivered unchecked); its record is deleted, so that adding a contract to the config later is
+// an edit that applies.
+//
+// Crash safety: the registry's version write and the record write are two synced writes. A
+// kill -9 between them leaves the version stored and the record old; the next start then applies
+// the same spec again, which the registry finds identical to the current version (nothing
+// stored), and writes the record. So the rule converges without duplicating versions.
+absl::StatusOr<std::unique_ptr<pipeline::contract::ContractRegistry>> LoadContracts(
+    const Config& config, storage::StagingStore* store) {
+  absl::StatusOr<std::string> key = ReadHashKey(config.hash_key_file);
+  if (!key.ok()) return key.status();
+  auto registry = std::make_unique<pipeline::contract::ContractRegistry>(store, std::move(*key));
+  if (absl::Status st = registry->Load(); !st.ok()) {
+    // DATA_LOSS (a damaged stored version) keeps its code: wharfd exits as for a damaged store.
+    // A stored contract that no longer compiles (e.g. the hash key was removed or changed
+    // length) is fixed in the configuration.
+    if (absl::IsFailedPrecondition(st)) return ConfigError(std::move(st));
+    return st;
+  }
+  for (const DatasetConfig& ds : config.datasets) {
+    const std::string record_key = ConfigContractKey(ds.name);
+    absl::StatusOr<std::optional<std::string>> recorded = store->GetMeta(record_key);
+    if (!recorded.ok()) return recorded.status();
+    if (!ds.contract.has_value()) {
+      if (recorded->has_value()) {
+        // Synced: once deleted, a contract added to the config later is applied.
+        if (absl::Status st = store->DeleteMeta(record_key); !st.ok()) return st;
+      }
+      continue;
+    }
+    if (ds.format == "raw") {
+      return ConfigError(absl::InvalidArgumentError(
+          absl::StrCat("dataset ", ds.name, ": a contract needs format json (format is raw)")));
+    }
+    if (recorded->has_value()) {
+      wharf::v1::ContractSpec previous;
+      if (!previous.ParseFromString(**recorded)) {
+        return absl::DataLossError(
+            absl::StrCat("stored metadata ", record_key, " does not parse as a contract spec"));
+      }
+      if (google::protobuf::util::MessageDifferencer::Equals(previous, *ds.contract)) continue;
+    }
+    absl::StatusOr<pipeline::contract::ContractRegistry::ApplyResult> applied =
+        registry->Apply(ds.name, *ds.contract, ds.source_yaml, /*dry_run=*/false);
+    if (!applied.ok()) {
+      absl::Status st(applied.status().code(),
+                      absl::StrCat("dataset ", ds.name, ": the contract in the configuration",
+                                   " cannot be applied: ", applied.status().message()));
+      if (absl::IsInvalidArgument(st) || absl::IsFailedPrecondition(st)) {
+        return ConfigError(std::move(st));
+      }
+      return st;
+    }
+    const wharf::v1::ContractVersion& v = applied->version;
+    if (applied->changed) {
+      spdlog::info(
+          "dataset {}: contract from the configuration applied: schema version {}, "
+          "transform version {}",
+          ds.name, v.schema_version(), v.transform_version());
+    }
+    // Synced (PutMeta): recorded only after the version itself is durable, see above.
+    if (absl::Status st = store->PutMeta(record_key, SerializeDeterministic(*ds.contract));
+        !st.ok()) {
+      return st;
+    }
+  }
+  return registry;
 }
 
 absl::StatusOr<pipeline::PostgresColumn::Type> ColumnType(const std::string& name) {
@@ -245,6 +378,10 @@ class WharfServerImpl final : public WharfServer {
     if (!store.ok()) return store.status();
     store_ = std::move(*store);
 
+    auto contracts = LoadContracts(config_, store_.get());
+    if (!contracts.ok()) return contracts.status();
+    contracts_ = std::move(*contracts);
+
     pipeline::PipelineOptions po;
     po.threads = config_.pipeline_threads;
     po.batching.max_records = config_.batching.max_records;
@@ -258,8 +395,22 @@ class WharfServerImpl final : public WharfServer {
       const DatasetConfig& ds = config_.datasets[i];
       pipeline::DatasetPipelineOptions d;
       d.name = ds.name;
-      d.processor =
-          ds.format == "raw" ? pipeline::NewRawProcessor() : pipeline::NewJsonParseProcessor();
+      // The dataset's current contract, wherever it came from (config or `wharfctl apply`);
+      // without one, the format's plain processor.
+      std::shared_ptr<const pipeline::contract::Contract> contract = contracts_->Current(ds.name);
+      if (contract != nullptr && ds.format == "raw") {
+        // Running the contract on raw payloads would quarantine every non-JSON record; running
+        // without it would deliver records its contract was meant to check.
+        return ConfigError(absl::InvalidArgumentError(absl::StrCat(
+            "dataset ", ds.name, " has format raw, but its store holds a contract (schema version ",
+            contract->schema_version(), "): a contract needs format json")));
+      }
+      if (contract != nullptr) {
+        d.processor = contract;
+      } else {
+        d.processor =
+            ds.format == "raw" ? pipeline::NewRawProcessor() : pipeline::NewJsonParseProcessor();
+      }
       d.destinations = std::move(destinations[i]);
       d.quarantine_quota_bytes = ds.quarantine_quota_bytes;
       d.quarantine_retention = ds.quarantine_retention;
@@ -276,7 +427,8 @@ class WharfServerImpl final : public WharfServer {
     metrics_ = std::make_unique<ServerMetrics>(registry_.get(), names);
     ingest_ = std::make_unique<IngestService>(store_.get(), config_.limits, metrics_.get());
     control_ = std::make_unique<ControlService>(store_.get(), pipeline_.get(), metrics_.get(),
-                                                start_time_, config_.durability);
+                                                start_time_, config_.durability, contracts_.get(),
+                                                config_.datasets, config_.delivery);
     return absl::OkStatus();
   }
 
@@ -348,6 +500,8 @@ class WharfServerImpl final : public WharfServer {
   std::shared_ptr<prometheus::Registry> registry_;
   const std::chrono::system_clock::time_point start_time_;
   std::unique_ptr<storage::StagingStore> store_;
+  // After store_ (uses it), before the pipeline and the control service (which use it).
+  std::unique_ptr<pipeline::contract::ContractRegistry> contracts_;
   std::unique_ptr<pipeline::Pipeline> pipeline_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<IngestService> ingest_;

@@ -12,7 +12,9 @@ namespace wharf::server {
 // The whole daemon: staging store, pipeline, destinations, gRPC services and the metrics
 // endpoint, wired from one Config.
 //
-// Lifecycle: Create() opens the store (DATA_LOSS when it is damaged) and builds everything;
+// Lifecycle: Create() opens the store (DATA_LOSS when it is damaged), loads the stored data
+// contracts, applies the config's contracts that were edited since the previous start (see
+// LoadContracts in wharf_server.cc for the rule) and builds everything;
 // Start() starts the writer, the pipeline and the listeners; Stop() drains gracefully:
 //   1. the store stops taking appends (UNAVAILABLE, producers retry elsewhere or later) after
 //      committing and answering every queued one,
@@ -38,7 +40,10 @@ class WharfServer {
 
 // True when WharfServer::Create() failed because of the configuration rather than the
 // environment: a destination's options were refused (INVALID_ARGUMENT from its Create), or a
-// secret (password file or variable, bearer token file) is missing, unreadable or empty.
+// secret (password file or variable, bearer token file) is missing, unreadable or empty; the
+// hash key file is unreadable or shorter than 16 bytes; a config contract does not compile or
+// is incompatible with the current version; a stored contract no longer compiles; a contract
+// meets format raw.
 // wharfd exits with its configuration error code then.
 bool IsConfigError(const absl::Status& status);
 

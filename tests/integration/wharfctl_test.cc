@@ -1,18 +1,22 @@
 // wharfctl against a real wharfd: produce from a JSON Lines file, status as a table and as JSON,
 // quarantine listing, resuming a producer without duplicates, and its errors; pausing and
 // resuming a destination (across a restart); quarantine list filters and paging, show, replay
-// (dry run and real) and discard; the OPEN state of a failing destination.
+// (dry run and real) and discard; the OPEN state of a failing destination; contracts: apply,
+// schema check and get contract, with their refusals.
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "rapidjson/document.h"
 #include "tests/support/wharfd_process.h"
 
@@ -409,6 +413,196 @@ TEST_F(WharfctlTest, StatusShowsAnOpenCircuitAndTheNextAttempt) {
   EXPECT_EQ(std::string(dest["state"].GetString()), "OPEN") << out;
   EXPECT_TRUE(dest.HasMember("nextAttemptTime")) << out;
   EXPECT_TRUE(dest.HasMember("recordsRejected")) << out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contracts: apply, schema check, get contract
+
+// The running orders dataset (4 partitions, the files destination) with a contract: n a
+// non-negative integer below `limit`, renamed to num.
+std::string OrdersSpec(const WharfdConfig& config, const std::string& contract) {
+  return absl::StrCat("name: orders\npartitions: ", config.partitions,
+                      "\ndestinations:\n  - name: files\n    type: file\n    directory: ",
+                      config.out_dir, "\ncontract:\n", contract);
+}
+std::string LimitContract(int limit) {
+  return absl::StrCat(
+      "  schema:\n    type: object\n    required: [n]\n    properties:\n"
+      "      n: {type: integer, minimum: 0}\n"
+      "  rules:\n    - name: small\n      expr: 'n < ",
+      limit, "'\n  transforms:\n    - op: rename\n      path: /n\n      to: /num\n");
+}
+
+TEST_F(WharfctlTest, ApplySchemaCheckAndGetContract) {
+  const WharfdConfig& config = wharfd_->config();
+  const std::string v1 = tmp_.path() + "/v1.yaml";
+  const std::string v2 = tmp_.path() + "/v2.yaml";
+  WriteFile(v1, OrdersSpec(config, LimitContract(100)));
+  WriteFile(v2, OrdersSpec(config, LimitContract(200)));
+
+  auto [code, out] = Ctl({"get", "contract", "orders"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "NOT_FOUND")) << out;
+
+  std::tie(code, out) = Ctl({"schema", "check", "-f", v1});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "compatible: would be schema version 1, transform version 1")) << out;
+  std::tie(code, out) = Ctl({"get", "contract", "orders"});
+  EXPECT_NE(code, 0) << out;  // a dry run stores nothing
+
+  std::tie(code, out) = Ctl({"apply", "-f", v1});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "orders: contract applied: schema version 1, transform version 1"))
+      << out;
+  std::tie(code, out) = Ctl({"apply", "--file", v1});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "orders: unchanged")) << out;
+
+  std::tie(code, out) = Ctl({"schema", "check", "-f", v2});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "compatible: would be schema version 2, transform version 1")) << out;
+  // From stdin.
+  std::tie(code, out) = RunCommand(
+      {"/bin/sh", "-c",
+       absl::StrCat(WHARFCTL_PATH, " --server ", wharfd_->target(), " apply -f - < ", v2)});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "orders: contract applied: schema version 2, transform version 1"))
+      << out;
+
+  std::tie(code, out) = Ctl({"get", "contract", "orders"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "schema version     2")) << out;
+  EXPECT_TRUE(Contains(out, "transform version  1")) << out;
+  EXPECT_TRUE(Contains(out, "expr: 'n < 200'")) << out;  // the YAML as applied
+  std::tie(code, out) = Ctl({"get", "contract", "orders", "--version", "1"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "expr: 'n < 100'")) << out;
+  std::tie(code, out) = Ctl({"get", "contract", "orders", "--version", "3"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "NOT_FOUND")) << out;
+  std::tie(code, out) = Ctl({"get", "contract", "orders", "--history"});
+  ASSERT_EQ(code, 0) << out;
+  std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << out;  // header and two versions
+  EXPECT_TRUE(absl::StartsWith(lines[1], "1 ")) << out;
+  EXPECT_TRUE(absl::StartsWith(lines[2], "2 ")) << out;
+  std::tie(code, out) = Ctl({"-o", "json", "get", "contract", "orders", "--history"});
+  ASSERT_EQ(code, 0) << out;
+  rapidjson::Document doc;
+  ASSERT_FALSE(doc.Parse(out.c_str()).HasParseError()) << out;
+  ASSERT_TRUE(doc.HasMember("versions") && doc["versions"].IsArray()) << out;
+  EXPECT_EQ(doc["versions"].Size(), 2u) << out;
+  std::tie(code, out) = Ctl({"-o", "json", "apply", "-f", v2});
+  ASSERT_EQ(code, 0) << out;
+  ASSERT_FALSE(doc.Parse(out.c_str()).HasParseError()) << out;
+  EXPECT_FALSE(doc["changed"].GetBool()) << out;
+
+  // Produced records go through the contract: renamed, the large one quarantined.
+  WriteFile(tmp_.path() + "/n.jsonl", "{\"n\":1}\n{\"n\":150}\n{\"n\":250}\n");
+  std::tie(code, out) = Ctl({"produce", "--dataset", "orders", "--file", tmp_.path() + "/n.jsonl"});
+  ASSERT_EQ(code, 0) << out;
+  ASSERT_TRUE(WaitFor([&] { return DeliveredLines() == 2; }, 30s)) << DeliveredLines();
+  std::set<std::string> delivered;
+  for (const auto& f : ReadDestination(config.out_dir, "orders")) {
+    delivered.insert(f.lines.begin(), f.lines.end());
+  }
+  EXPECT_EQ(delivered, (std::set<std::string>{R"({"num":1})", R"({"num":150})"}));
+
+  // The applied version is current after a restart with the unchanged config.
+  auto exit_code = wharfd_->Terminate();
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
+  ASSERT_TRUE(wharfd_->Start().ok());
+  std::tie(code, out) = Ctl({"get", "contract", "orders"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "schema version     2")) << out;
+}
+
+TEST_F(WharfctlTest, ApplyAndSchemaCheckListEveryRefusal) {
+  const WharfdConfig& config = wharfd_->config();
+  const std::string v1 = tmp_.path() + "/v1.yaml";
+  WriteFile(v1, OrdersSpec(config, LimitContract(100)));
+  auto [code, out] = Ctl({"apply", "-f", v1});
+  ASSERT_EQ(code, 0) << out;
+
+  // Every compile error, one per line.
+  const std::string broken = tmp_.path() + "/broken.yaml";
+  WriteFile(broken, OrdersSpec(config,
+                               "  rules:\n    - name: first\n      expr: 'n <'\n"
+                               "    - name: second\n      expr: '(( n'\n"));
+  for (const char* cmd : {"apply", "check"}) {
+    SCOPED_TRACE(cmd);
+    std::vector<std::string> args = {"apply", "-f", broken};
+    if (std::string(cmd) == "check") args = {"schema", "check", "-f", broken};
+    std::tie(code, out) = Ctl(args);
+    EXPECT_NE(code, 0) << out;
+    EXPECT_TRUE(Contains(out, "INVALID_ARGUMENT")) << out;
+    std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+    int first = 0, second = 0;
+    for (const std::string& line : lines) {
+      first += Contains(line, "rules[0] (first)");
+      second += Contains(line, "rules[1] (second)");
+    }
+    EXPECT_EQ(first, 1) << out;
+    EXPECT_EQ(second, 1) << out;
+  }
+
+  // Every incompatibility, one per line.
+  const std::string incompatible = tmp_.path() + "/incompatible.yaml";
+  WriteFile(incompatible,
+            OrdersSpec(config,
+                       "  schema:\n    type: object\n    required: [n, m]\n"
+                       "    properties:\n      n: {type: string}\n      m: {type: string}\n"));
+  std::tie(code, out) = Ctl({"schema", "check", "-f", incompatible});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "FAILED_PRECONDITION")) << out;
+  std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  EXPECT_GE(lines.size(), 3u) << out;
+
+  // Not only the contract differs.
+  WharfdConfig other = config;
+  other.partitions = config.partitions + 1;
+  const std::string repartitioned = tmp_.path() + "/repartitioned.yaml";
+  WriteFile(repartitioned, OrdersSpec(other, LimitContract(100)));
+  std::tie(code, out) = Ctl({"apply", "-f", repartitioned});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "partitions")) << out;
+  EXPECT_TRUE(Contains(out, "restart")) << out;
+
+  // Unknown dataset, malformed YAML, no contract, no file.
+  const std::string unknown = tmp_.path() + "/unknown.yaml";
+  std::string text = OrdersSpec(config, LimitContract(100));
+  text.replace(0, 12, "name: nope");
+  WriteFile(unknown, text);
+  std::tie(code, out) = Ctl({"apply", "-f", unknown});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "NOT_FOUND")) << out;
+  const std::string malformed = tmp_.path() + "/malformed.yaml";
+  WriteFile(malformed, "name: [orders\n");
+  std::tie(code, out) = Ctl({"apply", "-f", malformed});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "INVALID_ARGUMENT")) << out;
+  const std::string bare = tmp_.path() + "/bare.yaml";
+  WriteFile(bare, OrdersSpec(config, "").substr(0, OrdersSpec(config, "").size() - 10));
+  std::tie(code, out) = Ctl({"apply", "-f", bare});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "no contract")) << out;
+  std::tie(code, out) = Ctl({"apply", "-f", tmp_.path() + "/missing.yaml"});
+  EXPECT_NE(code, 0) << out;
+  EXPECT_TRUE(Contains(out, "cannot open")) << out;
+  std::tie(code, out) = Ctl({"apply"});
+  EXPECT_NE(code, 0) << out;
+  std::tie(code, out) = Ctl({"get", "contract"});
+  EXPECT_NE(code, 0) << out;
+  std::tie(code, out) = Ctl({"get", "contract", "orders", "--version", "x"});
+  EXPECT_NE(code, 0) << out;
+  std::tie(code, out) = Ctl({"get", "contract", "orders", "--version", "1", "--history"});
+  EXPECT_NE(code, 0) << out;
+
+  // Still version 1.
+  std::tie(code, out) = Ctl({"get", "contract", "orders", "--history"});
+  ASSERT_EQ(code, 0) << out;
+  lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines.size(), 2u) << out;
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // wharfd's start-up with destination configs that only fail when the destinations are built:
 // missing secrets and options a destination refuses are configuration errors (exit code 2)
-// with a clear message that never contains a secret. And the quarantine section is wired: a
-// retention of 1s empties the quarantine.
+// with a clear message that never contains a secret; so is a hash key file that is too short. And
+// the quarantine section is wired: a retention of 1s empties the quarantine.
 
 #include <gtest/gtest.h>
 
@@ -46,6 +46,25 @@ TEST_F(WharfdConfigTest, MissingBearerTokenFileIsAConfigError) {
                      missing),
             std::string::npos)
       << out;
+}
+
+TEST_F(WharfdConfigTest, ShortHashKeyIsAConfigErrorWithoutTheKey) {
+  const std::string key = "too-short-key";
+  const std::string key_file = tmp_.path() + "/hash.key";
+  WriteFile(key_file, key + "\n");
+  const std::string config = absl::StrCat(
+      "listen: 127.0.0.1:", FreePort(), "\nmetrics_listen: 127.0.0.1:", FreePort(),
+      "\ndata_dir: ", tmp_.path(), "/data\nmin_free_disk: 1MiB\nhash_key_file: ", key_file,
+      "\ndatasets:\n  - name: orders\n    destinations:\n      - name: d\n        type: file\n",
+      "        directory: ", tmp_.path(), "/out\n");
+  const std::string path = tmp_.path() + "/wharf.yaml";
+  WriteFile(path, config);
+  auto [code, out] = RunCommand({"/usr/bin/timeout", "20", WHARFD_PATH, "--config", path});
+  EXPECT_EQ(code, kExitConfig) << out;
+  EXPECT_NE(out.find("hash_key_file: the hash key in " + key_file + " is 13 bytes long"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find(key), std::string::npos) << out;
 }
 
 TEST_F(WharfdConfigTest, EmptyPasswordFileIsAConfigError) {

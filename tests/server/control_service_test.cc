@@ -1,13 +1,14 @@
 // The Control service's quarantine and pause RPCs against a real store and pipeline in this
 // process (served over gRPC on 127.0.0.1), with fake destinations: listing with filters and
-// paging, fetching one entry, dry-run and real replays, discards, pausing, and malformed input
-// for every call.
+// paging, fetching one entry, dry-run and real replays, discards, pausing, applying and reading
+// contracts, and malformed input for every call.
 
 #include "server/control_service.h"
 
 #include <grpcpp/grpcpp.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -24,12 +25,15 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
+#include "pipeline/contract/contract_registry.h"
 #include "pipeline/destination.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/record_processor.h"
 #include "prometheus/registry.h"
+#include "server/config.h"
 #include "server/server_metrics.h"
 #include "storage/staging_store.h"
 #include "wharf/v1/control.grpc.pb.h"
@@ -101,6 +105,33 @@ class FakeDestination final : public pipeline::Destination {
 //   orders  JSON processor, destination "files" (accepts everything)
 //   multi   destinations "ok" (accepts) and "picky" (rejects "reject" payloads)
 //   single  destination "picky" only
+// The running configuration the service compares spec documents with: each dataset with one
+// partition and file destinations named as the fake ones (their directories are never used).
+constexpr char kRunningOrders[] = R"(name: orders
+partitions: 1
+destinations:
+  - name: files
+    type: file
+    directory: /nonexistent/orders
+)";
+constexpr char kRunningMulti[] = R"(name: multi
+partitions: 1
+destinations:
+  - name: ok
+    type: file
+    directory: /nonexistent/ok
+  - name: picky
+    type: file
+    directory: /nonexistent/picky
+)";
+constexpr char kRunningSingle[] = R"(name: single
+partitions: 1
+destinations:
+  - name: picky
+    type: file
+    directory: /nonexistent/single
+)";
+
 class ControlServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -156,9 +187,18 @@ class ControlServiceTest : public ::testing::Test {
 
     metrics_ = std::make_unique<ServerMetrics>(
         &registry_, std::vector<std::string>{"orders", "multi", "single"});
-    service_ = std::make_unique<ControlService>(store_.get(), pipeline_.get(), metrics_.get(),
-                                                std::chrono::system_clock::now(),
-                                                storage::Durability::kAsync);
+    contracts_ = std::make_unique<pipeline::contract::ContractRegistry>(store_.get(),
+                                                                        "0123456789abcdef-key");
+    ASSERT_TRUE(contracts_->Load().ok());
+    std::vector<DatasetConfig> running;
+    for (const char* yaml : {kRunningOrders, kRunningMulti, kRunningSingle}) {
+      absl::StatusOr<DatasetConfig> ds = ParseDatasetSpec(yaml, "running.yaml", delivery_);
+      ASSERT_TRUE(ds.ok()) << ds.status();
+      running.push_back(*std::move(ds));
+    }
+    service_ = std::make_unique<ControlService>(
+        store_.get(), pipeline_.get(), metrics_.get(), std::chrono::system_clock::now(),
+        storage::Durability::kAsync, contracts_.get(), std::move(running), delivery_);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -176,6 +216,7 @@ class ControlServiceTest : public ::testing::Test {
     if (pipeline_) pipeline_->Stop();
     server_.reset();
     pipeline_.reset();
+    contracts_.reset();
     store_.reset();
     std::error_code ignored;
     std::filesystem::remove_all(dir_, ignored);
@@ -242,6 +283,17 @@ class ControlServiceTest : public ::testing::Test {
     return Rpc(&wharf::v1::Control::Stub::ResumeDestination, r, &out);
   }
 
+  grpc::Status Apply(const std::string& yaml, bool dry_run, wharf::v1::ApplyContractResponse* out) {
+    wharf::v1::ApplyContractRequest r;
+    r.set_spec_yaml(yaml);
+    r.set_dry_run(dry_run);
+    return Rpc(&wharf::v1::Control::Stub::ApplyContract, r, out);
+  }
+  grpc::Status GetContract(const wharf::v1::GetContractRequest& r,
+                           wharf::v1::GetContractResponse* out) {
+    return Rpc(&wharf::v1::Control::Stub::GetContract, r, out);
+  }
+
   static std::vector<std::string> Tokens(const wharf::v1::ListQuarantineResponse& r) {
     std::vector<std::string> tokens;
     for (const auto& e : r.entries()) tokens.push_back(e.token());
@@ -269,6 +321,8 @@ class ControlServiceTest : public ::testing::Test {
   std::unique_ptr<pipeline::Pipeline> pipeline_;
   prometheus::Registry registry_;
   std::unique_ptr<ServerMetrics> metrics_;
+  DeliveryConfig delivery_;
+  std::unique_ptr<pipeline::contract::ContractRegistry> contracts_;
   std::unique_ptr<ControlService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<wharf::v1::Control::Stub> stub_;
@@ -699,6 +753,287 @@ TEST_F(ControlServiceTest, PauseRefusesMalformedRequests) {
     EXPECT_CODE(Pause("orders", "", pause), INVALID_ARGUMENT);
     EXPECT_CODE(Pause("orders", "nope", pause), NOT_FOUND);
     EXPECT_CODE(Pause("orders", "picky", pause), NOT_FOUND);  // another dataset's
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ApplyContract / GetContract
+
+// The orders spec with `contract` (YAML lines, 2-space indent under `contract:`).
+std::string OrdersSpec(const std::string& contract) {
+  return absl::StrCat(kRunningOrders, "contract:\n", contract);
+}
+
+// n: a non-negative integer below `limit`; renamed to num.
+std::string LimitContract(int limit) {
+  return absl::StrCat(R"(  schema:
+    type: object
+    required: [n]
+    properties:
+      n: {type: integer, minimum: 0}
+  rules:
+    - name: small
+      expr: 'n < )",
+                      limit, R"('
+  transforms:
+    - op: rename
+      path: /n
+      to: /num
+)");
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+TEST_F(ControlServiceTest, ApplyInstallsTheContractForLaterRecords) {
+  const std::string spec = OrdersSpec(LimitContract(100));
+  wharf::v1::ApplyContractResponse response;
+  ASSERT_TRUE(Apply(spec, false, &response).ok());
+  EXPECT_TRUE(response.changed());
+  EXPECT_EQ(response.version().dataset(), "orders");
+  EXPECT_EQ(response.version().schema_version(), 1u);
+  EXPECT_EQ(response.version().transform_version(), 1u);
+  EXPECT_EQ(response.version().source_yaml(), spec);
+  EXPECT_FALSE(response.notes().empty());
+  ASSERT_NE(pipeline_->GetProcessor("orders"), nullptr);
+  EXPECT_EQ(pipeline_->GetProcessor("orders"), contracts_->Current("orders"));
+  EXPECT_EQ(pipeline_->GetProcessor("orders")->schema_version(), 1u);
+
+  Append("orders", {R"({"n":5})", R"({"n":500})", R"({"n":-1})", R"({"x":1})", "not json"});
+  ASSERT_TRUE(WaitUntil([&] { return store_->QuarantineEntries("orders") == 4; }));
+  ASSERT_TRUE(WaitUntil([&] { return sinks_["files"]->size() == 1; }));
+  EXPECT_EQ(sinks_["files"]->payloads(), std::vector<std::string>{R"({"num":5})"});
+  wharf::v1::ListQuarantineRequest list;
+  list.set_dataset("orders");
+  wharf::v1::ListQuarantineResponse entries;
+  ASSERT_TRUE(List(list, &entries).ok());
+  ASSERT_EQ(entries.entries_size(), 4);
+  EXPECT_EQ(entries.entries(0).reason(), wharf::v1::RULE_VIOLATION);
+  EXPECT_EQ(entries.entries(0).rule(), "small");
+  EXPECT_EQ(entries.entries(1).reason(), wharf::v1::SCHEMA_VIOLATION);
+  EXPECT_EQ(entries.entries(1).field_path(), "/n");
+  EXPECT_EQ(entries.entries(2).reason(), wharf::v1::SCHEMA_VIOLATION);
+  EXPECT_EQ(entries.entries(3).reason(), wharf::v1::PARSE_ERROR);
+  for (const auto& e : entries.entries()) {
+    EXPECT_EQ(e.schema_version(), 1u);
+    EXPECT_EQ(e.transform_version(), 1u);
+  }
+
+  // A relaxed rule: the dry run of a replay already uses it.
+  ASSERT_TRUE(Apply(OrdersSpec(LimitContract(1000)), false, &response).ok());
+  EXPECT_EQ(response.version().schema_version(), 2u);
+  EXPECT_EQ(response.version().transform_version(), 1u);
+  wharf::v1::ReplayQuarantineRequest replay;
+  replay.set_dataset("orders");
+  replay.set_reason(wharf::v1::RULE_VIOLATION);
+  replay.set_dry_run(true);
+  wharf::v1::ReplayQuarantineResponse dry;
+  ASSERT_TRUE(Replay(replay, &dry).ok());
+  EXPECT_EQ(dry.matched(), 1u);
+  EXPECT_EQ(dry.would_pass(), 1u);
+}
+
+TEST_F(ControlServiceTest, ApplyDryRunStoresAndInstallsNothing) {
+  const auto before = pipeline_->GetProcessor("orders");
+  wharf::v1::ApplyContractResponse response;
+  ASSERT_TRUE(Apply(OrdersSpec(LimitContract(100)), true, &response).ok());
+  EXPECT_TRUE(response.changed());
+  EXPECT_EQ(response.version().schema_version(), 1u);
+  EXPECT_TRUE(std::any_of(response.notes().begin(), response.notes().end(),
+                          [](const std::string& n) { return absl::StrContains(n, "dry run"); }));
+  EXPECT_EQ(pipeline_->GetProcessor("orders"), before);
+  EXPECT_EQ(contracts_->Current("orders"), nullptr);
+  auto stored = store_->ListMeta(pipeline::contract::ContractRegistry::kKeyPrefix);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_TRUE(stored->empty());
+}
+
+TEST_F(ControlServiceTest, ApplyingTheSameSpecTwiceChangesNothing) {
+  wharf::v1::ApplyContractResponse first, second;
+  ASSERT_TRUE(Apply(OrdersSpec(LimitContract(100)), false, &first).ok());
+  const auto installed = pipeline_->GetProcessor("orders");
+  // Same contract, other YAML text (a comment): still unchanged.
+  ASSERT_TRUE(Apply("# again\n" + OrdersSpec(LimitContract(100)), false, &second).ok());
+  EXPECT_FALSE(second.changed());
+  EXPECT_EQ(second.version().schema_version(), 1u);
+  EXPECT_EQ(second.version().transform_version(), 1u);
+  EXPECT_EQ(pipeline_->GetProcessor("orders"), installed);
+  EXPECT_EQ(contracts_->History("orders").size(), 1u);
+}
+
+TEST_F(ControlServiceTest, ApplyListsEveryCompileError) {
+  const std::string spec = OrdersSpec(R"(  schema:
+    type: object
+    properties:
+      n: {type: integer, minimum: "zero"}
+  rules:
+    - name: first
+      expr: 'n <'
+    - name: second
+      expr: '(( n'
+)");
+  wharf::v1::ApplyContractResponse response;
+  const grpc::Status status = Apply(spec, false, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  const std::vector<std::string> lines = Lines(status.error_message());
+  // A header and one line per error.
+  ASSERT_GE(lines.size(), 4u) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(lines[0], "does not compile")) << status.error_message();
+  int schema = 0, first = 0, second = 0;
+  for (const std::string& line : lines) {
+    schema += absl::StartsWith(line, "schema: ");
+    first += absl::StartsWith(line, "rules[0] (first)");
+    second += absl::StartsWith(line, "rules[1] (second)");
+  }
+  EXPECT_EQ(schema, 1) << status.error_message();
+  EXPECT_EQ(first, 1) << status.error_message();
+  EXPECT_EQ(second, 1) << status.error_message();
+  EXPECT_EQ(contracts_->Current("orders"), nullptr);
+  // The dry run refuses the same way.
+  EXPECT_CODE(Apply(spec, true, &response), INVALID_ARGUMENT);
+}
+
+TEST_F(ControlServiceTest, ApplyListsEveryIncompatibility) {
+  wharf::v1::ApplyContractResponse response;
+  ASSERT_TRUE(Apply(OrdersSpec(LimitContract(100)), false, &response).ok());
+  const auto installed = pipeline_->GetProcessor("orders");
+  // Records valid before are refused now in two ways: a new required field, n's type changed.
+  const std::string spec = OrdersSpec(R"(  schema:
+    type: object
+    required: [n, m]
+    properties:
+      n: {type: string}
+      m: {type: string}
+)");
+  for (bool dry_run : {true, false}) {
+    const grpc::Status status = Apply(spec, dry_run, &response);
+    ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+    const std::vector<std::string> lines = Lines(status.error_message());
+    EXPECT_GE(lines.size(), 3u) << status.error_message();
+    EXPECT_TRUE(absl::StrContains(status.error_message(), "BACKWARD")) << status.error_message();
+    EXPECT_TRUE(absl::StrContains(status.error_message(), "/n")) << status.error_message();
+    EXPECT_TRUE(absl::StrContains(status.error_message(), "m")) << status.error_message();
+  }
+  EXPECT_EQ(pipeline_->GetProcessor("orders"), installed);
+  EXPECT_EQ(contracts_->History("orders").size(), 1u);
+}
+
+TEST_F(ControlServiceTest, ApplyRefusesWhatIsNotAContractChange) {
+  wharf::v1::ApplyContractResponse response;
+  // Unknown dataset.
+  std::string spec = OrdersSpec(LimitContract(100));
+  spec.replace(spec.find("name: orders"), 12, "name: nope");
+  EXPECT_CODE(Apply(spec, false, &response), NOT_FOUND);
+
+  // Another destination directory, and another partition count.
+  spec = OrdersSpec(LimitContract(100));
+  spec.replace(spec.find("/nonexistent/orders"), 19, "/elsewhere");
+  spec.replace(spec.find("partitions: 1"), 13, "partitions: 2");
+  grpc::Status status = Apply(spec, false, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "destination \"files\" differs"))
+      << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "partitions (running 1, document 2)"))
+      << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "restart")) << status.error_message();
+
+  // A destination more; a quarantine quota.
+  spec = absl::StrCat(kRunningOrders,
+                      "  - name: extra\n    type: file\n    directory: /nonexistent/x\n"
+                      "quarantine:\n  quota: 1MiB\ncontract:\n",
+                      LimitContract(100));
+  status = Apply(spec, true, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(),
+                                "destination \"extra\" is not in the running configuration"))
+      << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "quarantine.quota"))
+      << status.error_message();
+
+  // No contract.
+  status = Apply(kRunningOrders, false, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "no contract")) << status.error_message();
+
+  // Malformed documents.
+  for (const std::string& bad :
+       {std::string(""), std::string("name: [orders"), std::string("- a\n- b\n"),
+        std::string("name: orders\n\tpartitions: 1\n"),
+        OrdersSpec("  schema: {type: object}\n  bogus: 1\n"), OrdersSpec("  rules: {name: x}\n")}) {
+    SCOPED_TRACE(bad);
+    EXPECT_CODE(Apply(bad, false, &response), INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(contracts_->Current("orders"), nullptr);
+  EXPECT_TRUE(contracts_->History("nope").empty());
+}
+
+TEST_F(ControlServiceTest, GetContractCurrentVersionAndHistory) {
+  wharf::v1::ApplyContractResponse applied;
+  ASSERT_TRUE(Apply(OrdersSpec(LimitContract(100)), false, &applied).ok());
+  ASSERT_TRUE(Apply(OrdersSpec(LimitContract(200)), false, &applied).ok());
+  ASSERT_EQ(applied.version().schema_version(), 2u);
+
+  wharf::v1::GetContractRequest request;
+  request.set_dataset("orders");
+  wharf::v1::GetContractResponse response;
+  ASSERT_TRUE(GetContract(request, &response).ok());
+  ASSERT_EQ(response.versions_size(), 1);
+  EXPECT_EQ(response.versions(0).schema_version(), 2u);
+  EXPECT_EQ(response.versions(0).source_yaml(), OrdersSpec(LimitContract(200)));
+  EXPECT_TRUE(response.versions(0).has_applied_time());
+
+  request.set_schema_version(1);
+  response.Clear();
+  ASSERT_TRUE(GetContract(request, &response).ok());
+  ASSERT_EQ(response.versions_size(), 1);
+  EXPECT_EQ(response.versions(0).schema_version(), 1u);
+  EXPECT_EQ(response.versions(0).source_yaml(), OrdersSpec(LimitContract(100)));
+
+  request.set_schema_version(7);
+  EXPECT_CODE(GetContract(request, &response), NOT_FOUND);
+
+  request.clear_schema_version();
+  request.set_history(true);
+  response.Clear();
+  ASSERT_TRUE(GetContract(request, &response).ok());
+  ASSERT_EQ(response.versions_size(), 2);
+  EXPECT_EQ(response.versions(0).schema_version(), 1u);
+  EXPECT_EQ(response.versions(1).schema_version(), 2u);
+
+  // No contract, unknown dataset, no dataset.
+  for (bool history : {false, true}) {
+    request.set_history(history);
+    request.set_dataset("multi");
+    EXPECT_CODE(GetContract(request, &response), NOT_FOUND);
+    request.set_dataset("nope");
+    EXPECT_CODE(GetContract(request, &response), NOT_FOUND);
+    request.set_dataset("");
+    EXPECT_CODE(GetContract(request, &response), INVALID_ARGUMENT);
+  }
+}
+
+TEST_F(ControlServiceTest, ConcurrentAppliesLeaveTheNewestInstalled) {
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    std::vector<std::thread> threads;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&, t] {
+        wharf::v1::ApplyContractResponse response;
+        // Distinct limits: every apply is a new schema version.
+        if (!Apply(OrdersSpec(LimitContract(1000 + round * 10 + t)), false, &response).ok()) {
+          ++failures;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(failures.load(), 0);
+    const auto history = contracts_->History("orders");
+    ASSERT_EQ(history.size(), static_cast<size_t>(6 * (round + 1)));
+    ASSERT_NE(pipeline_->GetProcessor("orders"), nullptr);
+    EXPECT_EQ(pipeline_->GetProcessor("orders"), contracts_->Current("orders"));
+    EXPECT_EQ(pipeline_->GetProcessor("orders")->schema_version(), history.back().schema_version());
   }
 }
 
