@@ -5,8 +5,11 @@
 #                 for PostgreSQL the same records loaded by plain COPY through psql (the ceiling)
 #   contract      wharf-contract-bench: the contract step per core (validation alone and the
 #                 whole step) and valijson on the same records, as a reference
+#   targets       the performance issue's scenarios 1-5 (storage ceiling, durable ingest, end to
+#                 end, PostgreSQL staging table, latency at 50% load), CSV + plots + TARGETS table
+#                 (see the targets section below)
 #
-#   bench/run.sh [--smoke] [GROUP...]   default: both groups
+#   bench/run.sh [--smoke] [GROUP...]   default: all groups
 #   bench/run.sh                        full run: 20 s per ingest scenario; 200,000 records per
 #                                       destination run, 3 runs
 #   bench/run.sh --smoke                a few seconds per scenario: checks the harness runs (CI)
@@ -23,11 +26,11 @@ GROUPS_TO_RUN=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    ingest|destinations|contract) GROUPS_TO_RUN+=("$arg") ;;
-    *) echo "usage: bench/run.sh [--smoke] [ingest] [destinations] [contract]" >&2; exit 2 ;;
+    ingest|destinations|contract|targets) GROUPS_TO_RUN+=("$arg") ;;
+    *) echo "usage: bench/run.sh [--smoke] [ingest] [destinations] [contract] [targets]" >&2; exit 2 ;;
   esac
 done
-if (( ${#GROUPS_TO_RUN[@]} == 0 )); then GROUPS_TO_RUN=(ingest destinations contract); fi
+if (( ${#GROUPS_TO_RUN[@]} == 0 )); then GROUPS_TO_RUN=(ingest destinations contract targets); fi
 
 DURATION=20
 DEST_RECORDS=${WHARF_DEST_RECORDS:-200000}
@@ -360,10 +363,549 @@ run_contract() {
   "$BUILD/bench/wharf-contract-bench" --records "$records" --rounds "$rounds"
 }
 
+# --- targets group (issue "Performance", scenarios 1-5) -----------------------------------------
+# Every target is a ratio against a reference measured in the same run on the same records, or an
+# absolute latency bound. Scenarios (functions tg_*):
+#   1 storage-ceiling   wharf-storage-ceiling: RocksDB alone with wharfd's options, synced write
+#                       batches of 1,000 records from 4 threads and from 1 thread
+#   2 durable-ingest    wharfd (durability sync, destination paused: ingest alone) with
+#                       wharf-bench, 4 producers x 1,000 records/request at full rate
+#   3 end-to-end        wharfd with a realistic contract and a file destination, 4 producers at
+#                       full rate for 60 s; the rate is counted at the destination
+#   4 pg-staging        the same records loaded by COPY into a jsonb staging table of a throwaway
+#                       PostgreSQL, then validated and moved by INSERT ... SELECT into a typed table
+#   5 latency           wharf-bench --rate at 50% of scenario 2's median rate: ack and handoff
+#                       latency percentiles
+# Each scenario runs WHARF_BENCH_RUNS times (default 3; --smoke: 1) and prints median, min, max.
+# Results: one CSV per scenario (scenario,run,metric,value,unit,date) and PNG plots (gnuplot) in
+# WHARF_BENCH_OUT (default docs/benchmarks; --smoke: a temporary directory), then a TARGETS table.
+TG_RUNS=${WHARF_BENCH_RUNS:-3}
+TG_CEILING_SECONDS=10
+TG_INGEST_SECONDS=20
+TG_E2E_SECONDS=60
+TG_E2E_WARMUP=5
+TG_PG_RECORDS=${WHARF_PG_RECORDS:-500000}
+TG_LATENCY_SECONDS=20
+if [[ $SMOKE -eq 1 ]]; then
+  TG_RUNS=${WHARF_BENCH_RUNS:-1}
+  TG_CEILING_SECONDS=1
+  TG_INGEST_SECONDS=3
+  TG_E2E_SECONDS=4
+  TG_E2E_WARMUP=1
+  TG_PG_RECORDS=5000
+  TG_LATENCY_SECONDS=3
+fi
+TG_OUT=""
+TG_CSV_DATE=""
+TG_TARGETS=""   # file of "name|measured|target|met" lines
+TG_CONTRACT="contract"
+
+# Peak resident set size (VmHWM) of process $1 in KiB; 0 when it is gone.
+peak_rss_kib() {
+  local status
+  status=$(cat "/proc/$1/status" 2>/dev/null || true)
+  awk '/^VmHWM:/ {print $2; found=1} END {if (!found) print 0}' <<< "$status"
+}
+
+# Appends one row to $TG_OUT/<scenario>.csv: tg_csv SCENARIO RUN METRIC VALUE UNIT
+tg_csv() {
+  local file="$TG_OUT/$1.csv"
+  if [[ ! -f "$file" ]]; then echo "scenario,run,metric,value,unit,date" > "$file"; fi
+  echo "$1,$2,$3,$4,$5,$TG_CSV_DATE" >> "$file"
+}
+
+# "median min max" of metric $2 over the runs of scenario $1 (empty when there is none).
+tg_stats() {
+  awk -F, -v m="$2" 'NR > 1 && $3 == m {print $4}' "$TG_OUT/$1.csv" 2>/dev/null | sort -g \
+    | awk '{v[NR] = $1} END {if (NR) printf "%s %s %s\n", v[int((NR + 1) / 2)], v[1], v[NR]}'
+}
+tg_median() { tg_stats "$1" "$2" | awk '{print $1}'; }
+
+# Prints one SUMMARY line per metric of scenario $1.
+tg_summary() {
+  local metric unit stats
+  while IFS=, read -r metric unit; do
+    stats=$(tg_stats "$1" "$metric")
+    echo "SUMMARY scenario=$1 metric=$metric median=$(cut -d' ' -f1 <<< "$stats")" \
+      "min=$(cut -d' ' -f2 <<< "$stats") max=$(cut -d' ' -f3 <<< "$stats") unit=$unit runs=$TG_RUNS"
+  done < <(awk -F, 'NR > 1 && !seen[$3]++ {print $3 "," $5}' "$TG_OUT/$1.csv")
+}
+
+# Records every key=value of RESULT line $3 whose key is listed in $4 ("key:unit ...") as metrics
+# of scenario $1, run $2.
+tg_csv_result() {
+  local pair key unit value
+  for pair in $4; do
+    key=${pair%%:*}; unit=${pair#*:}
+    value=$(field "$3" "$key")
+    if [[ -n "$value" ]]; then tg_csv "$1" "$2" "$key" "$value" "$unit"; fi
+  done
+}
+
+# One target: tg_target NAME MEASURED TARGET_TEXT MET(yes|no|info)
+tg_target() { echo "$1|$2|$3|$4" >> "$TG_TARGETS"; }
+
+# A wharfd for one scenario. Usage: tg_start_wharfd DIR DURABILITY WITH_CONTRACT(0|1)
+# Sets TG_PID, TG_PORT, TG_MPORT; the file destination `files` writes to DIR/out. Returns 1 when
+# wharfd does not come up (the log is in DIR/wharfd.log).
+TG_PID=""; TG_PORT=""; TG_MPORT=""
+tg_start_wharfd() {
+  local dir=$1 durability=$2 contract=$3 _
+  TG_PORT=$(free_port); TG_MPORT=$(free_port)
+  mkdir -p "$dir/out"
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/hash.key"
+  chmod 600 "$dir/hash.key"
+  {
+    cat <<YAML
+listen: 127.0.0.1:$TG_PORT
+metrics_listen: 127.0.0.1:$TG_MPORT
+data_dir: $dir/data
+durability: $durability
+min_free_disk: 1GiB
+batching:
+  max_records: 1000
+  linger: 50ms
+retention:
+  raw: 0s
+  interval: 1s
+log:
+  level: warn
+YAML
+    if [[ $contract -eq 1 ]]; then echo "hash_key_file: $dir/hash.key"; fi
+    cat <<YAML
+datasets:
+  - name: bench
+    partitions: 4
+    destinations:
+      - name: files
+        type: file
+        directory: $dir/out
+YAML
+    if [[ $contract -eq 1 ]]; then tg_contract_yaml; fi
+  } > "$dir/wharf.yaml"
+  "$WHARFD" --config "$dir/wharf.yaml" > "$dir/wharfd.log" 2>&1 &
+  TG_PID=$!
+  CLEANUP_PIDS+=("$TG_PID")
+  for _ in $(seq 1 150); do
+    if ! kill -0 "$TG_PID" 2>/dev/null; then return 1; fi
+    if (exec 3<>/dev/tcp/127.0.0.1/$TG_PORT) 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# Stops the scenario's wharfd by PID; its exit status is not the scenario's.
+tg_stop_wharfd() {
+  kill -TERM "$TG_PID" 2>/dev/null || true
+  wait "$TG_PID" 2>/dev/null || true
+}
+
+# The end-to-end contract, for the records of bench/record_generator.h (id, ts, bench_ts_us,
+# user, amount, tags, nested {producer, region, score}, filler). 18 fields in the schema (the
+# generator's 11 and 7 optional ones it never sends), a nested object, an array, formats
+# (date-time, email, uuid, ipv4); two rules; one PII detector (email, hashed, on the user field);
+# five transforms (rename, drop, timestamp, lowercase, add_metadata). Indented as a datasets[]
+# entry's key.
+tg_contract_yaml() {
+  cat <<'YAML'
+    contract:
+      compatibility: BACKWARD
+      format_assertions: true
+      schema:
+        type: object
+        required: [id, ts, bench_ts_us, user, amount, tags, nested]
+        additionalProperties: false
+        properties:
+          id: {type: integer, minimum: 0}
+          ts: {type: string, format: date-time}
+          bench_ts_us: {type: integer, minimum: 0}
+          user: {type: string, minLength: 3, maxLength: 32, pattern: "^user_[0-9]{4}$"}
+          amount: {type: number, minimum: 0, maximum: 1000000}
+          tags:
+            type: array
+            minItems: 1
+            maxItems: 8
+            items: {enum: [alpha, beta, gamma, delta, omega, sigma]}
+          nested:
+            type: object
+            required: [producer, region, score]
+            additionalProperties: false
+            properties:
+              producer: {type: integer, minimum: 0}
+              region: {type: string, enum: [eu-west-1, us-east-1, ap-south-1]}
+              score: {type: integer, minimum: 0, maximum: 99}
+          filler: {type: string, maxLength: 65536}
+          email: {type: string, format: email}
+          currency: {enum: [EUR, USD, GBP, CHF]}
+          status: {enum: [new, paid, refund, cancelled]}
+          country: {type: string, minLength: 2, maxLength: 2}
+          session: {type: string, format: uuid}
+          ip: {type: string, format: ipv4}
+          coupon: {type: [string, "null"]}
+      rules:
+        - name: amount_in_range
+          expr: 'amount >= 0 && amount < 1000000'
+        - name: two_tags_known_region
+          expr: 'len(tags) == 2 && nested.region in ["eu-west-1", "us-east-1", "ap-south-1"]'
+      pii:
+        - detector: email
+          fields: ["/user", "/email"]
+          action: hash
+      transforms:
+        - {op: rename, path: /user, to: /user_id}
+        - {op: drop, paths: [/filler]}
+        - {op: timestamp, path: /ts, output_format: epoch_millis}
+        - {op: lowercase, path: /nested/region}
+        - {op: add_metadata, fields: {offset: /_wharf/offset, ingest_time: /_wharf/ingested}}
+YAML
+}
+
+# Sum of wharfd's wharf_records_delivered_total (all destinations) from /metrics.
+tg_delivered() {
+  curl -s --max-time 5 "http://127.0.0.1:$TG_MPORT/metrics" \
+    | awk '/^wharf_records_delivered_total/ {s += $NF} END {printf "%.0f\n", s}'
+}
+
+tg_storage_ceiling() {
+  local run threads dir line
+  echo "=== 1 storage ceiling: RocksDB alone with wharfd's options, synced batches of 1,000" \
+    "records, ${TG_CEILING_SECONDS} s per run"
+  for run in $(seq 1 "$TG_RUNS"); do
+    for threads in 4 1; do
+      dir=$(mktemp -d /tmp/wharf-bench-ceiling-XXXXXX)
+      CLEANUP_DIRS+=("$dir")
+      line=$("$BUILD/bench/wharf-storage-ceiling" --dir "$dir/db" --threads "$threads" \
+        --seconds "$TG_CEILING_SECONDS" --batch-size 1000 --record-size 200 | tail -1)
+      echo "$line run=$run"
+      tg_csv_result "storage_ceiling_${threads}t" "$run" "$line" \
+        "records_per_s:records/s mb_per_s:MB/s write_p50_ms:ms write_p99_ms:ms"
+      rm -rf "$dir"
+    done
+  done
+  tg_summary storage_ceiling_4t
+  tg_summary storage_ceiling_1t
+}
+
+tg_durable_ingest() {
+  local run dir line rc
+  echo "=== 2 durable ingest: 4 producers x 1,000 records/request, durability sync, destination" \
+    "paused, ${TG_INGEST_SECONDS} s per run"
+  for run in $(seq 1 "$TG_RUNS"); do
+    dir=$(mktemp -d /tmp/wharf-bench-durable-XXXXXX)
+    CLEANUP_DIRS+=("$dir")
+    tg_start_wharfd "$dir" sync 0 || { cat "$dir/wharfd.log" >&2; return 1; }
+    # Ingest alone: the destination is paused before the first record (records are still
+    # validated and batched by the pipeline, which shares the cores, but nothing is delivered).
+    "$BUILD/client/wharfctl" --server "127.0.0.1:$TG_PORT" destination pause bench files > /dev/null
+    rc=0
+    line=$("$BENCH" --server "127.0.0.1:$TG_PORT" --dataset bench --producers 4 --batch-size 1000 \
+      --record-size 200 --duration "$TG_INGEST_SECONDS" | tail -1) || rc=$?
+    echo "$line run=$run"
+    tg_csv_result durable_ingest "$run" "$line" \
+      "records_per_s:records/s mb_per_s:MB/s ack_p50_ms:ms ack_p90_ms:ms ack_p99_ms:ms ack_p999_ms:ms"
+    tg_csv durable_ingest "$run" peak_rss_kib "$(peak_rss_kib "$TG_PID")" KiB
+    tg_stop_wharfd
+    rm -rf "$dir"
+    if [[ $rc -ne 0 ]]; then echo "bench: wharf-bench failed (exit $rc)" >&2; return 1; fi
+  done
+  tg_summary durable_ingest
+}
+
+tg_end_to_end() {
+  local run dir line rc t0 t1 d0 d1 bench_pid sample first rate quarantined
+  echo "=== 3 end to end: ingest + contract + file destination, 4 producers at full rate," \
+    "${TG_E2E_SECONDS} s per run; rate counted at the destination after ${TG_E2E_WARMUP} s"
+  for run in $(seq 1 "$TG_RUNS"); do
+    dir=$(mktemp -d /tmp/wharf-bench-e2e-XXXXXX)
+    CLEANUP_DIRS+=("$dir")
+    if [[ "$TG_CONTRACT" == "contract" ]] && ! tg_start_wharfd "$dir" sync 1; then
+      tg_stop_wharfd
+      echo "bench: wharfd does not accept datasets[].contract here; END TO END RUNS WITH NO" \
+        "CONTRACT. wharfd said: $(tail -n 3 "$dir/wharfd.log" | cut -c1-300)" >&2
+      TG_CONTRACT="no contract"
+      rm -rf "$dir"; dir=$(mktemp -d /tmp/wharf-bench-e2e-XXXXXX); CLEANUP_DIRS+=("$dir")
+    fi
+    if [[ "$TG_CONTRACT" != "contract" ]]; then
+      tg_start_wharfd "$dir" sync 0 || { cat "$dir/wharfd.log" >&2; return 1; }
+    fi
+    rc=0
+    "$BENCH" --server "127.0.0.1:$TG_PORT" --dataset bench --producers 4 --batch-size 1000 \
+      --record-size 200 --duration "$TG_E2E_SECONDS" > "$dir/bench.out" &
+    bench_pid=$!
+    CLEANUP_PIDS+=("$bench_pid")
+    sleep "$TG_E2E_WARMUP"
+    t0=$(date +%s.%N); d0=$(tg_delivered)
+    wait "$bench_pid" || rc=$?
+    t1=$(date +%s.%N); d1=$(tg_delivered)
+    line=$(tail -1 "$dir/bench.out")
+    if [[ $rc -ne 0 ]]; then cat "$dir/bench.out" >&2; echo "bench: wharf-bench failed" >&2; return 1; fi
+    rate=$(awk -v a="$d0" -v b="$d1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.2f", (b - a) / (e - s) }')
+    quarantined=$(curl -s --max-time 5 "http://127.0.0.1:$TG_MPORT/metrics" \
+      | awk '/^wharf_records_quarantined_total/ {s += $NF} END {printf "%.0f\n", s}')
+    # Whether the contract really ran: its transforms renamed user and dropped filler.
+    first=$(find "$dir/out" -name '*.jsonl' -not -name '.*' -print -quit)
+    sample=""
+    if [[ -n "$first" ]]; then sample=$(head -c 400 "$first"); fi
+    if [[ "$TG_CONTRACT" == "contract" ]] && \
+       ! { grep -q '"user_id"' <<< "$sample" && ! grep -q '"filler"' <<< "$sample"; }; then
+      echo "bench: wharfd accepted the contract but did not apply it (delivered: ${sample:0:200});" \
+        "END TO END RUNS WITH NO CONTRACT" >&2
+      TG_CONTRACT="no contract"
+    fi
+    echo "RESULT scenario=end_to_end run=$run contract=\"$TG_CONTRACT\" delivered_records_per_s=$rate" \
+      "ingest_records_per_s=$(field "$line" records_per_s) delivered_in_window=$(( d1 - d0 ))" \
+      "window_s=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.2f", e - s }') quarantined=$quarantined"
+    tg_csv end_to_end "$run" delivered_records_per_s "$rate" records/s
+    tg_csv end_to_end "$run" ingest_records_per_s "$(field "$line" records_per_s)" records/s
+    tg_csv end_to_end "$run" peak_rss_kib "$(peak_rss_kib "$TG_PID")" KiB
+    tg_csv end_to_end "$run" contract_applied "$([[ "$TG_CONTRACT" == "contract" ]] && echo 1 || echo 0)" \
+      bool
+    tg_stop_wharfd
+    rm -rf "$dir"
+    if [[ "$quarantined" != "0" ]]; then
+      echo "bench: $quarantined records were quarantined; the contract does not fit the records" >&2
+      return 1
+    fi
+    if (( d1 - d0 <= 0 )); then echo "bench: nothing was delivered in the window" >&2; return 1; fi
+  done
+  tg_summary end_to_end
+}
+
+tg_pg_staging() {
+  local tmp dump run t0 t1 t2 load move clean rejected
+  echo "=== 4 PostgreSQL staging-table pattern: $TG_PG_RECORDS records, COPY into jsonb staging," \
+    "then validate-and-move INSERT ... SELECT"
+  tmp=$(mktemp -d /tmp/wharf-bench-pgstage-XXXXXX)
+  CLEANUP_DIRS+=("$tmp")
+  if [[ -z "$PG_DATA" ]]; then start_postgres; fi
+  # The same generator's records (wharf-destination-bench dumps them as COPY text; the fifth
+  # column is the whole record, escaped for COPY).
+  "$DEST_BENCH" --records "$TG_PG_RECORDS" --record-size 200 --dump-copy-file "$tmp/copy.txt" \
+    > /dev/null
+  cut -f5 "$tmp/copy.txt" > "$tmp/docs.txt"
+  chmod a+r "$tmp/docs.txt"
+  cat > "$tmp/move.sql" <<'SQL'
+-- Validation comparable to the end-to-end contract: required fields present, amount >= 0, the
+-- user pattern, a known region, the timestamp's shape checked before its cast (PostgreSQL 15
+-- has no error-tolerant cast), two tags. Valid rows go to the typed table, the others to
+-- rejects with a reason, as Wharf's quarantine.
+INSERT INTO clean_events (id, ts, user_id, amount, tags, region, score, producer)
+SELECT (doc->>'id')::bigint, (doc->>'ts')::timestamptz, doc->>'user', (doc->>'amount')::numeric,
+       ARRAY(SELECT jsonb_array_elements_text(doc->'tags')), lower(doc#>>'{nested,region}'),
+       (doc#>>'{nested,score}')::int, (doc#>>'{nested,producer}')::int
+FROM staging
+WHERE doc->>'id' IS NOT NULL AND doc->>'ts' IS NOT NULL AND doc->>'user' IS NOT NULL
+  AND doc->>'amount' IS NOT NULL AND jsonb_typeof(doc->'amount') = 'number'
+  AND (doc->>'amount')::numeric >= 0
+  AND doc->>'user' ~ '^user_[0-9]{4}$'
+  AND doc->>'ts' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$'
+  AND doc#>>'{nested,region}' IN ('eu-west-1', 'us-east-1', 'ap-south-1')
+  AND jsonb_array_length(doc->'tags') = 2;
+INSERT INTO rejects (doc, reason)
+SELECT doc, 'validation' FROM staging
+WHERE (doc->>'id' IS NOT NULL AND doc->>'ts' IS NOT NULL AND doc->>'user' IS NOT NULL
+  AND doc->>'amount' IS NOT NULL AND jsonb_typeof(doc->'amount') = 'number'
+  AND (doc->>'amount')::numeric >= 0
+  AND doc->>'user' ~ '^user_[0-9]{4}$'
+  AND doc->>'ts' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$'
+  AND doc#>>'{nested,region}' IN ('eu-west-1', 'us-east-1', 'ap-south-1')
+  AND jsonb_array_length(doc->'tags') = 2) IS NOT TRUE;
+TRUNCATE staging;
+SQL
+  for run in $(seq 1 "$TG_RUNS"); do
+    pg_sql -c 'DROP TABLE IF EXISTS staging, clean_events, rejects' \
+      -c 'CREATE TABLE staging (doc jsonb NOT NULL)' \
+      -c 'CREATE TABLE clean_events (id bigint PRIMARY KEY, ts timestamptz NOT NULL,
+            user_id text NOT NULL, amount numeric NOT NULL CHECK (amount >= 0), tags text[],
+            region text, score int, producer int)' \
+      -c 'CREATE TABLE rejects (doc jsonb, reason text)' -c 'CHECKPOINT'
+    # Each step is its own durable transaction (psql autocommit), as a loader commits the load
+    # before it moves.
+    t0=$(date +%s.%N)
+    pg_sql -c "\\copy staging (doc) FROM '$tmp/docs.txt'"
+    t1=$(date +%s.%N)
+    pg_sql -1 -f "$tmp/move.sql"
+    t2=$(date +%s.%N)
+    clean=$(pg_sql -c 'SELECT count(*) FROM clean_events')
+    rejected=$(pg_sql -c 'SELECT count(*) FROM rejects')
+    if [[ "$clean" != "$TG_PG_RECORDS" || "$rejected" != "0" ]]; then
+      echo "bench: the move kept $clean rows and rejected $rejected of $TG_PG_RECORDS" >&2
+      return 1
+    fi
+    load=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    move=$(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.3f", b - a }')
+    echo "RESULT scenario=pg_staging run=$run records=$TG_PG_RECORDS load_s=$load move_s=$move" \
+      "records_per_s=$(awk -v n="$TG_PG_RECORDS" -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f", n / (b - a) }')"
+    tg_csv pg_staging "$run" records_per_s \
+      "$(awk -v n="$TG_PG_RECORDS" -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f", n / (b - a) }')" records/s
+    tg_csv pg_staging "$run" load_records_per_s \
+      "$(awk -v n="$TG_PG_RECORDS" -v s="$load" 'BEGIN { printf "%.2f", n / s }')" records/s
+    tg_csv pg_staging "$run" move_records_per_s \
+      "$(awk -v n="$TG_PG_RECORDS" -v s="$move" 'BEGIN { printf "%.2f", n / s }')" records/s
+  done
+  pg_sql -c 'DROP TABLE IF EXISTS staging, clean_events, rejects'
+  rm -rf "$tmp"
+  tg_summary pg_staging
+}
+
+tg_latency() {
+  local max rate run dir line rc
+  max=$(tg_median durable_ingest records_per_s)
+  if [[ -z "$max" ]]; then echo "bench: latency needs the durable-ingest scenario first" >&2; return 1; fi
+  rate=$(awk -v m="$max" 'BEGIN { printf "%.0f", m / 2 }')
+  echo "=== 5 latency under load: $rate records/s (50% of durable ingest's median $max)," \
+    "4 producers x 1,000 records/request, file destination, ${TG_LATENCY_SECONDS} s per run"
+  for run in $(seq 1 "$TG_RUNS"); do
+    dir=$(mktemp -d /tmp/wharf-bench-latency-XXXXXX)
+    CLEANUP_DIRS+=("$dir")
+    tg_start_wharfd "$dir" sync 0 || { cat "$dir/wharfd.log" >&2; return 1; }
+    rc=0
+    line=$("$BENCH" --server "127.0.0.1:$TG_PORT" --dataset bench --producers 4 --batch-size 1000 \
+      --record-size 200 --duration "$TG_LATENCY_SECONDS" --rate "$rate" --handoff-dir "$dir/out" \
+      | tail -1) || rc=$?
+    echo "$line run=$run"
+    tg_csv_result latency "$run" "$line" "records_per_s:records/s ack_p50_ms:ms ack_p90_ms:ms
+      ack_p99_ms:ms ack_p999_ms:ms handoff_p50_ms:ms handoff_p90_ms:ms handoff_p99_ms:ms
+      handoff_p999_ms:ms"
+    tg_csv latency "$run" peak_rss_kib "$(peak_rss_kib "$TG_PID")" KiB
+    tg_stop_wharfd
+    rm -rf "$dir"
+    if [[ $rc -ne 0 ]]; then echo "bench: wharf-bench failed (exit $rc)" >&2; return 1; fi
+  done
+  tg_summary latency
+}
+
+# PNG plots of the medians (error bars: min and max over the runs).
+tg_plots() {
+  if ! command -v gnuplot > /dev/null; then
+    echo "bench: gnuplot not installed (deploy/install-deps.sh --bench); no plots" >&2
+    return 0
+  fi
+  local data="$TG_OUT/.throughput.dat" lat="$TG_OUT/.latency.dat" s m label
+  : > "$data"
+  for s in "storage_ceiling_1t:records_per_s:RocksDB alone, 1 thread" \
+           "storage_ceiling_4t:records_per_s:RocksDB alone, 4 threads" \
+           "durable_ingest:records_per_s:durable ingest (wharfd)" \
+           "end_to_end:delivered_records_per_s:end to end, delivered ($TG_CONTRACT)" \
+           "pg_staging:records_per_s:PostgreSQL COPY + move"; do
+    IFS=: read -r m label <<< "${s#*:}"
+    if [[ -n "$(tg_stats "${s%%:*}" "$m")" ]]; then
+      echo "\"$label\" $(tg_stats "${s%%:*}" "$m")" >> "$data"
+    fi
+  done
+  : > "$lat"
+  for s in p50 p90 p99 p999; do
+    echo "$s $(tg_median latency "ack_${s}_ms") $(tg_median latency "handoff_${s}_ms")" \
+      "$(tg_median durable_ingest "ack_${s}_ms")" >> "$lat"
+  done
+  gnuplot <<GP
+set terminal pngcairo size 1000,560 noenhanced
+set output "$TG_OUT/throughput.png"
+set title "Throughput, median of $TG_RUNS run(s) (bars: min..max), $TG_CSV_DATE"
+set ylabel "records/s"
+set style data histogram
+set style histogram errorbars gap 2 lw 1
+set style fill solid 0.6 border -1
+set yrange [0:*]
+set xtics rotate by -15
+set bmargin 6
+set grid ytics
+plot "$data" using 2:3:4:xtic(1) notitle
+GP
+  gnuplot <<GP
+set terminal pngcairo size 900,520 noenhanced
+set output "$TG_OUT/latency.png"
+set title "Latency percentiles, median of $TG_RUNS run(s), $TG_CSV_DATE"
+set ylabel "ms (log scale)"
+set logscale y
+set key below
+set yrange [0.1:*]
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.6 border -1
+set grid ytics
+plot "$lat" using 2:xtic(1) title "ack, 50% load", "" using 3 title "handoff, 50% load", \
+     "" using 4 title "ack, full rate (durable ingest)", \
+     10 with lines dt 2 lc rgb "red" title "ack p99 target (10 ms)", \
+     250 with lines dt 2 lc rgb "dark-green" title "handoff p99 target (250 ms)"
+GP
+  rm -f "$data" "$lat"
+  echo "plots: $TG_OUT/throughput.png $TG_OUT/latency.png"
+}
+
+tg_targets_table() {
+  local ceiling ingest e2e pg ack handoff ratio
+  ceiling=$(tg_median storage_ceiling_4t records_per_s)
+  ingest=$(tg_median durable_ingest records_per_s)
+  e2e=$(tg_median end_to_end delivered_records_per_s)
+  pg=$(tg_median pg_staging records_per_s)
+  ack=$(tg_median latency ack_p99_ms)
+  handoff=$(tg_median latency handoff_p99_ms)
+  if [[ -n "$ceiling" && -n "$ingest" ]]; then
+    ratio=$(awk -v a="$ingest" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }')
+    tg_target "durable ingest / storage ceiling (4 threads)" "$ratio" "reference (no target set)" info
+  fi
+  ceiling=$(tg_median storage_ceiling_1t records_per_s)
+  if [[ -n "$ceiling" && -n "$ingest" ]]; then
+    ratio=$(awk -v a="$ingest" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }')
+    tg_target "durable ingest / storage ceiling (1 thread)" "$ratio" "reference (no target set)" info
+  fi
+  if [[ -n "$e2e" && -n "$pg" ]]; then
+    ratio=$(awk -v a="$e2e" -v b="$pg" 'BEGIN { printf "%.2f", a / b }')
+    tg_target "end to end [$TG_CONTRACT] / PostgreSQL load+move" "$ratio" ">= 1.0" \
+      "$(awk -v r="$ratio" 'BEGIN { print (r >= 1.0) ? "yes" : "no" }')"
+  fi
+  if [[ -n "$ack" ]]; then
+    tg_target "ack p99 at 50% of max rate (ms)" "$ack" "< 10" \
+      "$(awk -v v="$ack" 'BEGIN { print (v < 10) ? "yes" : "no" }')"
+  fi
+  if [[ -n "$handoff" ]]; then
+    tg_target "handoff p99 at 50% of max rate (ms)" "$handoff" "< 250" \
+      "$(awk -v v="$handoff" 'BEGIN { print (v < 250) ? "yes" : "no" }')"
+  fi
+  echo "=== TARGETS (medians of $TG_RUNS run(s); ratios against references measured in this run)"
+  awk -F'|' 'BEGIN { printf "%-58s %12s %-26s %s\n", "target", "measured", "target", "met" }
+             { printf "%-58s %12s %-26s %s\n", $1, $2, $3, $4 }' "$TG_TARGETS"
+}
+
+run_targets() {
+  if [[ -z "${WHARF_BUILD_DIR:-}" ]]; then
+    cmake --build "$BUILD" -j"$(nproc)" --target wharf-storage-ceiling wharfctl > /dev/null
+  fi
+  TG_CSV_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  if [[ $SMOKE -eq 1 ]]; then
+    # Smoke figures are not results: they go to a temporary directory, removed at exit.
+    if [[ -n "${WHARF_BENCH_OUT:-}" ]]; then
+      TG_OUT=$WHARF_BENCH_OUT
+    else
+      TG_OUT=$(mktemp -d /tmp/wharf-bench-out-XXXXXX)
+      CLEANUP_DIRS+=("$TG_OUT")
+    fi
+  else
+    TG_OUT=${WHARF_BENCH_OUT:-docs/benchmarks}
+  fi
+  mkdir -p "$TG_OUT"
+  local s
+  for s in storage_ceiling_1t storage_ceiling_4t durable_ingest end_to_end pg_staging latency; do
+    rm -f "$TG_OUT/$s.csv"
+  done
+  TG_TARGETS=$(mktemp /tmp/wharf-bench-targets-XXXXXX)
+  CLEANUP_DIRS+=("$TG_TARGETS")
+  tg_storage_ceiling
+  tg_durable_ingest
+  tg_end_to_end
+  tg_pg_staging
+  tg_latency
+  tg_plots
+  echo "CSV: $TG_OUT/{storage_ceiling_1t,storage_ceiling_4t,durable_ingest,end_to_end,pg_staging,latency}.csv"
+  tg_targets_table
+}
+
 for group in "${GROUPS_TO_RUN[@]}"; do
   case "$group" in
     ingest) run_ingest ;;
     destinations) run_destinations ;;
     contract) run_contract ;;
+    targets) run_targets ;;
   esac
 done

@@ -414,7 +414,8 @@ int Main(int argc, char** argv) {
       "RESULT records=", records, " bytes=", bytes, " seconds=", Ms(seconds),
       " records_per_s=", Ms(records_per_s), " mb_per_s=", Ms(mb_per_s),
       " ack_p50_ms=", Ms(QuantileMs(acks, 0.5)), " ack_p90_ms=", Ms(QuantileMs(acks, 0.9)),
-      " ack_p99_ms=", Ms(QuantileMs(acks, 0.99)), " ack_max_ms=", Ms(QuantileMs(acks, 1.0)));
+      " ack_p99_ms=", Ms(QuantileMs(acks, 0.99)), " ack_p999_ms=", Ms(QuantileMs(acks, 0.999)),
+      " ack_max_ms=", Ms(QuantileMs(acks, 1.0)));
   if (watcher != nullptr) {
     const std::vector<int64_t> handoff = watcher->latencies().Sorted();
     std::printf("handoff     p50 %s ms, p95 %s ms, p99 %s ms (%zu of %" PRIu64
@@ -423,8 +424,10 @@ int Main(int argc, char** argv) {
                 Ms(QuantileMs(handoff, 0.99)).c_str(), handoff.size(), records, watcher->files());
     absl::StrAppend(&result, " handoff_records=", handoff.size(),
                     " handoff_p50_ms=", Ms(QuantileMs(handoff, 0.5)),
+                    " handoff_p90_ms=", Ms(QuantileMs(handoff, 0.9)),
                     " handoff_p95_ms=", Ms(QuantileMs(handoff, 0.95)),
-                    " handoff_p99_ms=", Ms(QuantileMs(handoff, 0.99)));
+                    " handoff_p99_ms=", Ms(QuantileMs(handoff, 0.99)),
+                    " handoff_p999_ms=", Ms(QuantileMs(handoff, 0.999)));
   }
   std::printf("retries     %" PRIu64 " (%" PRIu64 " reconnects)\n", totals.retries.load(),
               totals.reconnects.load());

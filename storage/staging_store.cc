@@ -41,19 +41,13 @@
 #include "spdlog/spdlog.h"
 #include "storage/codec.h"
 #include "storage/keys.h"
+#include "storage/rocksdb_options.h"
 
 namespace wharf::storage {
 namespace {
 
 using Clock = std::chrono::system_clock;
 using google::protobuf::util::TimeUtil;
-
-constexpr const char* kRawCf = "raw";
-constexpr const char* kBatchesCf = "batches";
-constexpr const char* kQuarantineCf = "quarantine";
-constexpr const char* kCheckpointsCf = "checkpoints";
-constexpr const char* kProducersCf = "producers";
-constexpr const char* kMetaCf = "meta";
 
 // Cached producer windows beyond this count are dropped (they are reloaded from the store on
 // the next request of that producer): bounds memory with many producers.
@@ -227,7 +221,10 @@ class StagingStoreImpl final : public StagingStore {
   }
 
   absl::Status OpenDb() {
-    rocksdb::DBOptions db_options;
+    // The options (durability-relevant WAL recovery mode and paranoid checks included) live in
+    // rocksdb_options.cc, shared with the storage ceiling benchmark.
+    StagingRocksDbConfig config = StagingRocksDbOptions(options_);
+    rocksdb::DBOptions& db_options = config.db;
     if (options_.file_system != nullptr) {
       // A test file system (power loss / I/O error simulation); it must outlive the DB, which
       // the destructor closes before env_ goes.
@@ -237,51 +234,7 @@ class StagingStoreImpl final : public StagingStore {
     // A RocksDB background error (failed flush or compaction, failed WAL sync) puts the DB in
     // read-only mode; the store records it and refuses writes until it is reopened.
     db_options.listeners.push_back(std::make_shared<BackgroundErrorListener>(this));
-    db_options.create_if_missing = true;
-    db_options.create_missing_column_families = true;
-    // Durability: a torn record at the very end of the WAL is a write that was never
-    // acknowledged (the ack waits for the write and, in sync mode, its fsync), so dropping it is
-    // safe. Corruption anywhere else in the log fails the open instead of silently opening a
-    // store that is missing acknowledged records (the default point-in-time mode would).
-    db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
-    // paranoid_checks also makes RocksDB stop all writes after a failed WAL write or sync
-    // (the error becomes a background error). That is essential: the failed group may be in
-    // the WAL anyway (its append reached the page cache, only the fsync failed), and a later
-    // group written after it would reuse its offsets (the store rolls them back); both would
-    // be replayed at the next open. Wharf also refuses further writes itself (WriteFailure).
-    db_options.paranoid_checks = true;
-    db_options.max_background_jobs = 2;
-    db_options.bytes_per_sync = 1 << 20;
-    db_options.max_total_wal_size = 256ull << 20;
-    db_options.keep_log_file_num = 4;
-    db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
-
-    rocksdb::BlockBasedTableOptions table;
-    table.block_cache = rocksdb::NewLRUCache(options_.block_cache_bytes);
-    table.block_size = 32 << 10;
-    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-    table.checksum = rocksdb::kCRC32c;
-
-    const auto supported = rocksdb::GetSupportedCompressions();
-    const bool lz4 =
-        std::find(supported.begin(), supported.end(), rocksdb::kLZ4Compression) != supported.end();
-
-    rocksdb::ColumnFamilyOptions cf;
-    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-    cf.write_buffer_size = options_.write_buffer_bytes;
-    cf.compression = lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
-    rocksdb::ColumnFamilyOptions small_cf = cf;
-    small_cf.write_buffer_size = 4 << 20;
-
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-        {rocksdb::kDefaultColumnFamilyName, small_cf},
-        {kRawCf, cf},
-        {kBatchesCf, cf},
-        {kQuarantineCf, small_cf},
-        {kCheckpointsCf, small_cf},
-        {kProducersCf, small_cf},
-        {kMetaCf, small_cf},
-    };
+    const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs = config.column_families;
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::Status s = rocksdb::DB::Open(db_options, options_.path, cfs, &handles, &db_);
     if (!s.ok()) {
@@ -289,12 +242,12 @@ class StagingStoreImpl final : public StagingStore {
       return FromRocks(s, absl::StrCat("opening staging store ", options_.path));
     }
     handles_ = handles;
-    raw_ = handles[1];
-    batches_ = handles[2];
-    quarantine_ = handles[3];
-    checkpoints_ = handles[4];
-    producers_ = handles[5];
-    meta_ = handles[6];
+    raw_ = handles[kRawColumnFamily];
+    batches_ = handles[kBatchesColumnFamily];
+    quarantine_ = handles[kQuarantineColumnFamily];
+    checkpoints_ = handles[kCheckpointsColumnFamily];
+    producers_ = handles[kProducersColumnFamily];
+    meta_ = handles[kMetaColumnFamily];
     return absl::OkStatus();
   }
 

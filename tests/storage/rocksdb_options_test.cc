@@ -1,0 +1,138 @@
+#include "storage/rocksdb_options.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rocksdb/db.h"
+#include "rocksdb/table.h"
+#include "storage/codec.h"
+#include "storage/keys.h"
+#include "storage/staging_store.h"
+
+namespace wharf::storage {
+namespace {
+
+TEST(StagingRocksDbOptionsTest, ColumnFamiliesAreInTheOrderOfTheEnum) {
+  const StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
+  ASSERT_EQ(config.column_families.size(), static_cast<size_t>(kStagingColumnFamilies));
+  EXPECT_EQ(config.column_families[kDefaultColumnFamily].name, rocksdb::kDefaultColumnFamilyName);
+  EXPECT_EQ(config.column_families[kRawColumnFamily].name, "raw");
+  EXPECT_EQ(config.column_families[kBatchesColumnFamily].name, "batches");
+  EXPECT_EQ(config.column_families[kQuarantineColumnFamily].name, "quarantine");
+  EXPECT_EQ(config.column_families[kCheckpointsColumnFamily].name, "checkpoints");
+  EXPECT_EQ(config.column_families[kProducersColumnFamily].name, "producers");
+  EXPECT_EQ(config.column_families[kMetaColumnFamily].name, "meta");
+}
+
+TEST(StagingRocksDbOptionsTest, KeepsTheDurabilitySettings) {
+  const StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
+  // Mid-log corruption must fail the open; only a torn tail may be dropped.
+  EXPECT_EQ(config.db.wal_recovery_mode, rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords);
+  EXPECT_TRUE(config.db.paranoid_checks);
+  EXPECT_TRUE(config.db.create_if_missing);
+  EXPECT_TRUE(config.db.create_missing_column_families);
+  EXPECT_FALSE(config.db.error_if_exists);
+}
+
+TEST(StagingRocksDbOptionsTest, SizesComeFromTheStoreOptions) {
+  StoreOptions options;
+  options.write_buffer_bytes = 8 << 20;
+  options.block_cache_bytes = 16 << 20;
+  const StagingRocksDbConfig config = StagingRocksDbOptions(options);
+  EXPECT_EQ(config.column_families[kRawColumnFamily].options.write_buffer_size, 8u << 20);
+  EXPECT_EQ(config.column_families[kBatchesColumnFamily].options.write_buffer_size, 8u << 20);
+  // The small column families keep their own, smaller memtables.
+  EXPECT_EQ(config.column_families[kMetaColumnFamily].options.write_buffer_size, 4u << 20);
+  const auto* table = config.column_families[kRawColumnFamily]
+                          .options.table_factory->GetOptions<rocksdb::BlockBasedTableOptions>();
+  ASSERT_NE(table, nullptr);
+  ASSERT_NE(table->block_cache, nullptr);
+  EXPECT_EQ(table->block_cache->GetCapacity(), 16u << 20);
+  EXPECT_EQ(table->checksum, rocksdb::kCRC32c);
+}
+
+class StagingRocksDbOptionsStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = "/tmp/wharf-rocksdb-options-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string dir_;
+};
+
+// What the storage ceiling benchmark relies on: a database opened with these options is the
+// store's own layout (column families, keys, value framing), so writing records there is what
+// wharfd does.
+TEST_F(StagingRocksDbOptionsStoreTest, OpensAStoreWrittenByStagingStore) {
+  StoreOptions options;
+  options.path = dir_ + "/store";
+  options.min_free_bytes = 0;
+  options.block_cache_bytes = 4 << 20;
+  options.write_buffer_bytes = 4 << 20;
+  options.datasets = {DatasetOptions{"events", 1, 0}};
+  {
+    auto store = StagingStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Start().ok());
+    wharf::v1::ProduceRequest request;
+    request.set_dataset("events");
+    request.add_records()->set_payload(R"({"id":1})");
+    auto promise = std::make_shared<std::promise<AppendResult>>();
+    std::future<AppendResult> future = promise->get_future();
+    (*store)->Append(std::move(request),
+                     [promise](AppendResult result) { promise->set_value(std::move(result)); });
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    ASSERT_TRUE(future.get().status.ok());
+    (*store)->Stop();
+  }
+
+  StagingRocksDbConfig config = StagingRocksDbOptions(options);
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  ASSERT_TRUE(
+      rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db).ok());
+  std::unique_ptr<rocksdb::DB> db(raw_db);
+  std::string value;
+  ASSERT_TRUE(
+      db->Get(rocksdb::ReadOptions(), handles[kRawColumnFamily], OffsetKey("events", 0, 0), &value)
+          .ok());
+  wharf::v1::StoredRecord stored;
+  ASSERT_TRUE(DecodeChecked(value, &stored, "raw record").ok());
+  EXPECT_EQ(stored.record().payload(), R"({"id":1})");
+  for (rocksdb::ColumnFamilyHandle* handle : handles) {
+    ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+  }
+  ASSERT_TRUE(db->Close().ok());
+
+  // The benchmark sets error_if_exists so that a leftover store never counts as a fresh run.
+  config = StagingRocksDbOptions(options);
+  config.db.error_if_exists = true;
+  handles.clear();
+  raw_db = nullptr;
+  rocksdb::Status refused =
+      rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db);
+  EXPECT_TRUE(refused.IsInvalidArgument()) << refused.ToString();
+  if (raw_db != nullptr) {  // only when the open wrongly succeeded
+    for (rocksdb::ColumnFamilyHandle* handle : handles) {
+      raw_db->DestroyColumnFamilyHandle(handle).PermitUncheckedError();
+    }
+    delete raw_db;
+  }
+}
+
+}  // namespace
+}  // namespace wharf::storage
