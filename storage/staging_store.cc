@@ -33,6 +33,7 @@
 #include "rocksdb/write_batch.h"
 #include "spdlog/spdlog.h"
 #include "storage/codec.h"
+#include "storage/corruption_logger.h"
 #include "storage/keys.h"
 
 namespace wharf::storage {
@@ -230,11 +231,23 @@ class StagingStoreImpl final : public StagingStore {
         {kProducersCf, small_cf},
         {kMetaCf, small_cf},
     };
+    // RocksDB's own LOG file, behind a logger that notes the files named by corruption reports:
+    // a damaged WAL record fails the open with a Status that does not name the file.
+    std::shared_ptr<rocksdb::Logger> file_logger;
+    if (!rocksdb::CreateLoggerFromOptions(options_.path, db_options, &file_logger).ok()) {
+      file_logger.reset();  // no LOG file: RocksDB's messages are dropped, nothing else changes
+    }
+    auto corruption_logger = std::make_shared<CorruptionNotingLogger>(file_logger);
+    db_options.info_log = corruption_logger;
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::Status s = rocksdb::DB::Open(db_options, options_.path, cfs, &handles, &db_);
     if (!s.ok()) {
       db_ = nullptr;
-      return FromRocks(s, absl::StrCat("opening staging store ", options_.path));
+      const std::string what = absl::StrCat("opening staging store ", options_.path);
+      if (s.IsCorruption()) {
+        return absl::DataLossError(DescribeCorruption(what, s, corruption_logger->DamagedFiles()));
+      }
+      return FromRocks(s, what);
     }
     handles_ = handles;
     raw_ = handles[1];
