@@ -49,6 +49,7 @@ struct WharfdConfig {
   int port = 0;
   int metrics_port = 0;
   std::string durability = "sync";
+  std::string min_free_disk = "64MiB";  // `min_free_disk`; default 64MiB
   uint32_t partitions = 4;
   std::string linger = "50ms";
   uint32_t max_records = 1000;
@@ -92,7 +93,8 @@ class WharfdProcess {
   WharfdConfig& mutable_config() { return config_; }
   // Reaps the child if it has exited on its own (e.g. a failpoint); true when it is not running.
   bool CheckExited();
-  // The wait status of the last child reaped by CheckExited() (-1 when none was).
+  // The wait status of the last child reaped by CheckExited() or by a Start() that saw it exit
+  // during start-up (-1 when none was).
   int exit_status() const { return exit_status_; }
   std::string log_path() const { return log_path_; }
   std::string Log() const;
