@@ -34,6 +34,7 @@
 #include "spdlog/spdlog.h"
 #include "storage/codec.h"
 #include "storage/corruption_logger.h"
+#include "storage/flushed_sequence.h"
 #include "storage/keys.h"
 
 namespace wharf::storage {
@@ -239,6 +240,13 @@ class StagingStoreImpl final : public StagingStore {
     }
     auto corruption_logger = std::make_shared<CorruptionNotingLogger>(file_logger);
     db_options.info_log = corruption_logger;
+    // Guard against a MANIFEST that RocksDB reads short without an error (see
+    // flushed_sequence.h). CURRENT is read before the open, which writes a new MANIFEST.
+    const std::string manifest = CurrentManifestName(options_.path);
+    absl::StatusOr<uint64_t> flushed = ReadFlushedSequence(options_.path);
+    if (!flushed.ok()) return flushed.status();
+    db_options.listeners.push_back(
+        std::make_shared<FlushedSequenceRecorder>(options_.path, *flushed));
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::Status s = rocksdb::DB::Open(db_options, options_.path, cfs, &handles, &db_);
     if (!s.ok()) {
@@ -250,6 +258,13 @@ class StagingStoreImpl final : public StagingStore {
       return FromRocks(s, what);
     }
     handles_ = handles;
+    if (const uint64_t recovered = db_->GetLatestSequenceNumber(); recovered < *flushed) {
+      return absl::DataLossError(absl::StrCat(
+          "opening staging store ", options_.path, ": it recovered to sequence ", recovered,
+          " but data up to sequence ", *flushed, " had been flushed to SST files (",
+          kFlushedSequenceFile,
+          "): the MANIFEST lost track of SST files; damaged file: ", options_.path, "/", manifest));
+    }
     raw_ = handles[1];
     batches_ = handles[2];
     quarantine_ = handles[3];

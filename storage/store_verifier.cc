@@ -19,6 +19,7 @@
 #include "rocksdb/options.h"
 #include "storage/codec.h"
 #include "storage/corruption_logger.h"
+#include "storage/flushed_sequence.h"
 #include "storage/keys.h"
 #include "wharf/v1/record.pb.h"
 #include "wharf/v1/staging.pb.h"
@@ -474,6 +475,12 @@ absl::StatusOr<VerifyReport> VerifyStore(const std::string& path) {
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   db_options.info_log = logger;
 
+  const std::string manifest = CurrentManifestName(path);
+  absl::StatusOr<uint64_t> flushed = ReadFlushedSequence(path);
+  if (!flushed.ok()) {
+    report.problems.push_back(std::string(flushed.status().message()));
+    flushed = 0;
+  }
   std::vector<std::string> names;
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, path, &names);
   if (!s.ok()) {
@@ -504,6 +511,12 @@ absl::StatusOr<VerifyReport> VerifyStore(const std::string& path) {
     return absl::UnavailableError(absl::StrCat("opening ", path, " read-only: ", s.ToString()));
   }
   std::unique_ptr<rocksdb::DB> db(raw_db);
+  if (const uint64_t recovered = db->GetLatestSequenceNumber(); recovered < *flushed) {
+    report.problems.push_back(absl::StrCat(
+        "the store recovers to sequence ", recovered, " but data up to sequence ", *flushed,
+        " had been flushed to SST files (", kFlushedSequenceFile,
+        "): the MANIFEST lost track of SST files; damaged file: ", path, "/", manifest));
+  }
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
   const std::set<std::string> known = {rocksdb::kDefaultColumnFamilyName,
                                        kRawCf,

@@ -307,11 +307,16 @@ void RunCampaign(FileKind kind) {
       case Outcome::kDetected:
         ++detected;
         break;
-      case Outcome::kFailed:
+      case Outcome::kFailed: {
         ++failed;
+        // Kept for inspection (the case directory itself is removed).
+        const std::string kept = absl::StrCat("/tmp/wharf-corruption-failed-", seed, "-", i);
+        std::error_code ec;
+        fs::copy(case_dir.path(), kept, fs::copy_options::recursive, ec);
         ADD_FAILURE() << "case " << i << " (seed " << seed << "): " << name << " offset " << offset
-                      << " bit " << bit << ": " << r.detail;
+                      << " bit " << bit << ": " << r.detail << "\nstore kept in " << kept;
         break;
+      }
     }
   }
   std::printf("corruption %s: cases=%d recovered=%d refused=%d detected=%d failed=%d\n",
@@ -341,6 +346,43 @@ TEST(Corruption, MidWalDamageRefusesToOpenShort) {
   ASSERT_FALSE(st.ok()) << "wharfd opened a store with a damaged WAL record";
   EXPECT_EQ(ExitCode(wharfd.exit_status()), 3);
   EXPECT_NE(wharfd.Log().find(wals.back()), std::string::npos) << wharfd.Log();
+}
+
+// Regression: RocksDB reads the MANIFEST like a WAL and takes a record that runs past the end of
+// the file for a torn tail. A flipped bit in the high byte of a record's length field made it
+// stop after the first record and open an empty store (every flushed, acknowledged record gone,
+// exit 0; found by FlippedBitInManifest). The flushed-sequence guard must refuse that store.
+TEST(Corruption, ManifestReadShortIsRefused) {
+  Pristine p;
+  MakePristine(Stop::kSigterm, &p);
+  ASSERT_FALSE(HasFatalFailure());
+  const std::vector<std::string> manifests = FilesOfKind(p.config.data_dir, FileKind::kManifest);
+  ASSERT_EQ(manifests.size(), 1u);
+  const std::string path = p.config.data_dir + "/" + manifests[0];
+  const std::string bytes = ReadFile(path);
+  // Log format: 32 KiB blocks of records <crc32c: 4> <length: 2, little-endian> <type: 1>.
+  ASSERT_GT(bytes.size(), 7u);
+  ASSERT_LT(bytes.size(), 32768u - 7);
+  const size_t first_length = static_cast<unsigned char>(bytes[4]) |
+                              (static_cast<size_t>(static_cast<unsigned char>(bytes[5])) << 8);
+  const size_t second = 7 + first_length;
+  ASSERT_LT(second + 7, bytes.size()) << "the MANIFEST has a single record";
+  FlipBit(path, second + 5, 3);  // length += 2048: now past the end of the file
+
+  const std::string config = p.config.data_dir + "-verify.yaml";
+  WriteFile(config, RenderConfig(p.config));
+  auto [vcode, vout] = RunCommand({WHARFD_PATH, "--verify", "--config", config});
+  EXPECT_EQ(vcode, 3) << vout;
+  EXPECT_NE(vout.find(manifests[0]), std::string::npos) << vout;
+
+  WharfdProcess wharfd(p.config);
+  absl::Status st = wharfd.Start(30s);
+  ASSERT_FALSE(st.ok()) << "wharfd opened a store whose MANIFEST was read short";
+  EXPECT_EQ(ExitCode(wharfd.exit_status()), 3);
+  EXPECT_NE(wharfd.Log().find(manifests[0]), std::string::npos) << wharfd.Log();
+  // And it stays refused: the next start does not accept the shortened store either.
+  EXPECT_FALSE(wharfd.Start(30s).ok());
+  EXPECT_EQ(ExitCode(wharfd.exit_status()), 3);
 }
 
 // wharfd --verify ---------------------------------------------------------------------------------

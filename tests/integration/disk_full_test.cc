@@ -1,4 +1,4 @@
-// Disk full on a real file system: wharfd's data_dir is on a 64 MiB ext4 image mounted through a
+// Disk full on a real file system: wharfd's data_dir is on a 256 MiB ext4 image mounted through a
 // loop device (not tmpfs, which ignores fsync and has no ENOSPC behaviour of a disk). While
 // producers stream, the test fills the file system with `fallocate` below wharfd's min_free_disk:
 // ingest must be refused with RESOURCE_EXHAUSTED before RocksDB ever sees ENOSPC, wharfd stays
@@ -111,7 +111,9 @@ grpc::Status ProduceOnce(const std::string& target) {
 TEST(DiskFull, IngestIsRefusedBeforeEnospcAndResumesWhenSpaceIsFreed) {
   TempDir tmp;
   ASSERT_EQ(geteuid(), 0u) << "the disk-full test needs root (loop devices and mount)";
-  LoopFilesystem lfs(tmp.path(), 64ull << 20);
+  // 256 MiB: RocksDB preallocates each WAL file (1.1 x the 32 MiB write buffer), so 64 MiB would
+  // leave too little to test with. The image file is sparse.
+  LoopFilesystem lfs(tmp.path(), 256ull << 20);
   ASSERT_TRUE(lfs.ok()) << "cannot set up a loop-mounted ext4 file system (the sandbox refuses "
                            "mount or losetup?); this test cannot run here:\n"
                         << lfs.error();
@@ -119,7 +121,7 @@ TEST(DiskFull, IngestIsRefusedBeforeEnospcAndResumesWhenSpaceIsFreed) {
   WharfdConfig config;
   config.data_dir = lfs.mount_point() + "/data";
   config.out_dir = tmp.path() + "/out";  // deliveries go to the big disk
-  config.min_free_disk = "12MiB";
+  config.min_free_disk = "24MiB";
   config.partitions = 2;
   config.linger = "50ms";
   config.max_records = 200;
@@ -136,11 +138,11 @@ TEST(DiskFull, IngestIsRefusedBeforeEnospcAndResumesWhenSpaceIsFreed) {
   load.Start();
   ASSERT_TRUE(WaitFor([&] { return load.acked_count() >= 400; }, 30s)) << "no ingest at all";
 
-  // Fill the file system so that 6 MiB stay free, below the 12 MiB watermark: ingest must stop.
+  // Fill the file system so that 12 MiB stay free, below the 24 MiB watermark: ingest must stop.
   const std::string filler = lfs.mount_point() + "/filler";
   const uint64_t free_now = FreeBytes(lfs.mount_point());
-  ASSERT_GT(free_now, 20ull << 20);
-  const uint64_t fill = free_now - (6ull << 20);
+  ASSERT_GT(free_now, 48ull << 20);
+  const uint64_t fill = free_now - (12ull << 20);
   auto [fcode, fout] = RunCommand({Tool("fallocate"), "-l", std::to_string(fill), filler});
   ASSERT_EQ(fcode, 0) << fout;
   std::printf("disk full: filled %llu bytes, %llu bytes free\n",
