@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "rocksdb/options.h"
+#include "rocksdb/sst_file_reader.h"
 
 namespace wharf::storage {
 namespace {
@@ -86,6 +89,40 @@ std::string DescribeCorruption(const std::string& what, const rocksdb::Status& s
   }
   if (!extra.empty()) absl::StrAppend(&msg, "; damaged file(s): ", absl::StrJoin(extra, ", "));
   return msg;
+}
+
+std::vector<std::string> FindDamagedSstFiles(const std::string& store_dir) {
+  std::vector<std::string> damaged;
+  std::error_code ec;
+  std::vector<std::string> paths;
+  for (const auto& e : std::filesystem::directory_iterator(store_dir, ec)) {
+    if (EndsWith(e.path().filename().string(), ".sst")) paths.push_back(e.path().string());
+  }
+  std::sort(paths.begin(), paths.end());
+  rocksdb::Options options;
+  options.paranoid_checks = true;
+  for (const std::string& path : paths) {
+    rocksdb::SstFileReader reader(options);
+    rocksdb::Status s = reader.Open(path);
+    if (s.ok()) s = reader.VerifyChecksum();
+    if (!s.ok()) damaged.push_back(absl::StrCat(path, " (", s.ToString(), ")"));
+  }
+  return damaged;
+}
+
+std::vector<std::string> DamagedFilesFor(const rocksdb::Status& status,
+                                         const CorruptionNotingLogger& logger,
+                                         const std::string& store_dir) {
+  std::vector<std::string> noted = logger.DamagedFiles();
+  std::vector<std::string> all = StoreFilesNamedIn(status.ToString());
+  all.insert(all.end(), noted.begin(), noted.end());
+  const bool names_data_file = std::any_of(all.begin(), all.end(), [](const std::string& f) {
+    return EndsWith(f, ".sst") || EndsWith(f, ".log");
+  });
+  if (!names_data_file) {
+    for (std::string& f : FindDamagedSstFiles(store_dir)) noted.push_back(std::move(f));
+  }
+  return noted;
 }
 
 CorruptionNotingLogger::CorruptionNotingLogger(std::shared_ptr<rocksdb::Logger> inner,

@@ -52,4 +52,16 @@ std::vector<std::string> StoreFilesNamedIn(const std::string& text);
 std::string DescribeCorruption(const std::string& what, const rocksdb::Status& status,
                                const std::vector<std::string>& noted);
 
+// Checks every *.sst file of `store_dir` on its own (open, then every block checksum) and returns
+// "<path>: <error>" for each damaged one. Used after RocksDB reported corruption without naming
+// the SST (e.g. a damaged properties block is reported against the MANIFEST). Reads only.
+std::vector<std::string> FindDamagedSstFiles(const std::string& store_dir);
+
+// The files to name for a Corruption `status` of an open of `store_dir`: those `logger` noted,
+// plus, when neither they nor the status name a WAL or SST file (RocksDB reports a damaged SST
+// properties block against the MANIFEST), the SST files FindDamagedSstFiles() finds.
+std::vector<std::string> DamagedFilesFor(const rocksdb::Status& status,
+                                         const CorruptionNotingLogger& logger,
+                                         const std::string& store_dir);
+
 }  // namespace wharf::storage

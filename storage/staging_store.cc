@@ -253,7 +253,8 @@ class StagingStoreImpl final : public StagingStore {
       db_ = nullptr;
       const std::string what = absl::StrCat("opening staging store ", options_.path);
       if (s.IsCorruption()) {
-        return absl::DataLossError(DescribeCorruption(what, s, corruption_logger->DamagedFiles()));
+        return absl::DataLossError(
+            DescribeCorruption(what, s, DamagedFilesFor(s, *corruption_logger, options_.path)));
       }
       return FromRocks(s, what);
     }

@@ -505,7 +505,7 @@ absl::StatusOr<VerifyReport> VerifyStore(const std::string& path) {
   if (!s.ok()) {
     if (s.IsCorruption()) {
       report.problems.push_back(DescribeCorruption(absl::StrCat("opening ", path, " read-only"), s,
-                                                   logger->DamagedFiles()));
+                                                   DamagedFilesFor(s, *logger, path)));
       return report;
     }
     return absl::UnavailableError(absl::StrCat("opening ", path, " read-only: ", s.ToString()));

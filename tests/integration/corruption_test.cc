@@ -24,6 +24,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -200,7 +201,20 @@ CaseResult RunCase(const Pristine& pristine, const std::string& case_root,
     r.detail = absl::StrCat("resume failed: ", st.message());
     return r;
   }
-  const bool drained = WaitFor([&] { return AllDelivered(wharfd.control()); }, 20s);
+  // Until everything is delivered, or wharfd reports the damaged file (then a moment more for
+  // deliveries in flight), or it exits.
+  bool drained = false;
+  WaitFor(
+      [&] {
+        drained = AllDelivered(wharfd.control());
+        return drained || wharfd.Log().find(damaged_name) != std::string::npos ||
+               wharfd.CheckExited();
+      },
+      20s);
+  if (!drained) {
+    std::this_thread::sleep_for(1s);
+    drained = AllDelivered(wharfd.control());
+  }
   const bool exited = wharfd.CheckExited();
   const int exit_status = wharfd.exit_status();
   if (!exited) {

@@ -11,10 +11,13 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -95,6 +98,23 @@ class LoopFilesystem {
   std::string error_;
   bool mounted_ = false;
 };
+
+// Prints wharfd's warning and error lines (at most 12): what the disk-full runs document.
+void PrintProblems(const std::string& log, const char* phase) {
+  size_t start = 0;
+  int printed = 0;
+  while (start < log.size() && printed < 12) {
+    size_t end = log.find('\n', start);
+    if (end == std::string::npos) end = log.size();
+    const std::string line = log.substr(start, end - start);
+    if (line.find(" warning ") != std::string::npos || line.find(" error ") != std::string::npos ||
+        line.find(" critical ") != std::string::npos) {
+      std::printf("  [%s] %s\n", phase, line.substr(0, 300).c_str());
+      ++printed;
+    }
+    start = end + 1;
+  }
+}
 
 // One ProduceOne call; returns its gRPC status.
 grpc::Status ProduceOnce(const std::string& target) {
@@ -207,6 +227,111 @@ TEST(DiskFull, IngestIsRefusedBeforeEnospcAndResumesWhenSpaceIsFreed) {
   EXPECT_TRUE(counts.ok()) << counts.ToString();
   EXPECT_EQ(wharfd.Log().find("No space left"), std::string::npos) << "RocksDB hit ENOSPC:\n"
                                                                    << wharfd.Log();
+}
+
+// The file system fills up completely (someone else's file, not wharfd's ingest): RocksDB's
+// flush at shutdown and its next open need space it cannot get. wharfd must neither abort nor
+// open short: a graceful stop still exits, a start on the full disk fails with the runtime exit
+// code (systemd retries it), and once space is back every acked record is delivered once.
+TEST(DiskFull, CompletelyFullDiskNeverLosesAckedRecords) {
+  TempDir tmp;
+  ASSERT_EQ(geteuid(), 0u) << "the disk-full test needs root (loop devices and mount)";
+  LoopFilesystem lfs(tmp.path(), 256ull << 20);
+  ASSERT_TRUE(lfs.ok()) << "cannot set up a loop-mounted ext4 file system (the sandbox refuses "
+                           "mount or losetup?); this test cannot run here:\n"
+                        << lfs.error();
+  WharfdConfig config;
+  config.data_dir = lfs.mount_point() + "/data";
+  config.out_dir = tmp.path() + "/out";
+  config.min_free_disk = "24MiB";
+  config.partitions = 2;
+  WharfdProcess wharfd(config);
+  ASSERT_TRUE(wharfd.Start().ok());
+  // Nothing delivered yet: the records stay in the memtables and the WAL.
+  ASSERT_TRUE(wharfd.control().PauseDestination("orders", "files").ok());
+  ProducerLoadOptions lo;
+  lo.target = wharfd.target();
+  lo.producers = 2;
+  lo.batch = 50;
+  lo.records_per_producer = 500;
+  lo.pause = 0ms;
+  // About 2 KB of random hex per record, which LZ4 cannot shrink much: the memtables then hold
+  // megabytes that a flush must write (compressible payloads would fit in the last free blocks).
+  lo.payload = [](int p, int64_t i) {
+    std::mt19937_64 rng(static_cast<uint64_t>(p) * 1000003u + static_cast<uint64_t>(i));
+    std::string pad;
+    for (int k = 0; k < 128; ++k) absl::StrAppend(&pad, absl::Hex(rng(), absl::kZeroPad16));
+    return absl::StrCat(R"({"producer":)", p, R"(,"i":)", i, R"(,"pad":")", pad, R"("})");
+  };
+  lo.flush_timeout = 60s;
+  std::map<std::pair<uint32_t, uint64_t>, std::string> acked;
+  {
+    ProducerLoad load(lo);
+    load.Start();
+    load.Stop();
+    ASSERT_EQ(load.failed(), 0u);
+    acked = load.acked();
+  }
+  ASSERT_EQ(acked.size(), 1000u);
+
+  // Fill every free block (a file of exactly the free size does not fit: ext4 needs blocks for
+  // its extent tree), halving the size of each further file until less than 64 KiB is free.
+  std::vector<std::string> fillers;
+  for (int i = 0; i < 64 && FreeBytes(lfs.mount_point()) >= (64u << 10); ++i) {
+    const uint64_t free_bytes = FreeBytes(lfs.mount_point());
+    const uint64_t chunk = i == 0 ? free_bytes - (1u << 20) : free_bytes / 2;
+    const std::string filler = absl::StrCat(lfs.mount_point(), "/filler", i);
+    if (RunCommand({Tool("fallocate"), "-l", std::to_string(chunk), filler}).first == 0) {
+      fillers.push_back(filler);
+    }
+  }
+  ASSERT_LT(FreeBytes(lfs.mount_point()), 64u << 10);
+  std::printf("disk completely full: %llu bytes free\n",
+              static_cast<unsigned long long>(FreeBytes(lfs.mount_point())));
+  auto status = wharfd.control().GetStatus({}, 2s);
+  ASSERT_TRUE(status.ok());
+
+  // Graceful stop with a full disk: the flush at shutdown fails; the WAL still has everything.
+  auto code = wharfd.Terminate(60s);
+  ASSERT_TRUE(code.ok()) << code.status();
+  std::printf("disk completely full: SIGTERM exit code %d\n", *code);
+  PrintProblems(wharfd.Log(), "full");
+  EXPECT_EQ(*code, 0) << wharfd.Log();
+
+  // A start on the full disk: whatever RocksDB needs to write fails; wharfd must exit with a
+  // code (not abort, not hang) and must not open short.
+  absl::Status started = wharfd.Start(60s);
+  if (started.ok()) {
+    std::printf("disk completely full: wharfd started on the full disk\n");
+    auto c = wharfd.Terminate(60s);
+    ASSERT_TRUE(c.ok());
+    std::printf("disk completely full: SIGTERM exit code %d\n", *c);
+  } else {
+    const int status_code = wharfd.exit_status();
+    std::printf("disk completely full: start refused, wait status %d (exit code %d)\n", status_code,
+                WIFEXITED(status_code) ? WEXITSTATUS(status_code) : -1);
+    EXPECT_TRUE(WIFEXITED(status_code)) << "wharfd crashed on the full disk:\n" << wharfd.Log();
+    EXPECT_EQ(WEXITSTATUS(status_code), 1) << wharfd.Log();
+  }
+
+  // Space back: everything acked is delivered exactly once.
+  for (const auto& f : fillers) fs::remove(f);
+  ASSERT_TRUE(wharfd.Start(60s).ok());
+  ASSERT_TRUE(wharfd.control().ResumeDestination("orders", "files").ok());
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(wharfd.control()); }, 60s))
+      << "backlog did not drain";
+  auto stopped = wharfd.Terminate();
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(*stopped, 0);
+  std::vector<std::string> want, got;
+  for (const auto& [pos, payload] : acked) want.push_back(payload);
+  for (const auto& f : ReadDestination(config.out_dir, "orders")) {
+    for (const auto& line : f.lines) got.push_back(line);
+  }
+  PrintProblems(wharfd.Log(), "all");
+  const ExactlyOnceCounts counts = CompareExactlyOnce(want, got);
+  std::printf("disk completely full: %s\n", counts.ToString().c_str());
+  EXPECT_TRUE(counts.ok()) << counts.ToString();
 }
 
 }  // namespace
