@@ -37,7 +37,7 @@ constexpr const char* kProducersCf = "producers";
 constexpr const char* kMetaCf = "meta";
 
 // The LOCK file of the store, locked the way RocksDB's PosixEnv locks it (fcntl, whole file).
-// Closed (and so unlocked) on destruction.
+// Closed (and so unlocked) on destruction. Thread safety: none needed (one verifying thread).
 class StoreLock {
  public:
   ~StoreLock() {
@@ -111,6 +111,8 @@ struct PartitionFacts {
   std::vector<std::tuple<std::string, uint64_t, uint64_t>> batch_ranges;
 };
 
+// Walks the column families of an open read-only store and records problems and notes in the
+// report. Thread safety: not thread-safe; used by one thread for one verification.
 class Verifier {
  public:
   Verifier(rocksdb::DB* db, std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs,
