@@ -19,6 +19,8 @@ PACKAGES=(
 # JSON-Schema-Test-Suite (draft7) for the validator's conformance test.
 if [[ "${1:-}" == "--tests" || "${1:-}" == "--bench" ]]; then
   PACKAGES+=(postgresql json-schema-test-suite ccache)
+  # The disk-full test mounts a small ext4 image through a loop device.
+  PACKAGES+=(e2fsprogs util-linux mount)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(gnuplot-nox libvalijson-dev)

@@ -40,6 +40,8 @@
 #include "rocksdb/write_batch.h"
 #include "spdlog/spdlog.h"
 #include "storage/codec.h"
+#include "storage/corruption_logger.h"
+#include "storage/flushed_sequence.h"
 #include "storage/keys.h"
 #include "storage/rocksdb_options.h"
 
@@ -235,13 +237,40 @@ class StagingStoreImpl final : public StagingStore {
     // read-only mode; the store records it and refuses writes until it is reopened.
     db_options.listeners.push_back(std::make_shared<BackgroundErrorListener>(this));
     const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs = config.column_families;
+    // RocksDB's own LOG file, behind a logger that notes the files named by corruption reports:
+    // a damaged WAL record fails the open with a Status that does not name the file.
+    std::shared_ptr<rocksdb::Logger> file_logger;
+    if (!rocksdb::CreateLoggerFromOptions(options_.path, db_options, &file_logger).ok()) {
+      file_logger.reset();  // no LOG file: RocksDB's messages are dropped, nothing else changes
+    }
+    auto corruption_logger = std::make_shared<CorruptionNotingLogger>(file_logger);
+    db_options.info_log = corruption_logger;
+    // Guard against a MANIFEST that RocksDB reads short without an error (see
+    // flushed_sequence.h). CURRENT is read before the open, which writes a new MANIFEST.
+    const std::string manifest = CurrentManifestName(options_.path);
+    absl::StatusOr<uint64_t> flushed = ReadFlushedSequence(options_.path);
+    if (!flushed.ok()) return flushed.status();
+    db_options.listeners.push_back(
+        std::make_shared<FlushedSequenceRecorder>(options_.path, *flushed));
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::Status s = rocksdb::DB::Open(db_options, options_.path, cfs, &handles, &db_);
     if (!s.ok()) {
       db_ = nullptr;
-      return FromRocks(s, absl::StrCat("opening staging store ", options_.path));
+      const std::string what = absl::StrCat("opening staging store ", options_.path);
+      if (s.IsCorruption()) {
+        return absl::DataLossError(
+            DescribeCorruption(what, s, DamagedFilesFor(s, *corruption_logger, options_.path)));
+      }
+      return FromRocks(s, what);
     }
     handles_ = handles;
+    if (const uint64_t recovered = db_->GetLatestSequenceNumber(); recovered < *flushed) {
+      return absl::DataLossError(absl::StrCat(
+          "opening staging store ", options_.path, ": it recovered to sequence ", recovered,
+          " but data up to sequence ", *flushed, " had been flushed to SST files (",
+          kFlushedSequenceFile,
+          "): the MANIFEST lost track of SST files; damaged file: ", options_.path, "/", manifest));
+    }
     raw_ = handles[kRawColumnFamily];
     batches_ = handles[kBatchesColumnFamily];
     quarantine_ = handles[kQuarantineColumnFamily];

@@ -76,6 +76,10 @@ std::string RenderConfig(const WharfdConfig& c) {
       "  linger: ", c.linger, "\n", "retention:\n", "  raw: ", c.retention_raw, "\n",
       "  interval: ", c.retention_interval, "\n", "delivery:\n", "  initial_backoff: 50ms\n",
       "  max_backoff: 1s\n", "log:\n", "  level: info\n", "  format: ", c.log_format, "\n");
+  if (c.min_free_disk != "64MiB") {
+    const std::string kDefault = "min_free_disk: 64MiB";
+    y.replace(y.find(kDefault), kDefault.size(), "min_free_disk: " + c.min_free_disk);
+  }
   y += c.extra_top;
   y += "datasets:\n";
   for (size_t i = 0; i < c.datasets.size(); ++i) {

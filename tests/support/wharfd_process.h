@@ -50,6 +50,7 @@ struct WharfdConfig {
   int port = 0;
   int metrics_port = 0;
   std::string durability = "sync";
+  std::string min_free_disk = "64MiB";  // `min_free_disk`; default 64MiB
   uint32_t partitions = 4;
   std::string linger = "50ms";
   uint32_t max_records = 1000;

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "rocksdb/listener.h"
+
+namespace wharf::storage {
+
+// A guard against a damaged MANIFEST that RocksDB reads short without an error.
+//
+// RocksDB reads its MANIFEST (the list of live SST files) like a WAL and treats a record that
+// runs past the end of the file as a torn tail. One flipped bit in a record's length field
+// therefore makes it stop reading early and SILENTLY open an older version of the store: the
+// SST files added later (flushed data whose WAL is gone) are forgotten and then deleted as
+// obsolete. Wharf's corruption test found this (acknowledged records vanished with exit 0).
+//
+// The guard: after every completed memtable flush, the highest sequence number now held by SST
+// files is written to <store>/WHARF-FLUSHED-SEQUENCE (synced, atomically replaced). A store that
+// recovers to a lower sequence than that has lost flushed data, and the open fails with
+// DATA_LOSS naming the MANIFEST. RocksDB ignores files whose names it does not know, so the
+// file is safe in its directory.
+//
+// Across kill -9: the file is written only after RocksDB has synced the MANIFEST edit that
+// installs the flushed SST, so the recorded sequence is always covered by a healthy store;
+// a crash while replacing it leaves the old (lower) value, which only weakens the check once.
+inline constexpr const char* kFlushedSequenceFile = "WHARF-FLUSHED-SEQUENCE";
+
+// The recorded sequence, 0 when the file does not exist. DATA_LOSS when it does not parse.
+absl::StatusOr<uint64_t> ReadFlushedSequence(const std::string& store_dir);
+// Replaces the file (write to a temporary, fsync, rename, fsync the directory).
+absl::Status WriteFlushedSequence(const std::string& store_dir, uint64_t sequence);
+// The MANIFEST named by <store>/CURRENT ("MANIFEST-000005"), or "MANIFEST" when unreadable.
+std::string CurrentManifestName(const std::string& store_dir);
+
+// Records the flushed sequence after each flush. Thread safety: thread-safe (RocksDB calls it
+// from its flush threads).
+class FlushedSequenceRecorder final : public rocksdb::EventListener {
+ public:
+  FlushedSequenceRecorder(std::string store_dir, uint64_t recorded)
+      : store_dir_(std::move(store_dir)), recorded_(recorded) {}
+  void OnFlushCompleted(rocksdb::DB* db, const rocksdb::FlushJobInfo& info) override;
+
+ private:
+  const std::string store_dir_;
+  absl::Mutex mu_;
+  uint64_t recorded_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace wharf::storage
