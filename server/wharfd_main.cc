@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
   boost::asio::steady_timer gauges(io);
   bool stopping = false;
   bool store_failed = false;
+  int store_exit_code = kExitStoreWriteFailed;
   stop_signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("received signal {}, draining", signo);
@@ -190,10 +191,14 @@ int main(int argc, char** argv) {
         // until it is reopened; in-process reopening is not attempted: exit and let systemd
         // restart wharfd. Polled once per second.
         if (absl::Status failure = (*server)->StoreFailure(); !failure.ok()) {
+          // Corruption found while running (a compaction or read met a damaged block) is not
+          // cured by a restart: exit as for a damaged store, which systemd does not restart.
+          store_exit_code = absl::IsDataLoss(failure) ? kExitCorruption : kExitStoreWriteFailed;
           spdlog::critical(
               "staging store write failed: {}; stopping without writing to the store, exit "
-              "code {} (store write failed; restart)",
-              failure.ToString(), kExitStoreWriteFailed);
+              "code {} ({})",
+              failure.ToString(), store_exit_code,
+              store_exit_code == kExitCorruption ? "store damaged" : "store write failed; restart");
           store_failed = true;
           stopping = true;
           stop_signals.cancel();
@@ -212,17 +217,17 @@ int main(int argc, char** argv) {
     // Bounded: if stopping hangs (a destination that does not answer), exit anyway. That is
     // as safe as kill -9: every acknowledged record is durable, nothing depends on this stop.
     const auto bound = config->shutdown_timeout;
-    std::thread([bound] {
+    const int exit_code = store_exit_code;
+    std::thread([bound, exit_code] {
       std::this_thread::sleep_for(bound);
       spdlog::critical("stop after the store failure took longer than {} ms; exiting now",
                        bound.count());
       spdlog::shutdown();
-      ::_exit(kExitStoreWriteFailed);
+      ::_exit(exit_code);
     }).detach();
     (*server)->StopAfterStoreFailure();
-    spdlog::critical("wharfd exiting with code {}: store write failed; restart",
-                     kExitStoreWriteFailed);
-    return kExitStoreWriteFailed;
+    spdlog::critical("wharfd exiting with code {}", exit_code);
+    return exit_code;
   }
   (*server)->Stop();
   spdlog::info("wharfd exiting");

@@ -21,20 +21,20 @@
 #include "storage/corruption_logger.h"
 #include "storage/flushed_sequence.h"
 #include "storage/keys.h"
+#include "storage/rocksdb_options.h"
 #include "wharf/v1/record.pb.h"
 #include "wharf/v1/staging.pb.h"
 
 namespace wharf::storage {
 namespace {
 
-// Column families of the staging store (see staging_store.cc, which creates them). A store
-// with other column families is reported, not guessed at.
-constexpr const char* kRawCf = "raw";
-constexpr const char* kBatchesCf = "batches";
-constexpr const char* kQuarantineCf = "quarantine";
-constexpr const char* kCheckpointsCf = "checkpoints";
-constexpr const char* kProducersCf = "producers";
-constexpr const char* kMetaCf = "meta";
+// Column families of the staging store, named as rocksdb_options.cc creates them. A store with
+// other column families is reported, not guessed at.
+std::string CfName(StagingColumnFamily cf) {
+  static const StagingRocksDbConfig* const kConfig =
+      new StagingRocksDbConfig(StagingRocksDbOptions(StoreOptions{}));
+  return kConfig->column_families[cf].name;
+}
 
 // The LOCK file of the store, locked the way RocksDB's PosixEnv locks it (fcntl, whole file).
 // Closed (and so unlocked) on destruction. Thread safety: none needed (one verifying thread).
@@ -177,7 +177,7 @@ class Verifier {
   }
 
   void WalkMeta() {
-    Walk(kMetaCf, [&](std::string_view key, std::string_view value) {
+    Walk(CfName(kMetaColumnFamily), [&](std::string_view key, std::string_view value) {
       const std::string_view kDataset = "dataset/";
       if (key.substr(0, kDataset.size()) != kDataset) return;  // control-plane values
       const std::string name(key.substr(kDataset.size()));
@@ -199,7 +199,7 @@ class Verifier {
   }
 
   void WalkCheckpoints() {
-    Walk(kCheckpointsCf, [&](std::string_view key, std::string_view value) {
+    Walk(CfName(kCheckpointsColumnFamily), [&](std::string_view key, std::string_view value) {
       if (key.empty()) {
         Problem("checkpoint with an empty key");
         return;
@@ -246,7 +246,7 @@ class Verifier {
   }
 
   void WalkRaw() {
-    Walk(kRawCf, [&](std::string_view key, std::string_view value) {
+    Walk(CfName(kRawColumnFamily), [&](std::string_view key, std::string_view value) {
       auto k = DecodeOffsetKey(key);
       if (!k) {
         Problem(absl::StrCat("raw key ", Printable(key), " is malformed"));
@@ -272,7 +272,7 @@ class Verifier {
   }
 
   void WalkBatches() {
-    Walk(kBatchesCf, [&](std::string_view key, std::string_view value) {
+    Walk(CfName(kBatchesColumnFamily), [&](std::string_view key, std::string_view value) {
       auto k = DecodeOffsetKey(key);
       if (!k) {
         Problem(absl::StrCat("batch key ", Printable(key), " is malformed"));
@@ -320,7 +320,7 @@ class Verifier {
   }
 
   void WalkQuarantine() {
-    Walk(kQuarantineCf, [&](std::string_view key, std::string_view value) {
+    Walk(CfName(kQuarantineColumnFamily), [&](std::string_view key, std::string_view value) {
       // <offset key> [<destination>]
       const size_t zero = key.find('\0');
       if (zero == std::string_view::npos || zero == 0 || key.size() < zero + 13) {
@@ -351,7 +351,7 @@ class Verifier {
   }
 
   void WalkProducers() {
-    Walk(kProducersCf, [&](std::string_view key, std::string_view value) {
+    Walk(CfName(kProducersColumnFamily), [&](std::string_view key, std::string_view value) {
       const size_t zero = key.find('\0');
       if (zero == std::string_view::npos || zero == 0) {
         Problem(absl::StrCat("producer key ", Printable(key), " is malformed"));
@@ -520,13 +520,11 @@ absl::StatusOr<VerifyReport> VerifyStore(const std::string& path) {
         "): the MANIFEST lost track of SST files; damaged file: ", path, "/", manifest));
   }
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
-  const std::set<std::string> known = {rocksdb::kDefaultColumnFamilyName,
-                                       kRawCf,
-                                       kBatchesCf,
-                                       kQuarantineCf,
-                                       kCheckpointsCf,
-                                       kProducersCf,
-                                       kMetaCf};
+  const std::set<std::string> known = {
+      rocksdb::kDefaultColumnFamilyName, CfName(kRawColumnFamily),
+      CfName(kBatchesColumnFamily),      CfName(kQuarantineColumnFamily),
+      CfName(kCheckpointsColumnFamily),  CfName(kProducersColumnFamily),
+      CfName(kMetaColumnFamily)};
   for (size_t i = 0; i < handles.size(); ++i) {
     cfs[names[i]] = handles[i];
     if (known.count(names[i]) == 0) {
