@@ -134,7 +134,7 @@ class Verifier {
 
   // Iterates a column family; `visit` gets each key and value. Reports iterator errors.
   template <typename F>
-  void Walk(const char* cf_name, F visit) {
+  void Walk(const std::string& cf_name, F visit) {
     auto it_cf = cfs_.find(cf_name);
     if (it_cf == cfs_.end()) {
       Problem(absl::StrCat("column family \"", cf_name, "\" is missing"));
