@@ -4,8 +4,11 @@
 // reason other than corruption), 2 configuration error, 3 the staging store is damaged
 // (corruption detected; the store is never opened short).
 
+#include <malloc.h>
+
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "CLI/CLI.hpp"
@@ -80,6 +83,13 @@ void SetUpLogging(const wharf::server::LogConfig& log) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc gives each thread that allocates concurrently its own arena, up to 8 per core; gRPC's
+  // threads decode requests into theirs, the writer frees them, and memory freed in one arena is
+  // not reused by the others. Measured at full ingest with a destination backlog (bench/run.sh
+  // backlog, 25 s): peak RSS 293 MiB with the default against 208 MiB with 2 arenas, at the
+  // same ingest rate within noise. Set before any thread starts; an explicit MALLOC_ARENA_MAX in
+  // the environment still wins.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   CLI::App app{"wharfd: durable data staging daemon"};
   std::string config_path;
   bool check_only = false;
