@@ -202,11 +202,11 @@ class StagingStoreImpl final : public StagingStore {
     db_options.paranoid_checks = true;
     db_options.max_background_jobs = 2;
     db_options.bytes_per_sync = 1 << 20;
-    // Bounds what a restart after kill -9 replays: past 64 MiB of log, RocksDB flushes the
-    // column families that keep the oldest log file alive (typically the small ones, whose
-    // memtables fill slowly). Safe: a flush writes the data to a table file before the log file
-    // is dropped.
-    db_options.max_total_wal_size = 64ull << 20;
+    // Bounds what a restart after kill -9 replays (WAL replay is most of that restart's time):
+    // past 32 MiB of log, RocksDB flushes the column families that keep the oldest log file
+    // alive (typically the small ones, whose memtables fill slowly). Safe: a flush writes the
+    // data to a table file before the log file is dropped.
+    db_options.max_total_wal_size = 32ull << 20;
     db_options.keep_log_file_num = 4;
     db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
 
