@@ -58,13 +58,13 @@ struct StoreOptions {
   // Memory. The defaults below keep wharfd under 256 MiB of RSS at full ingest, with a paused
   // destination's backlog growing on disk and while it drains (docs/BENCHMARKS.md, "Memory"):
   // RocksDB is bounded by block_cache_bytes as a whole (memtables included), ingest by
-  // max_pending_bytes here and the server's limits.max_inflight_bytes. Nothing else in the store
-  // grows with the amount of data staged.
+  // max_pending_bytes here and the server's limits.max_inflight_bytes. Apart from a small
+  // handle per table file, nothing in the store grows with the amount of data staged.
   //
   // Bytes of appends waiting for the writer beyond which Append() refuses new requests with
   // RESOURCE_EXHAUSTED (memory bound of the ingest queue). Default 64 MiB: four times a full
   // group commit (max_group_bytes), so the writer always has the next group waiting; more only
-  // holds memory while the disk is the bottleneck, and was measured not to raise throughput.
+  // holds memory while the disk is the bottleneck.
   uint64_t max_pending_bytes = 64ull << 20;
   // Requests remembered per producer for deduplication. A retry older than this is refused with
   // FAILED_PRECONDITION instead of being stored twice. Default 64.
@@ -82,10 +82,11 @@ struct StoreOptions {
   // charged to the block cache): when it is reached, RocksDB flushes a memtable early. Without
   // it, each column family may hold max_write_buffer_number (2) full memtables: 2 x 32 MiB for
   // raw and for batches plus 2 x 4 MiB for each of five small column families, 168 MiB. Capped
-  // at half of block_cache_bytes so that blocks keep the other half. Default 32 MiB: it also
-  // bounds what a restart after kill -9 replays from the WAL (replay is most of that restart:
-  // 1.2 s with 32 MiB against 2.7 s with 48 MiB here), and ingest was measured at the same rate
-  // within noise (flushes run in the background; an append waits for the WAL, not a flush).
+  // at half of block_cache_bytes so that blocks keep the other half; 0: no budget (only the
+  // per-column-family limits apply). Default 32 MiB: it also bounds what a restart after
+  // kill -9 replays from the WAL (replay is most of that restart: 1.2 s with 32 MiB against
+  // 2.7 s with 48 MiB here). The price: ingest up to ~10% slower than with 168 MiB in noisy
+  // runs on a loaded 2-core machine (docs/BENCHMARKS.md, "Memory").
   uint64_t memtable_budget_bytes = 32ull << 20;
   // RocksDB memtable size of the raw and batches column families (the small ones use 4 MiB).
   // Default 32 MiB: larger memtables give fewer, larger level-0 files (less compaction work);
