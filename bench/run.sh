@@ -393,6 +393,15 @@ if [[ $SMOKE -eq 1 ]]; then
   RESTART_RECORDS=${WHARF_RESTART_RECORDS:-100000}
   STATE_CSV_DIR=${WHARF_CSV_DIR:-}
 fi
+for setting in STATE_RUNS:WHARF_BENCH_RUNS BACKLOG_SECONDS:WHARF_BACKLOG_SECONDS \
+    GROWTH_RECORDS:WHARF_GROWTH_RECORDS GROWTH_WINDOW:WHARF_GROWTH_WINDOW \
+    RESTART_RECORDS:WHARF_RESTART_RECORDS; do
+  setting_var=${setting%%:*}
+  if ! [[ ${!setting_var} =~ ^[1-9][0-9]{0,11}$ ]]; then
+    echo "bench: ${setting#*:} must be a positive integer, got \"${!setting_var}\"" >&2
+    exit 2
+  fi
+done
 RSS_TARGET_MIB=256
 WHARFCTL="$BUILD/client/wharfctl"
 CLK_TCK=$(getconf CLK_TCK)
@@ -612,7 +621,7 @@ run_growth() {
   echo "=== growth: $windows windows of $GROWTH_WINDOW records, destination paused (every record" \
     "stays); $STATE_RUNS run(s)"
   for run in $(seq 1 "$STATE_RUNS"); do
-    local dir w line cpu0 cpu1 rate cpu_us first_rate="" first_cpu="" rate_sum=0 t0 json
+    local dir w line cpu0 cpu1 rate cpu_us first_rate="" first_cpu="" t0 json
     dir=$(mktemp -d /tmp/wharf-bench-growth-XXXXXX)
     CLEANUP_DIRS+=("$dir")
     state_start "$dir" sync 30d
