@@ -460,7 +460,7 @@ state_launch() {
 # Waits (at most $1 s) until GetStatus answers with accepting=true; prints the time it did.
 wait_serving() {
   local deadline json
-  deadline=$(awk -v a="$(now_s)" -v b="$1" 'BEGIN { print a + b }')
+  deadline=$(awk -v a="$(now_s)" -v b="$1" 'BEGIN { printf "%.3f", a + b }')
   while :; do
     json=$(status_json)
     if grep -q '"accepting": true' <<< "$json"; then now_s; return 0; fi
