@@ -434,7 +434,7 @@ status_json() { ctl -o json --timeout 5 status 2> /dev/null || true; }
 # Sum of the JSON fields named $1 (proto3 JSON writes 64-bit integers as strings) on stdin.
 json_sum() {
   { grep -o "\"$1\": \"\\?[0-9]*" || true; } | { grep -o '[0-9]*$' || true; } \
-    | awk '{ s += $1 } END { printf "%d", s }'
+    | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 
 # Starts wharfd on a new config in $1 (dataset `bench`, 4 partitions, file destination `files`)
