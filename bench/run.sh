@@ -27,10 +27,14 @@ for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
     ingest|destinations|contract|targets) GROUPS_TO_RUN+=("$arg") ;;
-    *) echo "usage: bench/run.sh [--smoke] [ingest] [destinations] [contract] [targets]" >&2; exit 2 ;;
+    backlog|growth|restart) GROUPS_TO_RUN+=("$arg") ;;
+    *) echo "usage: bench/run.sh [--smoke] [ingest] [destinations] [contract] [targets]" \
+         "[backlog] [growth] [restart]" >&2; exit 2 ;;
   esac
 done
-if (( ${#GROUPS_TO_RUN[@]} == 0 )); then GROUPS_TO_RUN=(ingest destinations contract targets); fi
+if (( ${#GROUPS_TO_RUN[@]} == 0 )); then
+  GROUPS_TO_RUN=(ingest destinations contract targets backlog growth restart)
+fi
 
 DURATION=20
 DEST_RECORDS=${WHARF_DEST_RECORDS:-200000}
@@ -901,11 +905,395 @@ run_targets() {
   tg_targets_table
 }
 
+# --- backlog, growth and restart groups ---------------------------------------------------------
+#
+#   backlog  the destination paused for WHARF_BACKLOG_SECONDS (60) at full ingest, then resumed:
+#            wharfd's RSS and the staged bytes every second while the backlog grows on disk, then
+#            the time until the backlog is delivered
+#   growth   ingest throughput and wharfd CPU per record in windows of WHARF_GROWTH_WINDOW
+#            (1,000,000) records as the store grows to WHARF_GROWTH_RECORDS (50,000,000), the
+#            destination paused so that every record stays
+#   restart  time from starting wharfd until it serves (GetStatus answers "accepting", and the
+#            first append is acknowledged) with WHARF_RESTART_RECORDS (10,000,000) staged and not
+#            delivered, after SIGTERM and after kill -9 during full ingest (WAL replay)
+#
+# Each runs WHARF_BENCH_RUNS times (3; --smoke: 1 with small sizes) and prints RESULT lines, a
+# SUMMARY (median, min, max) and TARGET lines, writes docs/benchmarks/<group>.csv (--smoke: a
+# temporary directory, or WHARF_CSV_DIR) and, with gnuplot, docs/benchmarks/<group>.png.
+
+STATE_RUNS=${WHARF_BENCH_RUNS:-3}
+BACKLOG_SECONDS=${WHARF_BACKLOG_SECONDS:-60}
+GROWTH_RECORDS=${WHARF_GROWTH_RECORDS:-50000000}
+GROWTH_WINDOW=${WHARF_GROWTH_WINDOW:-1000000}
+RESTART_RECORDS=${WHARF_RESTART_RECORDS:-10000000}
+STATE_CSV_DIR=${WHARF_CSV_DIR:-docs/benchmarks}
+if [[ $SMOKE -eq 1 ]]; then
+  STATE_RUNS=${WHARF_BENCH_RUNS:-1}
+  BACKLOG_SECONDS=${WHARF_BACKLOG_SECONDS:-4}
+  GROWTH_RECORDS=${WHARF_GROWTH_RECORDS:-200000}
+  GROWTH_WINDOW=${WHARF_GROWTH_WINDOW:-50000}
+  RESTART_RECORDS=${WHARF_RESTART_RECORDS:-100000}
+  STATE_CSV_DIR=${WHARF_CSV_DIR:-}
+fi
+for setting in STATE_RUNS:WHARF_BENCH_RUNS BACKLOG_SECONDS:WHARF_BACKLOG_SECONDS \
+    GROWTH_RECORDS:WHARF_GROWTH_RECORDS GROWTH_WINDOW:WHARF_GROWTH_WINDOW \
+    RESTART_RECORDS:WHARF_RESTART_RECORDS; do
+  setting_var=${setting%%:*}
+  if ! [[ ${!setting_var} =~ ^[1-9][0-9]{0,11}$ ]]; then
+    echo "bench: ${setting#*:} must be a positive integer, got \"${!setting_var}\"" >&2
+    exit 2
+  fi
+done
+RSS_TARGET_MIB=256
+WHARFCTL="$BUILD/client/wharfctl"
+CLK_TCK=$(getconf CLK_TCK)
+
+# Builds wharfctl (the groups above do not need it) and picks the CSV directory.
+state_setup() {
+  if [[ -n "${STATE_READY:-}" ]]; then return; fi
+  STATE_READY=1
+  if [[ -z "${WHARF_BUILD_DIR:-}" ]]; then
+    cmake --build "$BUILD" -j"$(nproc)" --target wharfctl > /dev/null
+  fi
+  if [[ -z "$STATE_CSV_DIR" ]]; then
+    STATE_CSV_DIR=$(mktemp -d /tmp/wharf-bench-csv-XXXXXX)
+    CLEANUP_DIRS+=("$STATE_CSV_DIR")
+  fi
+  mkdir -p "$STATE_CSV_DIR"
+}
+
+now_s() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+hwm_mib() { awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# CPU seconds (user + system) wharfd has used so far.
+cpu_s() { awk -v t="$CLK_TCK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
+
+# wharfctl against the wharfd of this group ($S_PORT).
+ctl() { "$WHARFCTL" --server "127.0.0.1:$S_PORT" "$@"; }
+# `wharfctl -o json status` once; empty when wharfd does not answer.
+status_json() { ctl -o json --timeout 5 status 2> /dev/null || true; }
+# Sum of the JSON fields named $1 (proto3 JSON writes 64-bit integers as strings) on stdin.
+json_sum() {
+  { grep -o "\"$1\": \"\\?[0-9]*" || true; } | { grep -o '[0-9]*$' || true; } \
+    | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+
+# Starts wharfd on a new config in $1 (dataset `bench`, 4 partitions, file destination `files`)
+# with durability $2 and raw retention $3; sets S_DIR, S_PORT, S_PID. Waits until it answers.
+state_start() {
+  S_DIR=$1
+  S_PORT=$(free_port)
+  local mport
+  mport=$(free_port)
+  write_config "$S_DIR/wharf.yaml" "$S_PORT" "$mport" "$S_DIR/data" "$2" "$S_DIR/out"
+  sed -i "s/^  raw: 0s\$/  raw: $3/" "$S_DIR/wharf.yaml"
+  state_launch
+  wait_serving 60 > /dev/null
+}
+
+# Starts wharfd on the existing config in $S_DIR; sets S_PID.
+state_launch() {
+  "$WHARFD" --config "$S_DIR/wharf.yaml" >> "$S_DIR/wharfd.log" 2>&1 &
+  S_PID=$!
+  CLEANUP_PIDS+=("$S_PID")
+}
+
+# Waits (at most $1 s) until GetStatus answers with accepting=true; prints the time it did.
+wait_serving() {
+  local deadline json
+  deadline=$(awk -v a="$(now_s)" -v b="$1" 'BEGIN { printf "%.3f", a + b }')
+  while :; do
+    json=$(status_json)
+    if grep -q '"accepting": true' <<< "$json"; then now_s; return 0; fi
+    if ! kill -0 "$S_PID" 2>/dev/null; then
+      echo "bench: wharfd exited:" >&2; tail -20 "$S_DIR/wharfd.log" >&2; return 1
+    fi
+    if awk -v a="$(now_s)" -v b="$deadline" 'BEGIN { exit !(a > b) }'; then
+      echo "bench: wharfd did not serve within $1 s" >&2; return 1
+    fi
+    sleep 0.02
+  done
+}
+
+# SIGTERM (graceful: flushes memtables) or SIGKILL to $S_PID, and waits for it.
+state_stop() {
+  kill "-$1" "$S_PID" 2>/dev/null || true
+  wait "$S_PID" 2>/dev/null || true
+}
+
+# Waits (at most $1 s) until validation has caught up with ingest: every appended record is
+# batched (the pipeline is at rest, so CPU and disk measured next belong to what comes next).
+wait_validated() {
+  local json next validated _
+  for _ in $(seq 1 $(( $1 * 10 ))); do
+    json=$(status_json)
+    next=$(json_sum nextOffset <<< "$json")
+    validated=$(json_sum validatedOffset <<< "$json")
+    if [[ -n "$json" && "$next" == "$validated" ]]; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench: validation did not catch up within $1 s ($validated of $next)" >&2
+  return 1
+}
+
+# wharf-bench at full rate against $S_PORT (4 producers, 1,000 records of ~200 bytes per request).
+load() {
+  "$BENCH" --server "127.0.0.1:$S_PORT" --dataset bench --producers 4 --batch-size 1000 \
+    --record-size 200 "$@"
+}
+
+# Prints "SUMMARY ..." with the median, min and max of field $3 over the RESULT lines of file $1
+# that contain $2.
+summarize() {
+  local values
+  values=$({ grep "^RESULT scenario=$2 " "$1" || true; } | tr ' ' '\n' | sed -n "s/^$3=//p")
+  if [[ -z "$values" ]]; then return; fi
+  echo "SUMMARY scenario=$2 $3 median=$(median <<< "$values")" \
+    "min=$(sort -g <<< "$values" | head -1) max=$(sort -g <<< "$values" | tail -1)" \
+    "runs=$(wc -l <<< "$values")"
+}
+
+# Prints "TARGET ... met|MISSED": every value of field $3 in $1's RESULT lines for $2 compared
+# with `$4 $5` (lt or gt).
+target() {
+  local values verdict=met v
+  values=$({ grep "^RESULT scenario=$2 " "$1" || true; } | tr ' ' '\n' | sed -n "s/^$3=//p")
+  for v in $values; do
+    if ! awk -v v="$v" -v l="$5" -v op="$4" 'BEGIN { exit !(op == "lt" ? v < l : v > l) }'; then
+      verdict=MISSED
+    fi
+  done
+  echo "TARGET scenario=$2 $3 $4 $5: $verdict (values: $(echo $values))"
+}
+
+plot() {
+  if command -v gnuplot > /dev/null && [[ -s "$STATE_CSV_DIR/$1.csv" ]]; then
+    gnuplot -e "csv='$STATE_CSV_DIR/$1.csv'; png='$STATE_CSV_DIR/$1.png'" "bench/plot_$1.gp" \
+      || echo "bench: gnuplot failed for $1 (figures are in the CSV)" >&2
+  fi
+}
+
+# Scenario 6. Per second: elapsed, phase (down | drain), RSS, staged bytes, backlog, store size.
+run_backlog() {
+  state_setup
+  local results csv run
+  results=$(mktemp /tmp/wharf-bench-results-XXXXXX)
+  CLEANUP_DIRS+=("$results")
+  csv="$STATE_CSV_DIR/backlog.csv"
+  echo "run,seconds,phase,rss_mib,staged_bytes,backlog_records,store_bytes" > "$csv"
+  echo "=== backlog: destination paused for $BACKLOG_SECONDS s at full ingest, then resumed;" \
+    "$STATE_RUNS run(s)"
+  for run in $(seq 1 "$STATE_RUNS"); do
+    local dir t0 bench_pid bench_out json now rss backlog staged phase=down rss_max_down=0
+    local t_resume t_end peak_backlog=0 peak_staged=0 rss_early=""
+    dir=$(mktemp -d /tmp/wharf-bench-backlog-XXXXXX)
+    CLEANUP_DIRS+=("$dir")
+    state_start "$dir" sync 0s
+    ctl destination pause bench files > /dev/null
+    bench_out="$dir/bench.out"
+    t0=$(now_s)
+    load --duration "$BACKLOG_SECONDS" > "$bench_out" 2>&1 &
+    bench_pid=$!
+    while :; do
+      if [[ $phase == down ]] && ! kill -0 "$bench_pid" 2>/dev/null; then
+        wait "$bench_pid" || { cat "$bench_out" >&2; return 1; }
+        ctl destination resume bench files > /dev/null
+        t_resume=$(now_s)
+        phase=drain
+      fi
+      json=$(status_json)
+      now=$(elapsed "$t0" "$(now_s)")
+      rss=$(rss_mib "$S_PID")
+      backlog=$(json_sum backlogRecords <<< "$json")
+      staged=$(json_sum stagedBytes <<< "$json")
+      if [[ -n "$json" ]]; then
+        echo "$run,$now,$phase,$rss,$staged,$backlog,$(json_sum storeSizeBytes <<< "$json")" >> "$csv"
+      else
+        # GetStatus timed out (a loaded machine): RSS only; gnuplot leaves the gap.
+        echo "$run,$now,$phase,$rss,,," >> "$csv"
+      fi
+      if [[ $phase == down ]]; then
+        rss_max_down=$(awk -v a="$rss_max_down" -v b="$rss" 'BEGIN { print (b > a ? b : a) }')
+        if [[ -z "$rss_early" ]] && awk -v n="$now" 'BEGIN { exit !(n >= 10) }'; then
+          rss_early=$rss
+        fi
+      fi
+      (( backlog > peak_backlog )) && peak_backlog=$backlog
+      (( staged > peak_staged )) && peak_staged=$staged
+      if [[ $phase == drain && -n "$json" && $backlog -eq 0 ]]; then t_end=$(now_s); break; fi
+      if awk -v n="$now" -v d="$BACKLOG_SECONDS" 'BEGIN { exit !(n > d + 3600) }'; then
+        echo "bench: the backlog did not drain within an hour" >&2; return 1
+      fi
+      sleep 1
+    done
+    local line records drain
+    line=$(grep '^RESULT ' "$bench_out")
+    records=$(field "$line" records)
+    drain=$(elapsed "$t_resume" "$t_end")
+    echo "RESULT scenario=backlog run=$run down_seconds=$BACKLOG_SECONDS records=$records" \
+      "ingest_records_per_s=$(field "$line" records_per_s) peak_backlog_records=$peak_backlog" \
+      "peak_staged_bytes=$peak_staged rss_mib_at_10s=${rss_early:-$rss_max_down}" \
+      "rss_mib_max_while_down=$rss_max_down drain_seconds=$drain" \
+      "drain_records_per_s=$(awk -v n="$peak_backlog" -v s="$drain" 'BEGIN { printf "%.0f", n / s }')" \
+      "peak_rss_mib=$(hwm_mib "$S_PID")" | tee -a "$results"
+    state_stop TERM
+    rm -rf "$dir"
+  done
+  local key
+  for key in ingest_records_per_s peak_backlog_records drain_seconds drain_records_per_s \
+      rss_mib_max_while_down peak_rss_mib; do
+    summarize "$results" backlog "$key"
+  done
+  target "$results" backlog peak_rss_mib lt "$RSS_TARGET_MIB"
+  plot backlog
+}
+
+# Scenario 7. Per window: records in the store, ingest records/s, wharfd CPU per record (ingest
+# plus validation and batching: each window waits for validation to catch up), RSS, store size.
+run_growth() {
+  state_setup
+  local results csv run windows
+  results=$(mktemp /tmp/wharf-bench-results-XXXXXX)
+  CLEANUP_DIRS+=("$results")
+  csv="$STATE_CSV_DIR/growth.csv"
+  windows=$(( GROWTH_RECORDS / GROWTH_WINDOW ))
+  if (( windows < 2 )); then echo "bench: growth needs at least 2 windows" >&2; return 1; fi
+  echo "run,window,records_stored,records_per_s,cpu_us_per_record,rss_mib,store_bytes" > "$csv"
+  echo "=== growth: $windows windows of $GROWTH_WINDOW records, destination paused (every record" \
+    "stays); $STATE_RUNS run(s)"
+  for run in $(seq 1 "$STATE_RUNS"); do
+    local dir w line cpu0 cpu1 rate cpu_us first_rate="" first_cpu="" t0 json
+    dir=$(mktemp -d /tmp/wharf-bench-growth-XXXXXX)
+    CLEANUP_DIRS+=("$dir")
+    state_start "$dir" sync 30d
+    ctl destination pause bench files > /dev/null
+    t0=$(now_s)
+    for w in $(seq 1 "$windows"); do
+      cpu0=$(cpu_s "$S_PID")
+      line=$(load --count "$GROWTH_WINDOW" | grep '^RESULT ')
+      wait_validated 600
+      cpu1=$(cpu_s "$S_PID")
+      rate=$(field "$line" records_per_s)
+      cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$GROWTH_WINDOW" \
+        'BEGIN { printf "%.2f", (b - a) * 1e6 / n }')
+      json=$(status_json)
+      echo "$run,$w,$(( w * GROWTH_WINDOW )),$rate,$cpu_us,$(rss_mib "$S_PID")," \
+        "$(json_sum storeSizeBytes <<< "$json")" | tr -d ' ' >> "$csv"
+      if [[ -z "$first_rate" ]]; then first_rate=$rate; first_cpu=$cpu_us; fi
+    done
+    echo "RESULT scenario=growth run=$run records=$(( windows * GROWTH_WINDOW ))" \
+      "window=$GROWTH_WINDOW first_records_per_s=$first_rate last_records_per_s=$rate" \
+      "last_vs_first=$(awk -v a="$first_rate" -v b="$rate" 'BEGIN { printf "%.3f", b / a }')" \
+      "first_cpu_us_per_record=$first_cpu last_cpu_us_per_record=$cpu_us" \
+      "cpu_last_vs_first=$(awk -v a="$first_cpu" -v b="$cpu_us" 'BEGIN { printf "%.3f", b / a }')" \
+      "store_bytes=$(json_sum storeSizeBytes <<< "$json") seconds=$(elapsed "$t0" "$(now_s)")" \
+      "peak_rss_mib=$(hwm_mib "$S_PID")" | tee -a "$results"
+    state_stop TERM
+    rm -rf "$dir"
+  done
+  local key
+  for key in first_records_per_s last_records_per_s last_vs_first first_cpu_us_per_record \
+      last_cpu_us_per_record cpu_last_vs_first peak_rss_mib; do
+    summarize "$results" growth "$key"
+  done
+  target "$results" growth last_vs_first gt 0.9
+  target "$results" growth peak_rss_mib lt "$RSS_TARGET_MIB"
+  plot growth
+}
+
+# One restart of the wharfd in $S_DIR, timed from its exec: sets R_LISTEN, R_ACK and R_STATUS,
+# the seconds until its gRPC port accepts connections (wharfd listens only once the store is open
+# and the pipeline started), until a first append of 1,000 records is acknowledged (sent as soon
+# as the port accepts: a client started earlier would add its own reconnect backoff), and until
+# GetStatus answers accepting=true.
+timed_restart() {
+  local t0 t_listen t_ack t_status
+  t0=$(now_s)
+  state_launch
+  until (exec 3<>/dev/tcp/127.0.0.1/"$S_PORT") 2>/dev/null; do
+    if ! kill -0 "$S_PID" 2>/dev/null; then
+      echo "bench: wharfd exited:" >&2; tail -20 "$S_DIR/wharfd.log" >&2; return 1
+    fi
+    sleep 0.01
+  done
+  t_listen=$(now_s)
+  if ! "$BENCH" --server "127.0.0.1:$S_PORT" --dataset bench --producers 1 --batch-size 1000 \
+      --count 1000 > "$S_DIR/ack.out" 2>&1; then
+    echo "bench: the first append failed:" >&2
+    cat "$S_DIR/ack.out" >&2
+    return 1
+  fi
+  t_ack=$(now_s)
+  t_status=$(wait_serving 300)
+  R_LISTEN=$(elapsed "$t0" "$t_listen")
+  R_ACK=$(elapsed "$t0" "$t_ack")
+  R_STATUS=$(elapsed "$t0" "$t_status")
+}
+
+# Scenario 8. Staged once (wharfd + wharf-bench, destination paused), then restarted after
+# SIGTERM and after kill -9 in the middle of full-rate ingest, WHARF_BENCH_RUNS times each.
+run_restart() {
+  state_setup
+  local results csv dir run mode staged t0
+  results=$(mktemp /tmp/wharf-bench-results-XXXXXX)
+  CLEANUP_DIRS+=("$results")
+  csv="$STATE_CSV_DIR/restart.csv"
+  echo "run,mode,records_staged,store_bytes,listen_seconds,ack_seconds,status_seconds,rss_mib" \
+    > "$csv"
+  dir=$(mktemp -d /tmp/wharf-bench-restart-XXXXXX)
+  CLEANUP_DIRS+=("$dir")
+  state_start "$dir" sync 30d
+  ctl destination pause bench files > /dev/null
+  echo "=== restart: staging $RESTART_RECORDS records (destination paused)"
+  t0=$(now_s)
+  load --count "$RESTART_RECORDS" | grep '^RESULT '
+  wait_validated 1800
+  echo "staged in $(elapsed "$t0" "$(now_s)") s"
+  for run in $(seq 1 "$STATE_RUNS"); do
+    for mode in TERM KILL; do
+      if [[ $mode == KILL ]]; then
+        # Crash during full-rate ingest: the WAL holds whatever the memtables had not flushed.
+        load --duration 30 > /dev/null 2>&1 &
+        local bench_pid=$!
+        sleep 3
+        state_stop KILL
+        # The load generator would retry into the restarted wharfd: stop it too.
+        kill -KILL "$bench_pid" 2>/dev/null || true
+        wait "$bench_pid" 2>/dev/null || true
+      else
+        state_stop TERM
+      fi
+      timed_restart
+      local json
+      json=$(status_json)
+      staged=$(json_sum recordsIngested <<< "$json")
+      echo "$run,$mode,$staged,$(json_sum storeSizeBytes <<< "$json"),$R_LISTEN,$R_ACK,$R_STATUS," \
+        "$(rss_mib "$S_PID")" | tr -d ' ' >> "$csv"
+      echo "RESULT scenario=restart run=$run signal=$mode records_staged=$staged" \
+        "store_bytes=$(json_sum storeSizeBytes <<< "$json") listen_seconds=$R_LISTEN" \
+        "ack_seconds=$R_ACK status_seconds=$R_STATUS rss_mib=$(rss_mib "$S_PID")" | tee -a "$results"
+    done
+  done
+  state_stop TERM
+  rm -rf "$dir"
+  local mode key
+  for mode in TERM KILL; do
+    for key in listen_seconds ack_seconds status_seconds; do
+      summarize <(grep " signal=$mode " "$results") restart "$key" | sed "s/ $key / signal=$mode $key /"
+    done
+  done
+  target "$results" restart ack_seconds lt 3
+}
+
 for group in "${GROUPS_TO_RUN[@]}"; do
   case "$group" in
     ingest) run_ingest ;;
     destinations) run_destinations ;;
     contract) run_contract ;;
     targets) run_targets ;;
+    backlog) run_backlog ;;
+    growth) run_growth ;;
+    restart) run_restart ;;
   esac
 done

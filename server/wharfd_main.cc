@@ -13,8 +13,11 @@
 
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -93,6 +96,15 @@ void SetUpLogging(const wharf::server::LogConfig& log) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc gives each thread that allocates concurrently its own arena, up to 8 per core; gRPC's
+  // threads decode requests into theirs, the writer frees them, and memory freed in one arena is
+  // not reused by the others. Measured with bench/run.sh backlog (full ingest, destination paused
+  // 60 s, then the drain): peak RSS 206 MiB with 2 arenas, 272 MiB with 4, and 293 MiB with the
+  // default in a 25 s run. 2 keeps wharfd under its 256 MiB target; the price is ingest: in
+  // alternating 15 s runs on a loaded 2-core machine, 51,000 records/s with 2 against 61,000
+  // with 4 (docs/BENCHMARKS.md, "Memory"). Set before any thread starts; an explicit
+  // MALLOC_ARENA_MAX in the environment wins (e.g. 4 where memory is plentiful).
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   CLI::App app{"wharfd: durable data staging daemon"};
   std::string config_path;
   bool check_only = false;

@@ -6,6 +6,7 @@
 #include "rocksdb/convenience.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
+#include "rocksdb/write_buffer_manager.h"
 
 namespace wharf::storage {
 
@@ -27,15 +28,37 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   db_options.paranoid_checks = true;
   db_options.max_background_jobs = 2;
   db_options.bytes_per_sync = 1 << 20;
-  db_options.max_total_wal_size = 256ull << 20;
+  // Bounds what a restart after kill -9 replays (WAL replay is most of that restart's time):
+  // past 32 MiB of log, RocksDB flushes the column families that keep the oldest log file
+  // alive (typically the small ones, whose memtables fill slowly). Safe: a flush writes the
+  // data to a table file before the log file is dropped.
+  db_options.max_total_wal_size = 32ull << 20;
   db_options.keep_log_file_num = 4;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
 
+  // One cache for blocks, index and filter blocks and (as reservations) the memtables: the
+  // store's memory is bounded by block_cache_bytes whatever the amount of data staged.
+  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  const uint64_t memtable_budget =
+      std::min(options.memtable_budget_bytes, options.block_cache_bytes / 2);
+  if (memtable_budget > 0) {
+    db_options.write_buffer_manager =
+        std::make_shared<rocksdb::WriteBufferManager>(memtable_budget, cache);
+  }
+
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  table.block_cache = cache;
   table.block_size = 32 << 10;
-  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.checksum = rocksdb::kCRC32c;
+  // Index and filter blocks live in the cache (bounded) rather than beside it (growing with
+  // the number of table files); those of level 0, read by every lookup, stay pinned there.
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  // The raw and batches column families are only read with iterators (Seek to an offset), which
+  // a whole-key Bloom filter cannot serve: no filter there. The small column families are read
+  // with point lookups (producer windows, checkpoints, metadata, quarantine entries).
+  rocksdb::BlockBasedTableOptions small_table = table;
+  small_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
 
   const auto supported = rocksdb::GetSupportedCompressions();
   const bool lz4 =
@@ -46,6 +69,7 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   cf.write_buffer_size = options.write_buffer_bytes;
   cf.compression = lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
   rocksdb::ColumnFamilyOptions small_cf = cf;
+  small_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(small_table));
   small_cf.write_buffer_size = 4 << 20;
 
   config.column_families = {

@@ -58,17 +58,42 @@ struct StoreOptions {
   // Upper bound of one group commit, in payload bytes. Default 16 MiB: large enough to amortise
   // an fsync over thousands of records, small enough to keep ack latency bounded.
   uint64_t max_group_bytes = 16ull << 20;
+  // Memory. The defaults below keep wharfd under 256 MiB of RSS at full ingest, with a paused
+  // destination's backlog growing on disk and while it drains (docs/BENCHMARKS.md, "Memory"):
+  // RocksDB is bounded by block_cache_bytes as a whole (memtables included), ingest by
+  // max_pending_bytes here and the server's limits.max_inflight_bytes. Apart from a small
+  // handle per table file, nothing in the store grows with the amount of data staged.
+  //
   // Bytes of appends waiting for the writer beyond which Append() refuses new requests with
-  // RESOURCE_EXHAUSTED (memory bound of the ingest queue). Default 128 MiB.
-  uint64_t max_pending_bytes = 128ull << 20;
+  // RESOURCE_EXHAUSTED (memory bound of the ingest queue). Default 64 MiB: four times a full
+  // group commit (max_group_bytes), so the writer always has the next group waiting; more only
+  // holds memory while the disk is the bottleneck.
+  uint64_t max_pending_bytes = 64ull << 20;
   // Requests remembered per producer for deduplication. A retry older than this is refused with
   // FAILED_PRECONDITION instead of being stored twice. Default 64.
   uint32_t producer_window = 64;
   // Retry delay suggested to producers refused for quota or disk space. Default 1 s.
   std::chrono::milliseconds retry_after{1000};
-  // RocksDB block cache. Default 64 MiB.
-  uint64_t block_cache_bytes = 64ull << 20;
-  // RocksDB memtable size per column family. Default 32 MiB.
+  // RocksDB block cache, shared by every column family, and RocksDB's whole memory bound: it
+  // holds the data blocks validation and delivery read back, the index and filter blocks of
+  // every table file (charged here instead of held outside the cache, where they would grow with
+  // the store: about 1.2 bytes of Bloom filter per record), and reservations for the memtables
+  // (memtable_budget_bytes). Default 96 MiB: the 32 MiB memtable budget plus 64 MiB for blocks,
+  // which holds the recently written tail that validation and delivery read back.
+  uint64_t block_cache_bytes = 96ull << 20;
+  // Budget of all memtables together (one rocksdb::WriteBufferManager for every column family,
+  // charged to the block cache): when it is reached, RocksDB flushes a memtable early. Without
+  // it, each column family may hold max_write_buffer_number (2) full memtables: 2 x 32 MiB for
+  // raw and for batches plus 2 x 4 MiB for each of five small column families, 168 MiB. Capped
+  // at half of block_cache_bytes so that blocks keep the other half; 0: no budget (only the
+  // per-column-family limits apply). Default 32 MiB: it also bounds what a restart after
+  // kill -9 replays from the WAL (replay is most of that restart: 1.2 s with 32 MiB against
+  // 2.7 s with 48 MiB here). The price: ingest up to ~10% slower than with 168 MiB in noisy
+  // runs on a loaded 2-core machine (docs/BENCHMARKS.md, "Memory").
+  uint64_t memtable_budget_bytes = 32ull << 20;
+  // RocksDB memtable size of the raw and batches column families (the small ones use 4 MiB).
+  // Default 32 MiB: larger memtables give fewer, larger level-0 files (less compaction work);
+  // memtable_budget_bytes bounds them together.
   uint64_t write_buffer_bytes = 32ull << 20;
   std::vector<DatasetOptions> datasets;
   // Metrics are registered here when set; may be null.
