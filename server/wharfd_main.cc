@@ -11,9 +11,8 @@
 // (read-only, while wharfd is stopped) and exits 0 when it is healthy, 3 when it is damaged (the
 // report names the files and keys), 1 when it cannot be checked (store in use, no store, I/O).
 
-#include <unistd.h>
-
 #include <malloc.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
