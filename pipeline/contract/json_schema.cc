@@ -981,7 +981,10 @@ class DependentRequiredKeyword : public Keyword {
       : Keyword(kRankAssert), name_(name), deps_(std::move(deps)) {}
   bool Validate(const Value& v, EvalContext& ctx) const override {
     if (!v.IsObject()) return true;
-    for (const auto& [trigger, required] : deps_) {
+    for (const auto& dep : deps_) {
+      // Not a structured binding: clang before 16 cannot capture those in the lambda below.
+      const std::string& trigger = dep.first;
+      const std::vector<std::string>& required = dep.second;
       Value key(rapidjson::StringRef(trigger.data(), static_cast<SizeType>(trigger.size())));
       if (!v.HasMember(key)) continue;
       for (const std::string& r : required) {
