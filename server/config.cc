@@ -27,6 +27,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+#include "re2/re2.h"
 #include "storage/keys.h"
 
 namespace wharf::server {
@@ -52,7 +57,7 @@ constexpr absl::string_view kTopKeys[] = {
     "node_id",    "listen",        "metrics_listen",   "data_dir",
     "durability", "min_free_disk", "shutdown_timeout", "pipeline_threads",
     "batching",   "retention",     "delivery",         "limits",
-    "log",        "datasets"};
+    "log",        "datasets",      "hash_key_file"};
 constexpr absl::string_view kBatchingKeys[] = {"max_records", "max_bytes", "linger"};
 constexpr absl::string_view kRetentionKeys[] = {"raw", "interval"};
 constexpr absl::string_view kDeliveryKeys[] = {"initial_backoff", "max_backoff", "multiplier",
@@ -61,8 +66,32 @@ constexpr absl::string_view kLimitsKeys[] = {"max_message_bytes", "max_records_p
                                              "max_record_bytes", "max_inflight_per_stream",
                                              "max_inflight_bytes"};
 constexpr absl::string_view kLogKeys[] = {"level", "format"};
-constexpr absl::string_view kDatasetKeys[] = {"name",  "partitions",   "format",
-                                              "quota", "destinations", "quarantine"};
+constexpr absl::string_view kDatasetKeys[] = {"name",         "partitions", "format",  "quota",
+                                              "destinations", "quarantine", "contract"};
+// A `datasets[]` entry of the config: the keys of a dataset spec, or `spec_file` alone.
+constexpr absl::string_view kDatasetEntryKeys[] = {
+    "name", "partitions", "format", "quota", "destinations", "quarantine", "contract", "spec_file"};
+constexpr absl::string_view kContractKeys[] = {"schema", "compatibility", "format_assertions",
+                                               "rules",  "pii",           "transforms"};
+constexpr absl::string_view kRuleKeys[] = {"name", "expr"};
+constexpr absl::string_view kPiiKeys[] = {"detector", "fields", "action"};
+constexpr absl::string_view kTransformKeys[] = {
+    "op",   "path",          "paths",         "to",     "value",     "expr",
+    "type", "input_formats", "output_format", "length", "separator", "fields"};
+// The ops of pipeline/contract/transform.h; which keys each one takes is checked when the chain
+// is compiled (ContractRegistry::Apply), with every error listed.
+constexpr absl::string_view kTransformOps[] = {
+    "rename", "drop",   "keep",     "set",       "default", "cast",    "timestamp",    "mask",
+    "hash",   "redact", "truncate", "lowercase", "trim",    "flatten", "add_metadata", "filter"};
+constexpr absl::string_view kCompatibilities[] = {
+    "NONE", "BACKWARD",       "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
+    "FULL", "FULL_TRANSITIVE"};
+constexpr absl::string_view kPiiDetectors[] = {"email", "phone",  "payment_card",
+                                               "iban",  "us_ssn", "ip_address"};
+constexpr absl::string_view kPiiActions[] = {"quarantine", "mask", "hash", "drop"};
+// Nesting bound of YAML values turned into JSON (schemas, transform values): deeper documents
+// are refused instead of recursing without limit.
+constexpr int kMaxJsonDepth = 128;
 constexpr absl::string_view kQuarantineKeys[] = {"quota", "retention"};
 // Every key of any destination type (for unknown-key errors and suggestions)...
 constexpr absl::string_view kDestinationKeys[] = {"name",
@@ -386,6 +415,34 @@ bool IsHostPort(absl::string_view target) {
          port <= 65535;
 }
 
+// The whole file at `path` (a `what`, e.g. "config file", for messages): NOT_FOUND /
+// PERMISSION_DENIED per errno, INVALID_ARGUMENT when larger than kMaxFileBytes.
+absl::StatusOr<std::string> ReadTextFile(const std::string& path, absl::string_view what) {
+  const std::string context = absl::StrCat("cannot read ", what, " ", path);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, context);
+  std::string text;
+  char buffer[64 * 1024];
+  while (true) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      close(fd);
+      return absl::ErrnoToStatus(error, context);
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxFileBytes) {
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": expected a ", what, " of at most 16MiB, got a larger file"));
+    }
+  }
+  close(fd);
+  return text;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Map access.
 
@@ -420,6 +477,40 @@ class Parser {
   explicit Parser(absl::string_view name) : name_(name) {}
 
   absl::StatusOr<Config> Parse(const std::string& text) {
+    absl::StatusOr<YAML::Node> root = LoadDocument(text, "a map of settings");
+    if (!root.ok()) return root.status();
+    try {
+      return ParseTop(*root);
+    } catch (const YAML::Exception& e) {
+      // Not expected: every node is type-checked before it is read.
+      return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
+    }
+  }
+
+  // A dataset spec document (ParseDatasetSpec).
+  absl::StatusOr<DatasetConfig> ParseSpec(const std::string& text, const DeliveryConfig& delivery) {
+    absl::StatusOr<YAML::Node> root = LoadDocument(text, "a map describing a dataset");
+    if (!root.ok()) return root.status();
+    try {
+      absl::StatusOr<Fields> fields =
+          ReadMap(*root, std::max(LineOf(*root), 1), "", "a map describing a dataset",
+                  /*null_is_empty=*/false, kDatasetKeys);
+      if (!fields.ok()) return fields.status();
+      std::map<std::string, int> names;
+      DatasetConfig dataset;
+      if (absl::Status status = ParseDataset(*fields, delivery, &names, &dataset); !status.ok()) {
+        return status;
+      }
+      dataset.source_yaml = text;
+      return dataset;
+    } catch (const YAML::Exception& e) {
+      return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
+    }
+  }
+
+ private:
+  // The single YAML document of `text`, which must not be empty (`what` says what it should be).
+  absl::StatusOr<YAML::Node> LoadDocument(const std::string& text, absl::string_view what) const {
     std::vector<YAML::Node> documents;
     try {
       documents = YAML::LoadAll(text);
@@ -427,21 +518,15 @@ class Parser {
       return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
     }
     if (documents.empty() || documents[0].IsNull()) {
-      return Error(1, "", "expected a map of settings, got an empty file");
+      return Error(1, "", absl::StrCat("expected ", what, ", got an empty file"));
     }
     if (documents.size() > 1) {
       return Error(LineOf(documents[1]), "",
                    "expected a single YAML document, got a second one (remove the \"---\")");
     }
-    try {
-      return ParseTop(documents[0]);
-    } catch (const YAML::Exception& e) {
-      // Not expected: every node is type-checked before it is read.
-      return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
-    }
+    return documents[0];
   }
 
- private:
   absl::Status Error(int line, absl::string_view path, absl::string_view message) const {
     std::string text(name_);
     if (line > 0) absl::StrAppend(&text, ":", line);
@@ -683,6 +768,7 @@ class Parser {
     if (status.ok()) status = ParseDelivery(*top, &config.delivery);
     if (status.ok()) status = ParseLimits(*top, &config.limits);
     if (status.ok()) status = ParseLog(*top, &config.log);
+    if (status.ok()) status = ReadString(*top, "hash_key_file", &config.hash_key_file);
     if (status.ok()) status = ParseDatasets(*top, config.delivery, &config.datasets);
     if (!status.ok()) return status;
     return config;
@@ -865,19 +951,385 @@ class Parser {
   absl::Status ParseDatasets(const Fields& top, const DeliveryConfig& delivery,
                              std::vector<DatasetConfig>* out) const {
     std::map<std::string, int> names;
-    return ReadListOfMaps(top, "datasets", "dataset", kDatasetKeys, [&](const Fields& fields) {
+    return ReadListOfMaps(top, "datasets", "dataset", kDatasetEntryKeys, [&](const Fields& fields) {
       DatasetConfig dataset;
-      absl::Status status = ReadName(fields, "dataset", &names, &dataset.name);
-      if (status.ok()) status = ReadUint32(fields, "partitions", 1, 1024, &dataset.partitions);
-      if (status.ok()) status = ReadChoice(fields, "format", kDatasetFormats, &dataset.format);
-      if (status.ok()) status = ReadSize(fields, "quota", 0, kMaxAnySize, &dataset.quota_bytes);
-      if (status.ok()) status = ParseQuarantine(fields, &dataset);
-      if (status.ok()) {
-        status = ParseDestinations(fields, dataset.name, delivery, &dataset.destinations);
-      }
+      absl::Status status = fields.Find("spec_file") != nullptr
+                                ? ReadSpecFile(fields, delivery, &names, &dataset)
+                                : ParseDataset(fields, delivery, &names, &dataset);
       if (status.ok()) out->push_back(std::move(dataset));
       return status;
     });
+  }
+
+  // A `datasets[]` entry {spec_file: path}: the dataset spec in that file.
+  absl::Status ReadSpecFile(const Fields& fields, const DeliveryConfig& delivery,
+                            std::map<std::string, int>* names, DatasetConfig* out) const {
+    for (const auto& [key, entry] : fields.entries) {
+      if (key != "spec_file") {
+        return Error(entry.line, fields.PathOf(key),
+                     "a dataset entry with spec_file takes no other keys (the dataset is "
+                     "described in that file)");
+      }
+    }
+    std::string path;
+    if (absl::Status status = ReadString(fields, "spec_file", &path); !status.ok()) return status;
+    const int line = fields.Find("spec_file")->line;
+    // Relative to the directory of the config file.
+    if (path[0] != '/') {
+      const size_t slash = name_.rfind('/');
+      if (slash != absl::string_view::npos) {
+        path = absl::StrCat(name_.substr(0, slash + 1), path);
+      }
+    }
+    absl::StatusOr<std::string> text = ReadTextFile(path, "dataset spec file");
+    if (!text.ok()) {
+      return Error(line, fields.PathOf("spec_file"), text.status().message());
+    }
+    absl::StatusOr<DatasetConfig> dataset = Parser(path).ParseSpec(*text, delivery);
+    if (!dataset.ok()) return dataset.status();
+    auto [previous, inserted] = names->try_emplace(dataset->name, line);
+    if (!inserted) {
+      return Error(line, fields.PathOf("spec_file"),
+                   absl::StrCat("duplicate dataset name ", Quote(dataset->name), " in ", path,
+                                " (first defined at line ", previous->second, ")"));
+    }
+    *out = std::move(*dataset);
+    out->spec_file = path;
+    return absl::OkStatus();
+  }
+
+  // The keys of a dataset (a `datasets[]` entry or a dataset spec document).
+  absl::Status ParseDataset(const Fields& fields, const DeliveryConfig& delivery,
+                            std::map<std::string, int>* names, DatasetConfig* dataset) const {
+    absl::Status status = ReadName(fields, "dataset", names, &dataset->name);
+    if (status.ok()) status = ReadUint32(fields, "partitions", 1, 1024, &dataset->partitions);
+    if (status.ok()) status = ReadChoice(fields, "format", kDatasetFormats, &dataset->format);
+    if (status.ok()) status = ReadSize(fields, "quota", 0, kMaxAnySize, &dataset->quota_bytes);
+    if (status.ok()) status = ParseQuarantine(fields, dataset);
+    if (status.ok()) {
+      status = ParseDestinations(fields, dataset->name, delivery, &dataset->destinations);
+    }
+    if (status.ok()) status = ParseContract(fields, dataset);
+    if (status.ok() && dataset->contract.has_value()) {
+      // Replaced by the whole text for a spec document (ParseSpec).
+      YAML::Emitter emitter;
+      emitter << YAML::BeginMap << YAML::Key << "name" << YAML::Value << dataset->name << YAML::Key
+              << "contract" << YAML::Value << fields.Find("contract")->value << YAML::EndMap;
+      if (emitter.good()) dataset->source_yaml = emitter.c_str();
+    }
+    return status;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // `contract`
+
+  absl::Status ParseContract(const Fields& dataset, DatasetConfig* out) const {
+    const Entry* entry = dataset.Find("contract");
+    if (entry == nullptr) return absl::OkStatus();
+    if (out->format == "raw") {
+      return Error(entry->line, dataset.PathOf("contract"),
+                   "a contract needs format json (raw payloads are not parsed)");
+    }
+    absl::StatusOr<Fields> fields = ReadSection(dataset, "contract", kContractKeys);
+    if (!fields.ok()) return fields.status();
+    wharf::v1::ContractSpec spec;
+    absl::Status status = ParseSchema(*fields, &spec);
+    if (status.ok() && fields->Find("compatibility") != nullptr) {
+      std::string mode;
+      status = ReadChoice(*fields, "compatibility", kCompatibilities, &mode);
+      wharf::v1::CompatibilityMode value = wharf::v1::COMPATIBILITY_MODE_UNSPECIFIED;
+      if (status.ok() && wharf::v1::CompatibilityMode_Parse(mode, &value)) {
+        spec.set_compatibility(value);
+      }
+    }
+    if (status.ok() && fields->Find("format_assertions") != nullptr) {
+      bool assertions = true;
+      status = ReadBool(*fields, "format_assertions", &assertions);
+      spec.set_format_assertions(assertions);
+    }
+    if (status.ok()) {
+      status = ReadOptionalListOfMaps(*fields, "rules", "rule", kRuleKeys, [&](const Fields& rule) {
+        wharf::v1::RuleSpec* r = spec.add_rules();
+        absl::Status st = Require(rule, "name", "");
+        if (st.ok()) st = ReadString(rule, "name", r->mutable_name());
+        if (st.ok()) st = Require(rule, "expr", " (the rule's boolean expression)");
+        if (st.ok()) st = ReadString(rule, "expr", r->mutable_expr());
+        return st;
+      });
+    }
+    if (status.ok()) {
+      status = ReadOptionalListOfMaps(*fields, "pii", "PII detector", kPiiKeys,
+                                      [&](const Fields& pii) { return ParsePii(pii, &spec); });
+    }
+    if (status.ok()) {
+      status = ReadOptionalListOfMaps(
+          *fields, "transforms", "transform step", kTransformKeys,
+          [&](const Fields& step) { return ParseTransform(step, spec.add_transforms()); });
+    }
+    if (!status.ok()) return status;
+    out->contract = std::move(spec);
+    return absl::OkStatus();
+  }
+
+  // `schema`: a JSON Schema written as YAML, or a string holding its JSON text.
+  absl::Status ParseSchema(const Fields& contract, wharf::v1::ContractSpec* spec) const {
+    const Entry* entry = contract.Find("schema");
+    if (entry == nullptr) return absl::OkStatus();
+    const std::string path = contract.PathOf("schema");
+    if (entry->value.IsScalar() && entry->value.Tag() != "?") {
+      // A quoted or block string: JSON text.
+      const std::string& text = entry->value.Scalar();
+      rapidjson::Document document;
+      document.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
+      if (document.HasParseError()) {
+        return Error(entry->line, path,
+                     absl::StrCat("expected a JSON Schema (a YAML map, or a string of JSON text), "
+                                  "got a string that is not JSON: ",
+                                  rapidjson::GetParseError_En(document.GetParseError()),
+                                  " at character ", document.GetErrorOffset()));
+      }
+      if (!document.IsObject() && !document.IsBool()) {
+        return Error(entry->line, path,
+                     "expected a JSON Schema (a JSON object or true/false), got other JSON");
+      }
+      spec->set_json_schema(text);
+      return absl::OkStatus();
+    }
+    if (!entry->value.IsMap() && !entry->value.IsScalar()) {
+      return Expected(entry->line, path, "a JSON Schema (a YAML map, or a string of JSON text)",
+                      Describe(entry->value));
+    }
+    absl::StatusOr<std::string> json = ToJson(entry->value, entry->line, path);
+    if (!json.ok()) return json.status();
+    if (entry->value.IsScalar() && *json != "true" && *json != "false") {
+      return Expected(entry->line, path, "a JSON Schema (a YAML map, or a string of JSON text)",
+                      Describe(entry->value));
+    }
+    spec->set_json_schema(*std::move(json));
+    return absl::OkStatus();
+  }
+
+  absl::Status ParsePii(const Fields& fields, wharf::v1::ContractSpec* spec) const {
+    wharf::v1::PiiSpec* pii = spec->add_pii();
+    std::string detector;
+    absl::Status status =
+        Require(fields, "detector", absl::StrCat(" (expected ", OneOf(kPiiDetectors), ")"));
+    if (status.ok()) status = ReadChoice(fields, "detector", kPiiDetectors, &detector);
+    if (!status.ok()) return status;
+    static constexpr std::pair<absl::string_view, wharf::v1::PiiDetector> kDetectors[] = {
+        {"email", wharf::v1::PII_EMAIL},
+        {"phone", wharf::v1::PII_PHONE},
+        {"payment_card", wharf::v1::PII_PAYMENT_CARD},
+        {"iban", wharf::v1::PII_IBAN},
+        {"us_ssn", wharf::v1::PII_US_SSN},
+        {"ip_address", wharf::v1::PII_IP_ADDRESS}};
+    for (const auto& [name, value] : kDetectors) {
+      if (name == detector) pii->set_detector(value);
+    }
+    status = ReadStringList(fields, "fields", pii->mutable_fields());
+    std::string action;
+    if (status.ok()) {
+      status = Require(fields, "action", absl::StrCat(" (expected ", OneOf(kPiiActions), ")"));
+    }
+    if (status.ok()) status = ReadChoice(fields, "action", kPiiActions, &action);
+    if (!status.ok()) return status;
+    static constexpr std::pair<absl::string_view, wharf::v1::PiiAction> kActions[] = {
+        {"quarantine", wharf::v1::PII_QUARANTINE},
+        {"mask", wharf::v1::PII_MASK},
+        {"hash", wharf::v1::PII_HASH},
+        {"drop", wharf::v1::PII_DROP}};
+    for (const auto& [name, value] : kActions) {
+      if (name == action) pii->set_action(value);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseTransform(const Fields& fields, wharf::v1::TransformSpec* step) const {
+    absl::Status status =
+        Require(fields, "op", absl::StrCat(" (expected ", OneOf(kTransformOps), ")"));
+    if (status.ok()) status = ReadChoice(fields, "op", kTransformOps, step->mutable_op());
+    if (status.ok()) status = ReadString(fields, "path", step->mutable_path());
+    if (status.ok()) status = ReadStringList(fields, "paths", step->mutable_paths());
+    if (status.ok()) status = ReadString(fields, "to", step->mutable_to());
+    if (status.ok()) {
+      if (const Entry* value = fields.Find("value"); value != nullptr) {
+        absl::StatusOr<std::string> json =
+            ToJson(value->value, value->line, fields.PathOf("value"));
+        if (!json.ok()) return json.status();
+        step->set_value_json(*std::move(json));
+      }
+    }
+    if (status.ok()) status = ReadString(fields, "expr", step->mutable_expr());
+    if (status.ok()) status = ReadString(fields, "type", step->mutable_type());
+    if (status.ok())
+      status = ReadStringList(fields, "input_formats", step->mutable_input_formats());
+    if (status.ok()) status = ReadString(fields, "output_format", step->mutable_output_format());
+    if (status.ok() && fields.Find("length") != nullptr) {
+      uint32_t length = 0;
+      status = ReadUint32(fields, "length", 0, 1u << 30, &length);
+      step->set_length(length);
+    }
+    if (status.ok()) status = ReadText(fields, "separator", step->mutable_separator());
+    if (status.ok()) status = ReadStringMap(fields, "fields", step->mutable_fields());
+    return status;
+  }
+
+  // Like ReadListOfMaps, but the list may be absent or empty.
+  template <typename Read>
+  absl::Status ReadOptionalListOfMaps(const Fields& fields, absl::string_view key,
+                                      absl::string_view what,
+                                      std::span<const absl::string_view> known, Read read) const {
+    const Entry* list = fields.Find(key);
+    if (list == nullptr || list->value.IsNull()) return absl::OkStatus();
+    if (!list->value.IsSequence()) {
+      return Refuse(fields, key, absl::StrCat("a list of ", what, "s"));
+    }
+    if (list->value.size() == 0) return absl::OkStatus();
+    return ReadListOfMaps(fields, key, what, known, read);
+  }
+
+  // A list of non-empty strings at `key` (absent: nothing added).
+  absl::Status ReadStringList(const Fields& fields, absl::string_view key,
+                              google::protobuf::RepeatedPtrField<std::string>* out) const {
+    const Entry* entry = fields.Find(key);
+    if (entry == nullptr) return absl::OkStatus();
+    if (!entry->value.IsSequence()) return Refuse(fields, key, "a list of strings");
+    size_t i = 0;
+    for (auto it = entry->value.begin(); it != entry->value.end(); ++it, ++i) {
+      const YAML::Node item = *it;
+      if (!item.IsScalar() || item.Scalar().empty()) {
+        return Expected(LineOf(item) > 0 ? LineOf(item) : entry->line,
+                        absl::StrCat(fields.PathOf(key), "[", i, "]"), "a non-empty string",
+                        Describe(item));
+      }
+      out->Add(std::string(item.Scalar()));
+    }
+    return absl::OkStatus();
+  }
+
+  // A map of non-empty strings to non-empty strings at `key`, keys unique.
+  absl::Status ReadStringMap(const Fields& fields, absl::string_view key,
+                             google::protobuf::Map<std::string, std::string>* out) const {
+    const Entry* entry = fields.Find(key);
+    if (entry == nullptr) return absl::OkStatus();
+    if (!entry->value.IsMap()) return Refuse(fields, key, "a map of names to strings");
+    for (const auto& pair : entry->value) {
+      const YAML::Node name = pair.first;
+      const YAML::Node value = pair.second;
+      const int line = LineOf(name) > 0 ? LineOf(name) : entry->line;
+      if (!name.IsScalar() || name.Scalar().empty()) {
+        return Expected(line, fields.PathOf(key), "keys that are names", Describe(name));
+      }
+      const std::string path = absl::StrCat(fields.PathOf(key), ".", name.Scalar());
+      if (!value.IsScalar() || value.Scalar().empty()) {
+        return Expected(line, path, "a non-empty string", Describe(value));
+      }
+      if (!out->insert({name.Scalar(), value.Scalar()}).second) {
+        return Error(line, path, "duplicate key");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // `node` as JSON text. Plain scalars follow YAML's core schema where it agrees with JSON:
+  // null / ~ / empty, true / false and JSON numbers; any other plain scalar is a string, except
+  // numbers JSON cannot write as YAML wrote them (0x1F, +1, .5, .inf), which are refused rather
+  // than guessed. Quoted scalars are strings. Map keys are strings.
+  absl::StatusOr<std::string> ToJson(const YAML::Node& node, int line,
+                                     const std::string& path) const {
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    if (absl::Status status = WriteJson(node, line, path, 0, &writer); !status.ok()) {
+      return status;
+    }
+    return std::string(buffer.GetString(), buffer.GetSize());
+  }
+
+  absl::Status WriteJson(const YAML::Node& node, int line, const std::string& path, int depth,
+                         rapidjson::Writer<rapidjson::StringBuffer>* writer) const {
+    if (depth > kMaxJsonDepth) {
+      return Error(line, path, absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels"));
+    }
+    if (LineOf(node) > 0) line = LineOf(node);
+    switch (node.Type()) {
+      case YAML::NodeType::Null:
+      case YAML::NodeType::Undefined:
+        writer->Null();
+        return absl::OkStatus();
+      case YAML::NodeType::Scalar:
+        return WriteScalar(node, line, path, writer);
+      case YAML::NodeType::Sequence: {
+        writer->StartArray();
+        size_t i = 0;
+        for (auto it = node.begin(); it != node.end(); ++it, ++i) {
+          absl::Status status =
+              WriteJson(*it, line, absl::StrCat(path, "[", i, "]"), depth + 1, writer);
+          if (!status.ok()) return status;
+        }
+        writer->EndArray();
+        return absl::OkStatus();
+      }
+      case YAML::NodeType::Map: {
+        writer->StartObject();
+        std::map<std::string, int, std::less<>> seen;
+        for (const auto& pair : node) {
+          const YAML::Node key = pair.first;
+          const int key_line = LineOf(key) > 0 ? LineOf(key) : line;
+          if (!key.IsScalar()) {
+            return Expected(key_line, path, "keys that are strings",
+                            absl::StrCat("a key that is ", Describe(key)));
+          }
+          const std::string& name = key.Scalar();
+          if (auto [previous, inserted] = seen.try_emplace(name, key_line); !inserted) {
+            return Error(key_line, absl::StrCat(path, ".", name),
+                         absl::StrCat("duplicate key (first set at line ", previous->second, ")"));
+          }
+          writer->Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
+          absl::Status status =
+              WriteJson(pair.second, key_line, absl::StrCat(path, ".", name), depth + 1, writer);
+          if (!status.ok()) return status;
+        }
+        writer->EndObject();
+        return absl::OkStatus();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteScalar(const YAML::Node& node, int line, const std::string& path,
+                           rapidjson::Writer<rapidjson::StringBuffer>* writer) const {
+    const std::string& text = node.Scalar();
+    const auto write_string = [&] {
+      writer->String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+      return absl::OkStatus();
+    };
+    if (node.Tag() != "?") return write_string();  // quoted, or an explicit tag such as !!str
+    if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL") {
+      writer->Null();
+      return absl::OkStatus();
+    }
+    if (text == "true" || text == "True" || text == "TRUE") {
+      writer->Bool(true);
+      return absl::OkStatus();
+    }
+    if (text == "false" || text == "False" || text == "FALSE") {
+      writer->Bool(false);
+      return absl::OkStatus();
+    }
+    static const RE2 kJsonNumber(R"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?)");
+    static const RE2 kYamlNumber(
+        R"([-+]?(0x[0-9a-fA-F]+|0o[0-7]+|[0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-9]+)?|\.(inf|Inf|INF)|\.(nan|NaN|NAN)))");
+    if (RE2::FullMatch(text, kJsonNumber)) {
+      writer->RawValue(text.data(), text.size(), rapidjson::kNumberType);
+      return absl::OkStatus();
+    }
+    if (RE2::FullMatch(text, kYamlNumber)) {
+      return Error(line, path,
+                   absl::StrCat("the number ", Quote(text),
+                                " has no JSON form as written: write it as a JSON number (e.g. "
+                                "-12, 0.5, 1e3) or quote it to mean a string"));
+    }
+    return write_string();
   }
 
   absl::Status ParseQuarantine(const Fields& dataset, DatasetConfig* out) const {
@@ -1180,29 +1632,15 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
 }
 
 absl::StatusOr<Config> LoadConfig(const std::string& path) {
-  const std::string context = absl::StrCat("cannot read config file ", path);
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, context);
-  std::string text;
-  char buffer[64 * 1024];
-  while (true) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int error = errno;
-      close(fd);
-      return absl::ErrnoToStatus(error, context);
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-    if (text.size() > kMaxFileBytes) {
-      close(fd);
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": expected a config file of at most 16MiB, got a larger file"));
-    }
-  }
-  close(fd);
-  return ParseConfig(text, path);
+  absl::StatusOr<std::string> text = ReadTextFile(path, "config file");
+  if (!text.ok()) return text.status();
+  return ParseConfig(*text, path);
+}
+
+absl::StatusOr<DatasetConfig> ParseDatasetSpec(const std::string& yaml_text,
+                                               const std::string& name,
+                                               const DeliveryConfig& delivery) {
+  return Parser(name).ParseSpec(yaml_text, delivery);
 }
 
 }  // namespace wharf::server

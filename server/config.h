@@ -115,16 +115,16 @@ struct DatasetConfig {
   // `contract`: the dataset's data contract (JSON Schema, rules, PII detectors, transforms; the
   // format is in docs/CONTRACTS.md). nullopt when absent: records are only checked to be JSON
   // objects (format json) or passed through (format raw; a contract needs format json).
-  std::optional<wharf::v1::ContractSpec> contract;
+  std::optional<wharf::v1::ContractSpec> contract = std::nullopt;
   // The YAML text this dataset was read from: the whole spec file for a `spec_file` entry, the
   // `datasets[]` entry's lines for an inline one. Stored with each contract version so that
   // `wharfctl get contract` shows what was applied. Not a YAML key.
-  std::string source_yaml;
+  std::string source_yaml = "";
   // `spec_file`: a `datasets[]` entry may consist of this key alone, naming a dataset spec file
   // (one YAML document with the keys of a `datasets[]` entry, see ParseDatasetSpec) that is read
   // in its place. A relative path is relative to the config file's directory. Here: the path it
   // was read from, "" for an inline entry.
-  std::string spec_file;
+  std::string spec_file = "";
 };
 
 // `batching`
