@@ -87,7 +87,7 @@ wharf::v1::ContractVersion MakeVersion() {
   rule->set_expr("amount != null && (currency == null || currency in [\"EUR\", \"USD\", \"CHF\"])");
   rule = spec->add_rules();
   rule->set_name("items_have_qty");
-  rule->set_expr("len(coalesce(items, [])) == 0 || items[0].qty == null || items[0].qty >= 0");
+  rule->set_expr("is_null(items) || items[0].qty == null || items[0].qty >= 0");
   AddPii(spec, wharf::v1::PII_US_SSN, wharf::v1::PII_QUARANTINE, {});
   AddPii(spec, wharf::v1::PII_EMAIL, wharf::v1::PII_MASK, {});
   AddPii(spec, wharf::v1::PII_PAYMENT_CARD, wharf::v1::PII_HASH, {});

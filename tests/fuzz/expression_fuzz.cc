@@ -69,12 +69,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto expr = Expression::Compile(text);
   if (!expr.ok()) {
     WHARF_FUZZ_CHECK(expr.status().code() == absl::StatusCode::kInvalidArgument);
-    const std::string_view message = expr.status().message();
+    const std::string message(expr.status().message());
     WHARF_FUZZ_CHECK(message.starts_with("position "));
     const size_t colon = message.find(':');
-    WHARF_FUZZ_CHECK(colon != std::string_view::npos);
+    WHARF_FUZZ_CHECK(colon != std::string::npos);
     uint64_t position = 0;
-    WHARF_FUZZ_CHECK(absl::SimpleAtoi(std::string(message.substr(9, colon - 9)), &position));
+    WHARF_FUZZ_CHECK(absl::SimpleAtoi(message.substr(9, colon - 9), &position));
     WHARF_FUZZ_CHECK(position >= 1 && position <= text.size() + 1);
     return 0;
   }

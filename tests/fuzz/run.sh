@@ -31,7 +31,8 @@ if command -v ccache > /dev/null; then
   LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
 mkdir -p build-fuzz
-# (CC/CXX only matter on the first configure.) -O1 without NDEBUG: fast enough to fuzz, and RapidJSON's and the project's assertions stay on.
+# CC/CXX only matter on the first configure. -O1 without NDEBUG: fast enough to fuzz, and the
+# assertions of RapidJSON and of project code stay on.
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" -DWHARF_FUZZ=ON -DWHARF_BUILD_BENCH=OFF \
   "${LAUNCHER[@]}" > build-fuzz/configure.log
@@ -47,7 +48,7 @@ for target in "${TARGETS[@]}"; do
   # The first directory receives new inputs; the seed corpus is only read.
   if ! (cd "$work" && "$ROOT/build-fuzz/tests/fuzz/$target" -max_total_time="$SECONDS_PER_TARGET" \
       -rss_limit_mb=2048 -timeout=10 -max_len=4096 -print_final_stats=1 \
-      corpus "$ROOT/tests/fuzz/corpus/$target") > "$work.log" 2>&1; then
+      corpus "$ROOT/tests/fuzz/corpus/$target") < /dev/null > "$work.log" 2>&1; then
     failed+=("$target")
   fi
   grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' "$work.log" || true
