@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Wharf needs to build, test and run, from Debian bookworm packages.
 # Idempotent: packages already installed are left alone; apt runs only when something is missing.
-# Usage: deploy/install-deps.sh [--tests|--bench]   (--tests adds what tests/run.sh uses,
-# --bench what bench/run.sh uses)
+# Usage: deploy/install-deps.sh [--tests|--bench|--fuzz]   (--tests adds what tests/run.sh uses,
+# --bench what bench/run.sh uses, --fuzz what tests/fuzz/run.sh uses)
 set -euo pipefail
 
 PACKAGES=(
@@ -24,6 +24,10 @@ if [[ "${1:-}" == "--tests" || "${1:-}" == "--bench" ]]; then
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(gnuplot-nox libvalijson-dev)
+fi
+# Fuzzing: clang with libFuzzer and the sanitizer runtimes.
+if [[ "${1:-}" == "--fuzz" ]]; then
+  PACKAGES+=(clang-14 libclang-rt-14-dev ccache)
 fi
 
 missing=()

@@ -92,6 +92,11 @@ constexpr absl::string_view kPiiActions[] = {"quarantine", "mask", "hash", "drop
 // Nesting bound of YAML values turned into JSON (schemas, transform values): deeper documents
 // are refused instead of recursing without limit.
 constexpr int kMaxJsonDepth = 128;
+// Bound on the values one YAML value turns into: YAML aliases repeat a subtree without repeating
+// its text, so a few hundred bytes (nine levels of ten aliases, "billion laughs") would expand to
+// 10^9 values - hours of CPU and gigabytes of JSON - within the depth bound. Spec files also
+// arrive over the Control API (`wharfctl apply -f`). See docs/reliability/fuzzing.md.
+constexpr size_t kMaxJsonValues = 100000;
 constexpr absl::string_view kQuarantineKeys[] = {"quota", "retention"};
 // Every key of any destination type (for unknown-key errors and suggestions)...
 constexpr absl::string_view kDestinationKeys[] = {"name",
@@ -1239,17 +1244,25 @@ class Parser {
                                      const std::string& path) const {
     rapidjson::StringBuffer buffer;
     rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-    if (absl::Status status = WriteJson(node, line, path, 0, &writer); !status.ok()) {
+    size_t values_left = kMaxJsonValues;
+    if (absl::Status status = WriteJson(node, line, path, 0, &values_left, &writer); !status.ok()) {
       return status;
     }
     return std::string(buffer.GetString(), buffer.GetSize());
   }
 
   absl::Status WriteJson(const YAML::Node& node, int line, const std::string& path, int depth,
+                         size_t* values_left,
                          rapidjson::Writer<rapidjson::StringBuffer>* writer) const {
     if (depth > kMaxJsonDepth) {
       return Error(line, path, absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels"));
     }
+    if (*values_left == 0) {
+      return Error(line, path,
+                   absl::StrCat("expands to more than ", kMaxJsonValues,
+                                " values (a YAML alias repeated too often?)"));
+    }
+    --*values_left;
     if (LineOf(node) > 0) line = LineOf(node);
     switch (node.Type()) {
       case YAML::NodeType::Null:
@@ -1263,7 +1276,7 @@ class Parser {
         size_t i = 0;
         for (auto it = node.begin(); it != node.end(); ++it, ++i) {
           absl::Status status =
-              WriteJson(*it, line, absl::StrCat(path, "[", i, "]"), depth + 1, writer);
+              WriteJson(*it, line, absl::StrCat(path, "[", i, "]"), depth + 1, values_left, writer);
           if (!status.ok()) return status;
         }
         writer->EndArray();
@@ -1285,8 +1298,8 @@ class Parser {
                          absl::StrCat("duplicate key (first set at line ", previous->second, ")"));
           }
           writer->Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
-          absl::Status status =
-              WriteJson(pair.second, key_line, absl::StrCat(path, ".", name), depth + 1, writer);
+          absl::Status status = WriteJson(pair.second, key_line, absl::StrCat(path, ".", name),
+                                          depth + 1, values_left, writer);
           if (!status.ok()) return status;
         }
         writer->EndObject();

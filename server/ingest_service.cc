@@ -246,17 +246,24 @@ bool IngestService::TryReserve(uint64_t bytes) {
 void IngestService::Release(uint64_t bytes) { inflight_bytes_.fetch_sub(bytes); }
 
 absl::Status IngestService::Validate(const wharf::v1::ProduceRequest& request) const {
+  return ValidateProduceRequest(
+      request, limits_, [this](std::string_view dataset) { return store_->HasDataset(dataset); });
+}
+
+absl::Status ValidateProduceRequest(const wharf::v1::ProduceRequest& request,
+                                    const LimitsConfig& limits,
+                                    const std::function<bool(std::string_view)>& has_dataset) {
   if (request.dataset().empty()) return absl::InvalidArgumentError("dataset is required");
-  if (!store_->HasDataset(request.dataset())) {
+  if (!has_dataset(request.dataset())) {
     return absl::NotFoundError(absl::StrCat("unknown dataset \"", request.dataset(), "\""));
   }
   if (request.records_size() == 0) {
     return absl::InvalidArgumentError("request has no records");
   }
-  if (static_cast<uint64_t>(request.records_size()) > limits_.max_records_per_request) {
+  if (static_cast<uint64_t>(request.records_size()) > limits.max_records_per_request) {
     return absl::InvalidArgumentError(absl::StrCat("request has ", request.records_size(),
                                                    " records; max_records_per_request is ",
-                                                   limits_.max_records_per_request));
+                                                   limits.max_records_per_request));
   }
   if (request.producer_id().size() > kMaxProducerIdBytes) {
     return absl::InvalidArgumentError(absl::StrCat("producer_id is ", request.producer_id().size(),
@@ -266,17 +273,17 @@ absl::Status IngestService::Validate(const wharf::v1::ProduceRequest& request) c
     return absl::InvalidArgumentError("first_sequence + record count overflows 64 bits");
   }
   const size_t message_bytes = request.ByteSizeLong();
-  if (message_bytes > limits_.max_message_bytes) {
+  if (message_bytes > limits.max_message_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "request is ", message_bytes, " bytes; max_message_bytes is ", limits_.max_message_bytes));
+        "request is ", message_bytes, " bytes; max_message_bytes is ", limits.max_message_bytes));
   }
   for (int i = 0; i < request.records_size(); ++i) {
     const auto& r = request.records(i);
     uint64_t size = r.payload().size() + r.key().size();
     for (const auto& [k, v] : r.headers()) size += k.size() + v.size();
-    if (size > limits_.max_record_bytes) {
+    if (size > limits.max_record_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "record ", i, " is ", size, " bytes; max_record_bytes is ", limits_.max_record_bytes));
+          "record ", i, " is ", size, " bytes; max_record_bytes is ", limits.max_record_bytes));
     }
     if (r.payload().empty()) {
       return absl::InvalidArgumentError(absl::StrCat("record ", i, " has an empty payload"));

@@ -3,9 +3,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "server/config.h"
 #include "server/server_metrics.h"
@@ -54,6 +56,14 @@ class IngestService final : public wharf::v1::Ingest::CallbackService {
   ServerMetrics* const metrics_;
   std::atomic<uint64_t> inflight_bytes_{0};
 };
+
+// The checks of IngestService::Validate, with the dataset list as a predicate: a pure function
+// (no store, no gRPC), so that tests and the request fuzzer (tests/fuzz) can run it on any input.
+// OK, INVALID_ARGUMENT or NOT_FOUND, with a message naming the field, the record index and the
+// limit.
+absl::Status ValidateProduceRequest(const wharf::v1::ProduceRequest& request,
+                                    const LimitsConfig& limits,
+                                    const std::function<bool(std::string_view)>& has_dataset);
 
 // Fills `status` (a google.rpc.Status) from an absl status, adding a google.rpc.RetryInfo detail
 // when retry_after is positive.

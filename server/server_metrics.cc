@@ -12,8 +12,7 @@ const prometheus::Histogram::BucketBoundaries& AckBuckets() {
 }  // namespace
 
 ServerMetrics::ServerMetrics(prometheus::Registry* registry,
-                             const std::vector<std::string>& datasets)
-    : registry_(registry) {
+                             const std::vector<std::string>& datasets) {
   auto& records = prometheus::BuildCounter()
                       .Name("wharf_ingest_records_total")
                       .Help(

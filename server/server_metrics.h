@@ -48,7 +48,6 @@ class ServerMetrics {
   };
   const PerDataset* Find(const std::string& dataset) const;
 
-  prometheus::Registry* registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Gauge>* backlog_;
   prometheus::Family<prometheus::Gauge>* oldest_age_;

@@ -381,7 +381,9 @@ class Lexer {
     char_pos_.resize(text.size() + 1);
     size_t chars = 0;
     for (size_t i = 0; i < text.size(); ++i) {
-      if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) ++chars;
+      // A continuation byte starts no character, except at the very start (invalid UTF-8),
+      // where it must still count as one: positions are 1-based.
+      if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80 || i == 0) ++chars;
       char_pos_[i] = chars;
     }
     char_pos_[text.size()] = chars + 1;

@@ -198,7 +198,11 @@ bool IsIntegral(const Number& n) {
   return std::isfinite(n.d) && std::trunc(n.d) == n.d;
 }
 
+// NaN compares equal, as in the double-double case of CompareNumbers (`<` and `>` both false).
+// RapidJSON 1.1 yields NaN for some numbers just above DBL_MAX (1.79769313489623157e+308) under
+// kParseFullPrecisionFlag; without these checks the casts below are undefined (json_schema_fuzz).
 int CompareIntDouble(int64_t i, double d) {
+  if (std::isnan(d)) return 0;
   if (d >= 9223372036854775808.0) return -1;
   if (d < -9223372036854775808.0) return 1;
   double t = std::trunc(d);
@@ -210,6 +214,7 @@ int CompareIntDouble(int64_t i, double d) {
 }
 
 int CompareUintDouble(uint64_t u, double d) {
+  if (std::isnan(d)) return 0;
   if (d >= 18446744073709551616.0) return -1;
   if (d < 0) return 1;
   double t = std::trunc(d);
@@ -981,7 +986,10 @@ class DependentRequiredKeyword : public Keyword {
       : Keyword(kRankAssert), name_(name), deps_(std::move(deps)) {}
   bool Validate(const Value& v, EvalContext& ctx) const override {
     if (!v.IsObject()) return true;
-    for (const auto& [trigger, required] : deps_) {
+    for (const auto& dep : deps_) {
+      // Not a structured binding: clang before 16 cannot capture those in the lambda below.
+      const std::string& trigger = dep.first;
+      const std::vector<std::string>& required = dep.second;
       Value key(rapidjson::StringRef(trigger.data(), static_cast<SizeType>(trigger.size())));
       if (!v.HasMember(key)) continue;
       for (const std::string& r : required) {

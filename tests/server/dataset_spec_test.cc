@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -278,6 +279,29 @@ TEST(DatasetSpec, DeepValuesAreRefusedNotRecursed) {
   nested += "\n";
   spec = ParseDatasetSpec(WithContract(nested), "orders.yaml");
   EXPECT_TRUE(absl::IsInvalidArgument(spec.status())) << spec.status();
+}
+
+TEST(DatasetSpec, AliasExpansionIsBounded) {
+  // Nine levels of ten aliases: 10^9 values from 600 bytes ("billion laughs"). Refused quickly,
+  // not expanded (before the bound this ran for hours, growing gigabytes of JSON).
+  std::string laughs = "  schema:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 9; ++i) {
+    absl::StrAppend(&laughs, "    l", i, ": &l", i, " [");
+    for (int j = 0; j < 10; ++j) absl::StrAppend(&laughs, j > 0 ? ", " : "", "*l", i - 1);
+    absl::StrAppend(&laughs, "]\n");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<DatasetConfig> spec = ParseDatasetSpec(WithContract(laughs), "orders.yaml");
+  EXPECT_TRUE(absl::IsInvalidArgument(spec.status())) << spec.status();
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "expands to more than 100000 values"))
+      << spec.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  // Aliases as such are fine: a small expansion is accepted.
+  spec = ParseDatasetSpec(
+      WithContract(
+          "  schema:\n    $defs: {p: &p {type: integer}}\n    properties: {a: *p, b: *p}\n"),
+      "orders.yaml");
+  EXPECT_TRUE(spec.ok()) << spec.status();
 }
 
 // A temporary directory holding a config and spec files.

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "rapidjson/document.h"
 
 namespace wharf::pipeline::contract {
@@ -384,6 +385,10 @@ TEST(ExpressionTest, EvaluateBool) {
 
 TEST(ExpressionTest, SyntaxErrorsWithPositions) {
   EXPECT_EQ(CompileError(""), "position 1: empty expression");
+  // Invalid UTF-8 that starts with continuation bytes (found by expression_fuzz): positions stay
+  // 1-based; they used to read "position 0".
+  EXPECT_TRUE(absl::StartsWith(CompileError("\xa7\xa7$"), "position 1: "))
+      << CompileError("\xa7\xa7$");
   EXPECT_EQ(CompileError("   "), "position 1: empty expression");
   EXPECT_EQ(CompileError("(qty + 1"),
             "position 9: expected ')' closing the '(' at position 1, found end of expression");
