@@ -12,6 +12,8 @@
 #include <string_view>
 #include <utility>
 
+#include "google/protobuf/stubs/common.h"
+
 // Aborts with the condition and the location when `cond` is false, in every build type.
 #define WHARF_FUZZ_CHECK(cond)                                                           \
   do {                                                                                   \
@@ -30,40 +32,11 @@ inline std::pair<std::string_view, std::string_view> SplitFirstLine(std::string_
   return {text.substr(0, newline), text.substr(newline + 1)};
 }
 
-// Whether `text` is well-formed UTF-8 (no overlongs, surrogates or code points above U+10FFFF):
-// what protobuf requires of `string` fields, so specs built from fuzz input must satisfy it too.
+// Whether `text` is well-formed UTF-8: what protobuf requires of `string` fields (checked with
+// protobuf's own validator), so specs built from fuzz input must satisfy it too.
 inline bool IsValidUtf8(std::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    size_t n = 0;
-    uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    for (size_t k = 1; k <= n; ++k) {
-      if (i + k >= text.size()) return false;
-      const unsigned char cc = static_cast<unsigned char>(text[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n + 1;
-  }
-  return true;
+  return google::protobuf::internal::IsStructurallyValidUTF8(text.data(),
+                                                             static_cast<int>(text.size()));
 }
 
 // Finding F1 of docs/reliability/fuzzing.md, not fixed yet: RapidJSON 1.1's full-precision
