@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "pipeline/contract/json_number.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/memorystream.h"
@@ -29,6 +30,7 @@ class DepthLimitedHandler {
   explicit DepthLimitedHandler(rapidjson::Document* doc) : doc_(doc) {}
 
   bool too_deep() const { return too_deep_; }
+  bool number_too_big() const { return number_too_big_; }
 
   bool Null() { return doc_->Null(); }
   bool Bool(bool b) { return doc_->Bool(b); }
@@ -37,8 +39,10 @@ class DepthLimitedHandler {
   bool Int64(int64_t i) { return doc_->Int64(i); }
   bool Uint64(uint64_t u) { return doc_->Uint64(u); }
   bool Double(double d) { return doc_->Double(d); }
-  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
-    return doc_->RawNumber(s, n, copy);
+  // Numbers arrive as text (kParseNumbersAsStringsFlag) and are converted exactly: see
+  // json_number.h for why RapidJSON's own conversion is not used.
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool /*copy*/) {
+    return EmitJsonNumber(s, n, *this, &number_too_big_);
   }
   bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_->String(s, n, copy); }
   bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_->Key(s, n, copy); }
@@ -65,6 +69,7 @@ class DepthLimitedHandler {
   rapidjson::Document* doc_;
   int depth_ = 0;
   bool too_deep_ = false;
+  bool number_too_big_ = false;
 };
 
 bool IsJsonSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -79,13 +84,14 @@ bool ParsePayload(const std::string& payload, rapidjson::Document* doc,
   DepthLimitedHandler handler(doc);
   rapidjson::ParseResult ok;
   // kParseIterativeFlag: the recursive parser recurses once per nesting level and would overflow
-  // the stack on a payload of a million '['. kParseFullPrecisionFlag: doubles that are written
-  // back (transforms, PII rewrites) keep the value the producer sent.
+  // the stack on a payload of a million '['. kParseNumbersAsStringsFlag: numbers are converted
+  // exactly by the handler (json_number.h), so doubles that are written back (transforms, PII
+  // rewrites) keep the value the producer sent.
   auto generator = [&](rapidjson::Document&) {
     rapidjson::Reader reader;
     ok = reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag |
-                      rapidjson::kParseIterativeFlag | rapidjson::kParseFullPrecisionFlag>(is,
-                                                                                           handler);
+                      rapidjson::kParseIterativeFlag | rapidjson::kParseNumbersAsStringsFlag>(
+        is, handler);
     return !ok.IsError();
   };
   doc->Populate(generator);
@@ -95,6 +101,11 @@ bool ParsePayload(const std::string& payload, rapidjson::Document* doc,
     if (handler.too_deep()) {
       quarantine->set_message(absl::StrCat("payload is nested deeper than ", Contract::kMaxDepth,
                                            " levels at byte ", ok.Offset()));
+    } else if (handler.number_too_big()) {
+      quarantine->set_message(
+          absl::StrCat("payload is not valid JSON: ",
+                       rapidjson::GetParseError_En(rapidjson::kParseErrorNumberTooBig), " at byte ",
+                       ok.Offset()));
     } else {
       quarantine->set_message(
           absl::StrCat("payload is not valid JSON: ", rapidjson::GetParseError_En(ok.Code()),

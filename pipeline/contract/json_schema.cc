@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "pipeline/contract/json_number.h"
 #include "pipeline/contract/json_schema_formats.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/pointer.h"
@@ -2242,13 +2243,11 @@ JsonSchema::~JsonSchema() = default;
 absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(
     std::string_view schema_json, const JsonSchemaOptions& options) {
   auto compiled = std::make_unique<Compiled>();
-  compiled->doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseFullPrecisionFlag |
-                      rapidjson::kParseValidateEncodingFlag>(schema_json.data(),
-                                                             schema_json.size());
-  if (compiled->doc.HasParseError()) {
-    return SchemaError("schema is not valid JSON at offset " +
-                       std::to_string(compiled->doc.GetErrorOffset()) + ": " +
-                       rapidjson::GetParseError_En(compiled->doc.GetParseError()));
+  // Exact numbers (json_number.h): bounds such as `minimum` compare against the exact value.
+  const rapidjson::ParseResult parsed = ParseJsonExact(schema_json, &compiled->doc);
+  if (parsed.IsError()) {
+    return SchemaError("schema is not valid JSON at offset " + std::to_string(parsed.Offset()) +
+                       ": " + rapidjson::GetParseError_En(parsed.Code()));
   }
   if (DocumentDepth(compiled->doc) > kMaxSchemaDepth) {
     return SchemaError("schema document nested deeper than " + std::to_string(kMaxSchemaDepth) +

@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
+#include "pipeline/contract/json_number.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/pointer.h"
@@ -46,10 +47,6 @@ constexpr size_t kMaxIdentifierBytes = 63;
 constexpr size_t kCopyChunkBytes = size_t{1} << 20;
 // Statements of one delivery, for the bound on waiting for a pooled connection.
 constexpr int kStatementsPerDelivery = 5;
-
-constexpr unsigned kParseFlags = rapidjson::kParseIterativeFlag |
-                                 rapidjson::kParseValidateEncodingFlag |
-                                 rapidjson::kParseFullPrecisionFlag;
 
 std::string QuoteIdent(std::string_view name) {
   std::string out = "\"";
@@ -720,12 +717,13 @@ absl::Status PostgresDestination::Impl::ConvertRecord(const wharf::v1::StoredBat
   const wharf::v1::BatchManifest& m = batch.manifest();
   const std::string& payload = rec.payload();
   rapidjson::Document doc;
-  doc.Parse<kParseFlags>(payload.data(), payload.size());
-  if (doc.HasParseError()) {
-    return Prefix(absl::StatusCode::kInvalidArgument,
-                  absl::StrCat("record at offset ", rec.offset(), ": payload is not valid JSON: ",
-                               rapidjson::GetParseError_En(doc.GetParseError()), " at byte ",
-                               doc.GetErrorOffset()));
+  // Exact numbers (json_number.h): numeric and double columns get the value the producer sent.
+  const rapidjson::ParseResult parsed = contract::ParseJsonExact(payload, &doc);
+  if (parsed.IsError()) {
+    return Prefix(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("record at offset ", rec.offset(), ": payload is not valid JSON: ",
+                     rapidjson::GetParseError_En(parsed.Code()), " at byte ", parsed.Offset()));
   }
   for (size_t c = 0; c < columns_.size(); ++c) {
     const ColumnPlan& col = columns_[c];

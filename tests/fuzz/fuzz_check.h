@@ -39,25 +39,4 @@ inline bool IsValidUtf8(std::string_view text) {
                                                              static_cast<int>(text.size()));
 }
 
-// Finding F1 of docs/reliability/fuzzing.md, not fixed yet: RapidJSON 1.1's full-precision
-// number parsing (kParseFullPrecisionFlag) turns a zero written with an exponent or with many
-// decimals ("0e38", "0.0000000000000000000000000") into an arbitrary non-zero double, through
-// __builtin_clzll(0) (undefined behaviour, which stops a UBSan build). Targets whose code under
-// test parses with that flag skip such inputs, so that fuzzing reaches everything else. Errs on
-// the side of skipping: any run of '0' and '.' that starts a token and is followed by an
-// exponent or is longer than 20 characters.
-inline bool HasZeroSignificandNumber(std::string_view text) {
-  auto is_word = [](char c) {
-    return (c >= '0' && c <= '9') || c == '.' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-  };
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '0' || (i > 0 && is_word(text[i - 1]))) continue;
-    size_t j = i;
-    while (j < text.size() && (text[j] == '0' || text[j] == '.')) ++j;
-    if (j - i > 20) return true;
-    if (j < text.size() && (text[j] == 'e' || text[j] == 'E')) return true;
-  }
-  return false;
-}
-
 }  // namespace wharf::fuzz

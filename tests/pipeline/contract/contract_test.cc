@@ -507,6 +507,28 @@ TEST(ContractTest, NumbersKeepTheirValueWhenReserialized) {
             "\"neg\":-9223372036854775808,\"s\":\"\xc3\xa9\\n\",\"y\":1}");
 }
 
+// Fuzz finding F1: RapidJSON's full-precision parse turned these zeros into arbitrary doubles;
+// a schema minimum of 0 then refused them and a transform wrote the wrong number.
+TEST(ContractTest, ZerosWrittenWithExponentsStayZero) {
+  auto contract = MustCompile(Version(R"({"properties": {"a": {"minimum": 0, "maximum": 0}}})",
+                                      R"pb(
+                                        transforms { op: "rename" path: "/a" to: "/b" }
+                                      )pb",
+                                      1, 1));
+  ASSERT_NE(contract, nullptr);
+  for (const char* zero : {"0e38", "0.0000000000000000000000000", "0E-400"}) {
+    Outcome o = Exec(*contract, std::string(R"({"a": )") + zero + "}");
+    ASSERT_EQ(o.result, ProcessResult::kDeliver) << zero << ": " << o.quarantine.message();
+    EXPECT_EQ(o.payload, R"({"b":0.0})") << zero;
+  }
+  Outcome too_big = Exec(*contract, R"({"a": 1e400})");
+  EXPECT_EQ(too_big.result, ProcessResult::kQuarantine);
+  EXPECT_EQ(too_big.quarantine.reason(), wharf::v1::PARSE_ERROR);
+  EXPECT_EQ(too_big.quarantine.message(),
+            "payload is not valid JSON: Number too big to be stored in double. at byte 6")
+      << too_big.quarantine.message();
+}
+
 // --- Nesting depth ----------------------------------------------------------------------------
 
 TEST(ContractTest, NestingDeeperThan256LevelsIsRefused) {
