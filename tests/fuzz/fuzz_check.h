@@ -6,13 +6,16 @@
 //
 // Thread safety: pure functions.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "google/protobuf/stubs/common.h"
+#include "rapidjson/document.h"
 
 // Aborts with the condition and the location when `cond` is false, in every build type.
 #define WHARF_FUZZ_CHECK(cond)                                                           \
@@ -37,6 +40,29 @@ inline std::pair<std::string_view, std::string_view> SplitFirstLine(std::string_
 inline bool IsValidUtf8(std::string_view text) {
   return google::protobuf::internal::IsStructurallyValidUTF8(text.data(),
                                                              static_cast<int>(text.size()));
+}
+
+// Nesting depth of `root` (a scalar is 0), computed without recursion, so that harnesses can skip
+// inputs deeper than what the code under test is handed in production.
+inline int JsonDepth(const rapidjson::Value& root) {
+  struct Item {
+    const rapidjson::Value* v;
+    int depth;
+  };
+  std::vector<Item> stack = {{&root, 0}};
+  int max_depth = 0;
+  while (!stack.empty()) {
+    const Item item = stack.back();
+    stack.pop_back();
+    if (item.v->IsArray()) {
+      max_depth = std::max(max_depth, item.depth + 1);
+      for (const auto& e : item.v->GetArray()) stack.push_back({&e, item.depth + 1});
+    } else if (item.v->IsObject()) {
+      max_depth = std::max(max_depth, item.depth + 1);
+      for (const auto& m : item.v->GetObject()) stack.push_back({&m.value, item.depth + 1});
+    }
+  }
+  return max_depth;
 }
 
 }  // namespace wharf::fuzz

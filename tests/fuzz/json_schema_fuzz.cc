@@ -30,28 +30,6 @@ using wharf::pipeline::contract::SchemaViolation;
 // pipeline refuses records nested deeper than Contract::kMaxDepth (256) before validation.
 constexpr int kMaxInstanceDepth = 256;
 
-// Nesting depth of `v` (a scalar is 0), computed without recursion.
-int Depth(const rapidjson::Value& root) {
-  struct Item {
-    const rapidjson::Value* v;
-    int depth;
-  };
-  std::vector<Item> stack = {{&root, 0}};
-  int max_depth = 0;
-  while (!stack.empty()) {
-    const Item item = stack.back();
-    stack.pop_back();
-    if (item.v->IsArray()) {
-      max_depth = std::max(max_depth, item.depth + 1);
-      for (const auto& e : item.v->GetArray()) stack.push_back({&e, item.depth + 1});
-    } else if (item.v->IsObject()) {
-      max_depth = std::max(max_depth, item.depth + 1);
-      for (const auto& m : item.v->GetObject()) stack.push_back({&m.value, item.depth + 1});
-    }
-  }
-  return max_depth;
-}
-
 bool SameViolation(const SchemaViolation& a, const SchemaViolation& b) {
   return a.pointer == b.pointer && a.keyword == b.keyword && a.message == b.message;
 }
@@ -71,7 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   rapidjson::Document instance;
   if (wharf::pipeline::contract::ParseJsonExact(instance_text, &instance).IsError() ||
-      Depth(instance) > kMaxInstanceDepth) {
+      wharf::fuzz::JsonDepth(instance) > kMaxInstanceDepth) {
     return 0;
   }
 

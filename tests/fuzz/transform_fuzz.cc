@@ -47,27 +47,6 @@ constexpr char kDefaultRecord[] = R"({"id":"ord-1","amount":"12.50","qty":3,"pri
 "created":"2024-05-01T12:00:00+02:00","epoch":1714557600000,"flag":"true","nothing":null,
 "note":"Grüße 😀 日本 text","tags":["a","b"],"a/b":{"~x":1}})";
 
-int Depth(const rapidjson::Value& root) {
-  struct Item {
-    const rapidjson::Value* v;
-    int depth;
-  };
-  std::vector<Item> stack = {{&root, 0}};
-  int max_depth = 0;
-  while (!stack.empty()) {
-    const Item item = stack.back();
-    stack.pop_back();
-    if (item.v->IsArray()) {
-      max_depth = std::max(max_depth, item.depth + 1);
-      for (const auto& e : item.v->GetArray()) stack.push_back({&e, item.depth + 1});
-    } else if (item.v->IsObject()) {
-      max_depth = std::max(max_depth, item.depth + 1);
-      for (const auto& m : item.v->GetObject()) stack.push_back({&m.value, item.depth + 1});
-    }
-  }
-  return max_depth;
-}
-
 wharf::v1::TransformSpec ParseStep(std::string_view line) {
   wharf::v1::TransformSpec spec;
   size_t start = 0;
@@ -156,7 +135,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (wharf::pipeline::contract::ParseJsonExact(record_text, &a).IsError() || !a.IsObject()) {
     WHARF_FUZZ_CHECK(!wharf::pipeline::contract::ParseJsonExact(kDefaultRecord, &a).IsError());
   }
-  if (Depth(a) > kMaxRecordDepth) return 0;
+  if (wharf::fuzz::JsonDepth(a) > kMaxRecordDepth) return 0;
   rapidjson::Document b;
   b.CopyFrom(a, b.GetAllocator());
 
