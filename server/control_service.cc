@@ -530,7 +530,7 @@ absl::Status ControlService::DoApplyContract(const wharf::v1::ApplyContractReque
   // Serialises Apply + SetProcessor (see apply_mu_). Apply's version write is a synced PutMeta
   // done inline on this gRPC thread, as PauseDestination does: a confirmed apply survives a
   // crash, and the write is small and rare.
-  absl::MutexLock lock(&apply_mu_);
+  std::lock_guard<std::mutex> lock(apply_mu_);
   absl::StatusOr<pipeline::contract::ContractRegistry::ApplyResult> applied =
       contracts_->Apply(dataset, *document->contract, request.spec_yaml(), request.dry_run());
   if (!applied.ok()) return CompileErrorsOnePerLine(applied.status());

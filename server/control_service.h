@@ -2,11 +2,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "pipeline/contract/contract_registry.h"
 #include "pipeline/pipeline.h"
 #include "server/config.h"
@@ -101,7 +101,7 @@ class ControlService final : public wharf::v1::Control::CallbackService {
   const DeliveryConfig delivery_;
   // Held across registry Apply + pipeline SetProcessor: without it, of two concurrent applies
   // the one that stored the older version could install its processor last.
-  absl::Mutex apply_mu_;
+  std::mutex apply_mu_;
 };
 
 }  // namespace wharf::server

@@ -139,7 +139,7 @@ void CorruptionNotingLogger::Logv(const rocksdb::InfoLogLevel level, const char*
   if (level >= rocksdb::InfoLogLevel::WARN_LEVEL) {
     const std::string line = Format(format, ap);
     if (MentionsCorruption(line)) {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       for (std::string& f : StoreFilesNamedIn(line)) {
         if (damaged_.size() < kMaxNoted &&
             std::find(damaged_.begin(), damaged_.end(), f) == damaged_.end()) {
@@ -156,7 +156,7 @@ void CorruptionNotingLogger::Flush() {
 }
 
 std::vector<std::string> CorruptionNotingLogger::DamagedFiles() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return damaged_;
 }
 

@@ -2,11 +2,11 @@
 
 #include <cstdarg>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "rocksdb/env.h"
 #include "rocksdb/status.h"
 
@@ -38,7 +38,7 @@ class CorruptionNotingLogger final : public rocksdb::Logger {
   rocksdb::Status CloseImpl() override;
 
   const std::shared_ptr<rocksdb::Logger> inner_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::vector<std::string> damaged_ ABSL_GUARDED_BY(mu_);
 };
 

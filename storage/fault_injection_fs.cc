@@ -157,33 +157,33 @@ FaultInjectionFs::FaultInjectionFs(std::shared_ptr<rocksdb::FileSystem> target)
     : FileSystemWrapper(target) {}
 
 void FaultInjectionFs::SimulatePowerLoss() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   power_lost_ = true;
 }
 
 bool FaultInjectionFs::power_lost() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return power_lost_;
 }
 
 void FaultInjectionFs::InjectSyncError(uint64_t after_n, Scope scope) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   sync_error_ = {after_n, scope};
 }
 
 void FaultInjectionFs::InjectWriteError(uint64_t after_n, Scope scope) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   write_error_ = {after_n, scope};
 }
 
 void FaultInjectionFs::ClearErrors() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   sync_error_ = {};
   write_error_ = {};
 }
 
 uint64_t FaultInjectionFs::injected_errors() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return injected_errors_;
 }
 
@@ -195,7 +195,7 @@ bool FaultInjectionFs::InScope(const Injection& injection, const std::string& fn
 }
 
 IOStatus FaultInjectionFs::CheckPower(std::string_view what) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (power_lost_) {
     return IOStatus::IOError(absl::StrCat("simulated power loss: ", std::string(what), " refused"));
   }
@@ -203,7 +203,7 @@ IOStatus FaultInjectionFs::CheckPower(std::string_view what) const {
 }
 
 IOStatus FaultInjectionFs::BeforeAppend(const std::string& fname) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (power_lost_) return IOStatus::IOError("simulated power loss: append refused", fname);
   if (InScope(write_error_, fname, false)) {
     if (*write_error_.remaining == 0) {
@@ -216,7 +216,7 @@ IOStatus FaultInjectionFs::BeforeAppend(const std::string& fname) {
 }
 
 void FaultInjectionFs::SetSize(const std::string& fname, uint64_t size) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = files_.find(fname);
   if (it == files_.end()) return;  // not created through this wrapper: durable as it is
   it->second.size = size;
@@ -224,7 +224,7 @@ void FaultInjectionFs::SetSize(const std::string& fname, uint64_t size) {
 }
 
 IOStatus FaultInjectionFs::BeforeSync(const std::string& fname, bool directory) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (power_lost_) return IOStatus::IOError("simulated power loss: sync refused", fname);
   if (InScope(sync_error_, fname, directory)) {
     if (*sync_error_.remaining == 0) {
@@ -237,7 +237,7 @@ IOStatus FaultInjectionFs::BeforeSync(const std::string& fname, bool directory) 
 }
 
 void FaultInjectionFs::AfterFileSync(const std::string& fname, uint64_t synced_size) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = files_.find(fname);
   if (it == files_.end()) return;
   it->second.synced_size = std::max(it->second.synced_size, synced_size);
@@ -245,7 +245,7 @@ void FaultInjectionFs::AfterFileSync(const std::string& fname, uint64_t synced_s
 
 void FaultInjectionFs::AfterDirSync(const std::string& dirname) {
   const std::string dir = NormalizeDir(dirname);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   for (auto& [name, state] : files_) {
     if (ParentDir(name) == dir) state.entry_durable = true;
   }
@@ -268,7 +268,7 @@ IOStatus FaultInjectionFs::NewWritableFile(const std::string& fname,
   IOStatus s = target()->NewWritableFile(fname, opts, &file, dbg);
   if (!s.ok()) return s;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = files_.find(fname);
     // An existing name keeps its durable entry (the file is truncated, its inode stays).
     TrackNewFile(fname, existed && (it == files_.end() || it->second.entry_durable));
@@ -289,7 +289,7 @@ IOStatus FaultInjectionFs::ReopenWritableFile(const std::string& fname,
   uint64_t size = 0;
   if (!target()->GetFileSize(fname, opts.io_options, &size, dbg).ok()) size = 0;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = files_.find(fname);
     if (it == files_.end()) {
       // Untracked: what it holds now is durable; appends from here on are not until synced.
@@ -337,7 +337,7 @@ IOStatus FaultInjectionFs::DeleteFile(const std::string& fname, const IOOptions&
   if (IOStatus s = CheckPower("delete"); !s.ok()) return s;
   IOStatus s = target()->DeleteFile(fname, options, dbg);
   if (s.ok()) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     files_.erase(fname);
     std::erase_if(renames_, [&](const PendingRename& r) { return r.target == fname; });
   }
@@ -381,7 +381,7 @@ IOStatus FaultInjectionFs::RenameFile(const std::string& src, const std::string&
     // CURRENT file). Read before taking the lock: the read goes to the target file system.
     std::string contents;
     if (rocksdb::ReadFileToString(target(), target_name, &contents).ok()) {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       auto it = files_.find(target_name);
       if (it == files_.end()) {
         pending.old_contents = std::move(contents);
@@ -393,7 +393,7 @@ IOStatus FaultInjectionFs::RenameFile(const std::string& src, const std::string&
   }
   IOStatus s = target()->RenameFile(src, target_name, options, dbg);
   if (!s.ok()) return s;
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   FileState moved;
   auto it = files_.find(src);
   if (it != files_.end()) {
@@ -422,7 +422,7 @@ IOStatus FaultInjectionFs::LinkFile(const std::string& src, const std::string& t
 }
 
 absl::Status FaultInjectionFs::DropUnsyncedData(uint64_t keep_random_unsynced_seed) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const IOOptions io;
   std::mt19937_64 rng(keep_random_unsynced_seed);
   auto fail = [](const IOStatus& s, const std::string& what) {

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,7 +12,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "rocksdb/file_system.h"
 
 namespace wharf::storage {
@@ -160,7 +160,7 @@ class FaultInjectionFs final : public rocksdb::FileSystemWrapper {
   void TrackNewFile(const std::string& fname, bool existed_durably)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   bool power_lost_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, FileState> files_ ABSL_GUARDED_BY(mu_);
   std::vector<PendingRename> renames_ ABSL_GUARDED_BY(mu_);

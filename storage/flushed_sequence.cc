@@ -72,7 +72,7 @@ std::string CurrentManifestName(const std::string& store_dir) {
 
 void FlushedSequenceRecorder::OnFlushCompleted(rocksdb::DB* /*db*/,
                                                const rocksdb::FlushJobInfo& info) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (info.largest_seqno <= recorded_) return;
   if (absl::Status st = WriteFlushedSequence(store_dir_, info.largest_seqno); !st.ok()) {
     // Only the guard is weaker until the next flush; the store itself is fine.

@@ -1,12 +1,12 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "rocksdb/listener.h"
 
 namespace wharf::storage {
@@ -47,7 +47,7 @@ class FlushedSequenceRecorder final : public rocksdb::EventListener {
 
  private:
   const std::string store_dir_;
-  absl::Mutex mu_;
+  std::mutex mu_;
   uint64_t recorded_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -22,7 +22,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -473,7 +472,7 @@ class StagingStoreImpl final : public StagingStore {
     }
     wharf::v1::ValidationCheckpoint cp;
     {
-      absl::MutexLock lock(&counters_mu_);
+      std::lock_guard<std::mutex> lock(counters_mu_);
       cp = ds->partitions[commit.partition].validation;
     }
     if (commit.next_offset < cp.next_offset()) {
@@ -510,7 +509,7 @@ class StagingStoreImpl final : public StagingStore {
     if (absl::Status st = WriteDb(wo, &wb, "committing batch"); !st.ok()) {
       return st;
     }
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     ds->partitions[commit.partition].validation = cp;
     ds->quarantine_entries += commit.quarantine.size();
     ds->quarantine_bytes += quarantine_bytes;
@@ -710,7 +709,7 @@ class StagingStoreImpl final : public StagingStore {
     if (absl::Status st = WriteDb(wo, &wb, "quarantining refused records"); !st.ok()) {
       return st;
     }
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     ds->quarantine_entries += added;
     ds->quarantine_bytes += bytes_in;
     ds->quarantine_bytes -= std::min(ds->quarantine_bytes, bytes_out);
@@ -750,7 +749,7 @@ class StagingStoreImpl final : public StagingStore {
     if (absl::Status st = WriteDb(wo, &wb, "discarding quarantine entries"); !st.ok()) {
       return st;
     }
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     ds->quarantine_entries -= std::min(ds->quarantine_entries, found);
     ds->quarantine_bytes -= std::min(ds->quarantine_bytes, bytes);
     return found;
@@ -808,7 +807,7 @@ class StagingStoreImpl final : public StagingStore {
     if (absl::Status st = WriteDb(wo, &wb, "expiring quarantine"); !st.ok()) {
       return st;
     }
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     ds->quarantine_entries -= std::min(ds->quarantine_entries, n);
     ds->quarantine_bytes -= std::min(ds->quarantine_bytes, bytes);
     return n;
@@ -817,14 +816,14 @@ class StagingStoreImpl final : public StagingStore {
   uint64_t QuarantineBytes(std::string_view dataset) const override {
     DatasetState* ds = FindDataset(dataset);
     if (ds == nullptr) return 0;
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     return ds->quarantine_bytes;
   }
 
   uint64_t QuarantineEntries(std::string_view dataset) const override {
     DatasetState* ds = FindDataset(dataset);
     if (ds == nullptr) return 0;
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     return ds->quarantine_entries;
   }
 
@@ -875,14 +874,14 @@ class StagingStoreImpl final : public StagingStore {
                                          uint32_t partition) const override {
     auto it = datasets_.find(std::string(dataset));
     if (it == datasets_.end() || partition >= it->second->options.partitions) return {};
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     return it->second->partitions[partition];
   }
 
   uint64_t StagedBytes(std::string_view dataset) const override {
     auto it = datasets_.find(std::string(dataset));
     if (it == datasets_.end()) return 0;
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     return StagedBytesLocked(*it->second);
   }
 
@@ -904,7 +903,7 @@ class StagingStoreImpl final : public StagingStore {
 
   std::string NotAcceptingReason() const override {
     {
-      absl::MutexLock lock(&counters_mu_);
+      std::lock_guard<std::mutex> lock(counters_mu_);
       if (!not_accepting_.empty()) return not_accepting_;
     }
     // Appends are refused with UNAVAILABLE from the moment Stop() begins.
@@ -914,7 +913,7 @@ class StagingStoreImpl final : public StagingStore {
   }
 
   absl::Status WriteFailure() const override {
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     return failure_;
   }
 
@@ -922,7 +921,7 @@ class StagingStoreImpl final : public StagingStore {
   // background threads with the DB mutex held: must not call into the DB.
   void RecordFailure(const absl::Status& status) {
     {
-      absl::MutexLock lock(&counters_mu_);
+      std::lock_guard<std::mutex> lock(counters_mu_);
       if (!failure_.ok()) return;
       failure_ = status;
       not_accepting_ = absl::StrCat("staging store write failed (restart wharfd): ",
@@ -955,7 +954,7 @@ class StagingStoreImpl final : public StagingStore {
     }
     wharf::v1::RetentionCheckpoint cp;
     {
-      absl::MutexLock lock(&counters_mu_);
+      std::lock_guard<std::mutex> lock(counters_mu_);
       cp = ds->partitions[partition].retention;
     }
     const uint64_t mark = raw ? cp.raw_deleted_below() : cp.batches_deleted_below();
@@ -996,7 +995,7 @@ class StagingStoreImpl final : public StagingStore {
     if (absl::Status st = WriteDb(rocksdb::WriteOptions(), &wb, "retention delete"); !st.ok()) {
       return st;
     }
-    absl::MutexLock lock(&counters_mu_);
+    std::lock_guard<std::mutex> lock(counters_mu_);
     ds->partitions[partition].retention = cp;
     return deleted;
   }
@@ -1007,7 +1006,7 @@ class StagingStoreImpl final : public StagingStore {
   absl::Status WriteDb(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb,
                        std::string_view what) {
     {
-      absl::MutexLock lock(&counters_mu_);
+      std::lock_guard<std::mutex> lock(counters_mu_);
       if (!failure_.ok()) {
         return absl::UnavailableError(
             absl::StrCat(std::string(what),
@@ -1187,7 +1186,7 @@ class StagingStoreImpl final : public StagingStore {
       auto tkey = std::make_pair(ds, f.partition);
       auto t = touched->find(tkey);
       if (t == touched->end()) {
-        absl::MutexLock lock(&counters_mu_);
+        std::lock_guard<std::mutex> lock(counters_mu_);
         t = touched->emplace(tkey, ds->partitions[f.partition].ingest).first;
       }
       wharf::v1::PartitionIngestState& st = t->second;
@@ -1235,7 +1234,7 @@ class StagingStoreImpl final : public StagingStore {
     }
     absl::Status failed_earlier;
     {
-      absl::MutexLock lock(&counters_mu_);
+      std::lock_guard<std::mutex> lock(counters_mu_);
       failed_earlier = failure_;
       if (failure_.ok()) not_accepting_ = disk_reason;
     }
@@ -1322,7 +1321,7 @@ class StagingStoreImpl final : public StagingStore {
       if (ds->options.quota_bytes > 0) {
         uint64_t staged;
         {
-          absl::MutexLock lock(&counters_mu_);
+          std::lock_guard<std::mutex> lock(counters_mu_);
           staged = StagedBytesLocked(*ds);
         }
         if (staged + group_bytes[ds] + group[i].bytes > ds->options.quota_bytes) {
@@ -1351,7 +1350,7 @@ class StagingStoreImpl final : public StagingStore {
         auto key = std::make_pair(ds, p);
         auto t = touched.find(key);
         if (t == touched.end()) {
-          absl::MutexLock lock(&counters_mu_);
+          std::lock_guard<std::mutex> lock(counters_mu_);
           t = touched.emplace(key, ds->partitions[p].ingest).first;
         }
         wharf::v1::PartitionIngestState& st = t->second;
@@ -1436,7 +1435,7 @@ class StagingStoreImpl final : public StagingStore {
         }
       }
     } else {
-      absl::MutexLock lock(&counters_mu_);
+      std::lock_guard<std::mutex> lock(counters_mu_);
       for (const auto& [key, st] : touched) key.first->partitions[key.second].ingest = st;
       for (const auto& [qds, removed] : quarantine_removed) {
         qds->quarantine_entries -= std::min(qds->quarantine_entries, removed.first);
@@ -1477,7 +1476,7 @@ class StagingStoreImpl final : public StagingStore {
   std::unordered_map<std::string, wharf::v1::ProducerWindow> producer_cache_;
 
   // Counters of every partition (inside DatasetState) and the acceptance state.
-  mutable absl::Mutex counters_mu_;
+  mutable std::mutex counters_mu_;
   std::string not_accepting_ ABSL_GUARDED_BY(counters_mu_);
   // The first write failure (see WriteFailure()); OK while healthy.
   absl::Status failure_ ABSL_GUARDED_BY(counters_mu_);

@@ -109,7 +109,7 @@ absl::Status ContractRegistry::Load() {
     }
     contracts.current = *std::move(compiled);
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   datasets_ = std::move(loaded);
   return absl::OkStatus();
 }
@@ -122,7 +122,7 @@ absl::StatusOr<ContractRegistry::ApplyResult> ContractRegistry::Apply(
     return absl::InvalidArgumentError(
         absl::StrCat("invalid dataset name \"", dataset, "\": must be non-empty without '/'"));
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = datasets_.find(dataset);
   const ContractVersion* current = it == datasets_.end() ? nullptr : &it->second.history.back();
 
@@ -256,7 +256,7 @@ absl::StatusOr<ContractRegistry::ApplyResult> ContractRegistry::Apply(
 
 absl::StatusOr<ContractVersion> ContractRegistry::Get(
     const std::string& dataset, std::optional<uint32_t> schema_version) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = datasets_.find(dataset);
   if (it == datasets_.end()) {
     return absl::NotFoundError(absl::StrCat("dataset ", dataset, " has no contract"));
@@ -271,14 +271,14 @@ absl::StatusOr<ContractVersion> ContractRegistry::Get(
 }
 
 std::vector<ContractVersion> ContractRegistry::History(const std::string& dataset) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = datasets_.find(dataset);
   if (it == datasets_.end()) return {};
   return it->second.history;
 }
 
 std::shared_ptr<const Contract> ContractRegistry::Current(const std::string& dataset) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = datasets_.find(dataset);
   return it == datasets_.end() ? nullptr : it->second.current;
 }

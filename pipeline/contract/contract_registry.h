@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,7 +29,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "pipeline/contract/contract.h"
 #include "storage/staging_store.h"
 #include "wharf/v1/contract.pb.h"
@@ -101,7 +101,7 @@ class ContractRegistry {
 
   storage::StagingStore* const store_;
   const std::string hash_key_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, DatasetContracts> datasets_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -491,7 +491,7 @@ HttpDestination::HttpDestination(HttpDestinationOptions options, std::string dis
 }
 
 HttpDestination::~HttpDestination() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   for (void* handle : idle_handles_) curl_easy_cleanup(static_cast<CURL*>(handle));
   idle_handles_.clear();
 }
@@ -499,7 +499,7 @@ HttpDestination::~HttpDestination() {
 void* HttpDestination::AcquireHandle() {
   CURL* handle = nullptr;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!idle_handles_.empty()) {
       handle = static_cast<CURL*>(idle_handles_.back());
       idle_handles_.pop_back();
@@ -514,7 +514,7 @@ void HttpDestination::ReleaseHandle(void* handle) {
   // buffers, but keeps the handle's live connections and DNS cache for the next call.
   curl_easy_reset(static_cast<CURL*>(handle));
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (idle_handles_.size() < kMaxIdleHandles) {
       idle_handles_.push_back(handle);
       return;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -10,7 +11,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "pipeline/destination.h"
 #include "wharf/v1/record.pb.h"
 
@@ -135,7 +135,7 @@ class HttpDestination final : public Destination {
   std::vector<std::string> static_header_lines_;
   bool has_content_type_ = false;  // the configuration sets Content-Type
 
-  absl::Mutex mu_;
+  std::mutex mu_;
   // Idle easy handles (CURL*), at most kMaxIdleHandles; each keeps its own connections alive.
   std::vector<void*> idle_handles_ ABSL_GUARDED_BY(mu_);
 };

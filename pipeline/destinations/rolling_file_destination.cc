@@ -484,7 +484,7 @@ absl::Status RollingFileDestination::Recover() {
     changed = true;
   }
 
-  absl::MutexLock lock(&state_mu_);
+  std::lock_guard<std::mutex> lock(state_mu_);
   records_ = std::move(records);
   if (changed) {
     bool renamed = false;
@@ -630,7 +630,7 @@ absl::Status RollingFileDestination::WriteStateLocked(bool* renamed) {
 
 absl::Status RollingFileDestination::Persist(const Key& key, const PartitionRecord& record,
                                              bool* applied) {
-  absl::MutexLock lock(&state_mu_);
+  std::lock_guard<std::mutex> lock(state_mu_);
   PartitionRecord old;
   const auto it = records_.find(key);
   const bool existed = it != records_.end();
@@ -648,7 +648,7 @@ absl::Status RollingFileDestination::Persist(const Key& key, const PartitionReco
 }
 
 absl::Status RollingFileDestination::EnsureStateDurable() {
-  absl::MutexLock lock(&state_mu_);
+  std::lock_guard<std::mutex> lock(state_mu_);
   if (state_durable_) return absl::OkStatus();
   // An earlier write was renamed into place but its directory fsync failed: what the caller is
   // about to report may rest on it, so write (and sync) it again.
@@ -687,13 +687,13 @@ std::string RollingFileDestination::CommitIdFor(const PartitionRecord& r) {
 // Partitions
 
 RollingFileDestination::Partition* RollingFileDestination::GetPartition(const Key& key) {
-  absl::MutexLock lock(&partitions_mu_);
+  std::lock_guard<std::mutex> lock(partitions_mu_);
   std::unique_ptr<Partition>& slot = partitions_[key];
   if (slot == nullptr) {
     slot = std::make_unique<Partition>();
-    absl::MutexLock partition_lock(&slot->mu);  // uncontended; satisfies the annotations
+    std::lock_guard<std::mutex> partition_lock(slot->mu);  // uncontended; satisfies the annotations
     slot->key = key;
-    absl::MutexLock state_lock(&state_mu_);
+    std::lock_guard<std::mutex> state_lock(state_mu_);
     if (const auto it = records_.find(key); it != records_.end()) slot->record = it->second;
   }
   return slot.get();
@@ -703,12 +703,12 @@ std::vector<RollingFileDestination::Partition*> RollingFileDestination::AllParti
   // Partitions with an open file from before a restart exist only in records_ until touched.
   std::vector<Key> keys;
   {
-    absl::MutexLock lock(&state_mu_);
+    std::lock_guard<std::mutex> lock(state_mu_);
     for (const auto& [key, r] : records_) keys.push_back(key);
   }
   std::vector<Partition*> out;
   for (const Key& key : keys) out.push_back(GetPartition(key));
-  absl::MutexLock lock(&partitions_mu_);
+  std::lock_guard<std::mutex> lock(partitions_mu_);
   for (const auto& [key, p] : partitions_) {
     if (std::find(out.begin(), out.end(), p.get()) == out.end()) out.push_back(p.get());
   }
@@ -740,7 +740,7 @@ absl::Status RollingFileDestination::Deliver(const wharf::v1::StoredBatch& batch
         absl::StrCat(Absl(kWho), ": batch ", m.batch_id(), ": ", s.message()));
   }
   Partition* p = GetPartition(Key(m.dataset(), m.partition()));
-  absl::MutexLock lock(&p->mu);
+  std::lock_guard<std::mutex> lock(p->mu);
   return DeliverLocked(*p, batch, report);
 }
 
@@ -1076,7 +1076,7 @@ absl::Status RollingFileDestination::Roll(Partition& p) {
 
 absl::Status RollingFileDestination::RollIfDue(Partition& p, bool force,
                                                std::chrono::system_clock::time_point now) {
-  absl::MutexLock lock(&p.mu);
+  std::lock_guard<std::mutex> lock(p.mu);
   if (!p.record.open || !(force || Expired(p.record, now) || SizeReached(p.record))) {
     return absl::OkStatus();
   }

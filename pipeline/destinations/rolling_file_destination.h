@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -12,7 +13,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "pipeline/destination.h"
 #include "pipeline/destinations/file_util.h"
 #include "wharf/v1/record.pb.h"
@@ -190,7 +190,7 @@ class RollingFileDestination final : public Destination {
 
   // In-memory state of one partition. `record` mirrors the latest persisted record.
   struct Partition {
-    absl::Mutex mu;
+    std::mutex mu;
     Key key ABSL_GUARDED_BY(mu);
     PartitionRecord record ABSL_GUARDED_BY(mu);
     file_util::ScopedFd fd ABSL_GUARDED_BY(mu);   // the open in-progress file, if opened
@@ -243,11 +243,11 @@ class RollingFileDestination final : public Destination {
   const std::string state_temp_path_;
   const file_util::ScopedFd lock_fd_;  // holds the flock for the object's lifetime
 
-  absl::Mutex partitions_mu_;
+  std::mutex partitions_mu_;
   // Never erased: Partition pointers stay valid for the object's lifetime.
   std::map<Key, std::unique_ptr<Partition>> partitions_ ABSL_GUARDED_BY(partitions_mu_);
 
-  absl::Mutex state_mu_;  // acquired after a Partition::mu, never before
+  std::mutex state_mu_;  // acquired after a Partition::mu, never before
   std::map<Key, PartitionRecord> records_ ABSL_GUARDED_BY(state_mu_);  // what the file holds
   bool state_durable_ ABSL_GUARDED_BY(state_mu_) = true;
 };

@@ -149,13 +149,13 @@ std::shared_ptr<const WharfForwardDestination::Connection> WharfForwardDestinati
 
 std::shared_ptr<const WharfForwardDestination::Connection>
 WharfForwardDestination::CurrentConnection() const {
-  absl::MutexLock lock(&connection_mu_);
+  std::lock_guard<std::mutex> lock(connection_mu_);
   return connection_;
 }
 
 void WharfForwardDestination::Reconnect(const std::shared_ptr<const Connection>& failed) {
   std::shared_ptr<const Connection> fresh = Connect(options_);
-  absl::MutexLock lock(&connection_mu_);
+  std::lock_guard<std::mutex> lock(connection_mu_);
   // Concurrent deliveries of other partitions may have replaced it already.
   if (connection_ == failed) connection_ = std::move(fresh);
 }
@@ -163,7 +163,7 @@ void WharfForwardDestination::Reconnect(const std::shared_ptr<const Connection>&
 WharfForwardDestination::~WharfForwardDestination() = default;
 
 void WharfForwardDestination::Remember(const std::string& producer, uint64_t begin, uint64_t end) {
-  absl::MutexLock lock(&ledger_mu_);
+  std::lock_guard<std::mutex> lock(ledger_mu_);
   RangeMap& ranges = ledger_[producer];
   uint64_t& stored_end = ranges[begin];
   stored_end = std::max(stored_end, end);
@@ -174,7 +174,7 @@ void WharfForwardDestination::Remember(const std::string& producer, uint64_t beg
 
 uint64_t WharfForwardDestination::RememberedEnd(const std::string& producer,
                                                 uint64_t offset) const {
-  absl::MutexLock lock(&ledger_mu_);
+  std::lock_guard<std::mutex> lock(ledger_mu_);
   auto p = ledger_.find(producer);
   if (p == ledger_.end()) return 0;
   uint64_t end = 0;

@@ -7,13 +7,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "pipeline/destination.h"
 #include "wharf/v1/ingest.grpc.pb.h"
 #include "wharf/v1/record.pb.h"
@@ -154,10 +154,10 @@ class WharfForwardDestination final : public Destination {
 
   const WharfForwardOptions options_;
 
-  mutable absl::Mutex connection_mu_;
+  mutable std::mutex connection_mu_;
   std::shared_ptr<const Connection> connection_ ABSL_GUARDED_BY(connection_mu_);
 
-  mutable absl::Mutex ledger_mu_;
+  mutable std::mutex ledger_mu_;
   std::map<std::string, RangeMap> ledger_ ABSL_GUARDED_BY(ledger_mu_);
 };
 
