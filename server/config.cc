@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <limits>
 #include <map>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -515,22 +517,80 @@ class Parser {
 
  private:
   // The single YAML document of `text`, which must not be empty (`what` says what it should be).
+  //
+  // Not YAML::LoadAll: yaml-cpp 0.7.0 (Debian's) never returns from it on some malformed input (a
+  // tag or anchor followed by a stray ',' at block level, e.g. the 4 bytes "!m,": the parser
+  // reports an empty document at the stray token without consuming it, again and again, and
+  // LoadAll keeps collecting them until memory runs out; fuzz finding F5 in
+  // docs/reliability/fuzzing.md). A config is read by wharfd at start and a dataset spec by the
+  // ApplyContract RPC, so such a document must be an error, not a hung thread. Counting at most
+  // four documents with a parser that builds nothing bounds the work; Load() then builds the
+  // first document with a single call of the same parser, which returns.
   absl::StatusOr<YAML::Node> LoadDocument(const std::string& text, absl::string_view what) const {
-    std::vector<YAML::Node> documents;
+    DocumentCounter counter;
     try {
-      documents = YAML::LoadAll(text);
+      std::istringstream stream(text);
+      YAML::Parser parser(stream);
+      while (counter.starts.size() < 4 && parser.HandleNextDocument(counter)) {
+      }
     } catch (const YAML::Exception& e) {  // YAML::ParserException: a syntax error
       return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
     }
-    if (documents.empty() || documents[0].IsNull()) {
-      return Error(1, "", absl::StrCat("expected ", what, ", got an empty file"));
+    for (size_t i = 1; i < counter.starts.size(); ++i) {
+      if (counter.starts[i].pos != counter.starts[i - 1].pos) continue;
+      // No progress from one document to the next: the stray token described above.
+      const YAML::Mark& at = counter.starts[i];
+      return Error(at.line + 1, "",
+                   absl::StrCat("unexpected character at column ", at.column + 1,
+                                " (it starts no YAML value; a stray ',' after a tag or anchor?)"));
     }
-    if (documents.size() > 1) {
-      return Error(LineOf(documents[1]), "",
+    if (counter.starts.size() > 1) {
+      return Error(counter.starts[1].line + 1, "",
                    "expected a single YAML document, got a second one (remove the \"---\")");
     }
-    return documents[0];
+    YAML::Node document;
+    try {
+      document = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      return Error(e.mark.is_null() ? 0 : e.mark.line + 1, "", e.msg);
+    }
+    if (counter.starts.empty() || document.IsNull()) {
+      return Error(1, "", absl::StrCat("expected ", what, ", got an empty file"));
+    }
+    return document;
   }
+
+  // Records where each document's first value starts (its first event after the document start:
+  // a null or scalar for a stray token) and ignores everything else.
+  struct DocumentCounter : YAML::EventHandler {
+    std::vector<YAML::Mark> starts;
+    bool first_seen = false;
+    void First(const YAML::Mark& mark) {
+      if (!first_seen) starts.back() = mark;
+      first_seen = true;
+    }
+    void OnDocumentStart(const YAML::Mark& mark) override {
+      starts.push_back(mark);
+      first_seen = false;
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { First(mark); }
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { First(mark); }
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+      First(mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+      First(mark);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+      First(mark);
+    }
+    void OnMapEnd() override {}
+  };
 
   absl::Status Error(int line, absl::string_view path, absl::string_view message) const {
     std::string text(name_);

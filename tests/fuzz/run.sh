@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets (clang, ASan+UBSan, build-fuzz/) and runs each of them in turn.
 #
 #   tests/fuzz/run.sh [seconds] [target...]
+#   WHARF_FUZZ_PARALLEL=N tests/fuzz/run.sh ...   # N targets at a time (default 1)
 #
 # seconds: run time per target (default 1800, the reliability target); targets: names from
 # tests/fuzz/CMakeLists.txt (default: all). Each target starts from its committed seed corpus
@@ -40,18 +41,32 @@ cmake --build build-fuzz -j"$(nproc)" --target "${TARGETS[@]}"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-failed=()
-for target in "${TARGETS[@]}"; do
-  work=build-fuzz/fuzz-work/$target
+PARALLEL=${WHARF_FUZZ_PARALLEL:-1}
+
+# Runs one target; leaves <target>.found when it found something (exit status of a background job
+# is awkward to collect after `wait -n`).
+run_target() {
+  local target=$1 work=build-fuzz/fuzz-work/$1
   mkdir -p "$work/corpus"
+  rm -f "$work.found"
   echo "=== $target: ${SECONDS_PER_TARGET}s ($(date +%H:%M:%S))"
   # The first directory receives new inputs; the seed corpus is only read.
-  if ! (cd "$work" && "$ROOT/build-fuzz/tests/fuzz/$target" -max_total_time="$SECONDS_PER_TARGET" \
-      -rss_limit_mb=2048 -timeout=10 -max_len=4096 -print_final_stats=1 \
-      corpus "$ROOT/tests/fuzz/corpus/$target") < /dev/null > "$work.log" 2>&1; then
-    failed+=("$target")
-  fi
-  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' "$work.log" || true
+  (cd "$work" && "$ROOT/build-fuzz/tests/fuzz/$target" -max_total_time="$SECONDS_PER_TARGET" \
+    -rss_limit_mb=2048 -timeout=10 -max_len=4096 -print_final_stats=1 \
+    corpus "$ROOT/tests/fuzz/corpus/$target") < /dev/null > "$work.log" 2>&1 || touch "$work.found"
+}
+
+for target in "${TARGETS[@]}"; do
+  while [[ $(jobs -rp | wc -l) -ge $PARALLEL ]]; do wait -n || true; done
+  run_target "$target" &
+done
+wait
+failed=()
+for target in "${TARGETS[@]}"; do
+  if [[ -e build-fuzz/fuzz-work/$target.found ]]; then failed+=("$target"); fi
+  echo "--- $target"
+  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' \
+    "build-fuzz/fuzz-work/$target.log" || true
 done
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "findings in: ${failed[*]} (see build-fuzz/fuzz-work/<target>.log)" >&2

@@ -617,6 +617,16 @@ TEST(ConfigTest, SecondDocumentIsRefused) {
                         "expected a single YAML document, got a second one"));
 }
 
+// Fuzz finding F5: yaml-cpp 0.7.0's LoadAll never returned on a tag or anchor followed by a stray
+// ',' (it reported empty documents at the same place forever). Each of these must be a prompt
+// error naming the line and column; before the fix the test binary hung here.
+TEST(ConfigTest, StrayTokenAfterTagIsAnErrorNotAHang) {
+  EXPECT_TRUE(FailsWith("!m,\n", 1, "", "unexpected character at column 3"));
+  EXPECT_TRUE(FailsWith("&a,", 1, "", "unexpected character at column 3"));
+  EXPECT_TRUE(FailsWith("!!str,", 1, "", "unexpected character at column 6"));
+  EXPECT_TRUE(FailsWith(kDatasets + std::string("---\n!m,\n"), 8, "", "unexpected character"));
+}
+
 TEST(ConfigTest, AnchorsAndAliasesWork) {
   absl::StatusOr<Config> config = Parse(R"(datasets:
   - name: orders

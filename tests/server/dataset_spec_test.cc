@@ -201,6 +201,9 @@ TEST(DatasetSpec, MalformedDocuments) {
   EXPECT_TRUE(SpecFailsWith("- a\n- b\n", 1, "", "expected a map describing a dataset"));
   EXPECT_TRUE(SpecFailsWith("name: a\n---\nname: b\n", 3, "", "a single YAML document"));
   EXPECT_TRUE(SpecFailsWith("name: [a\n", 2, "", ""));
+  // Fuzz finding F5 (yaml-cpp 0.7.0 looped on these; see config_test.cc).
+  EXPECT_TRUE(SpecFailsWith("!m,\n", 1, "", "unexpected character at column 3"));
+  EXPECT_TRUE(SpecFailsWith("name: a\n---\n&x,", 3, "", "unexpected character at column 3"));
   EXPECT_TRUE(SpecFailsWith(WithContract("  schema: {}\n").insert(0, "spec_file: x.yaml\n"), 1,
                             "spec_file", "unknown key"));
   EXPECT_TRUE(SpecFailsWith("destinations: [{name: f, type: file, directory: /tmp}]\n", 1, "name",
