@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/checker.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/wharfd_process.h"
@@ -127,6 +128,17 @@ TEST(DestinationsFanout, PostgresDownOthersKeepDelivering) {
   EXPECT_TRUE(pc.ok()) << pc.ToString();
   EXPECT_TRUE(fc2.ok()) << fc2.ToString();
   EXPECT_TRUE(hc2.ok()) << hc2.ToString();
+  // The shared checker, once per destination, over the producers' history.
+  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  auto rows = PostgresRecords(pg, "events");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ExpectCheckerOk(Check(load.history(), *rows, *quarantined), "fan-out: postgres after its outage");
+  ExpectCheckerOk(
+      Check(load.history(), FileDestinationRecords(config.out_dir, "orders"), *quarantined),
+      "fan-out: file destination (postgres down, then back)");
+  ExpectCheckerOk(Check(load.history(), PayloadRecords(http_copy), *quarantined),
+                  "fan-out: http destination (postgres down, then back)");
   auto d = FindDestinationStatus(wharfd.control(), "orders", "warehouse");
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->state(), wharf::v1::HEALTHY);
@@ -216,6 +228,13 @@ TEST(DestinationsFanout, PausedDestinationHoldsItsBacklog) {
   std::printf("after resume: file %s; http %s\n", fc.ToString().c_str(), hc.ToString().c_str());
   EXPECT_TRUE(fc.ok()) << fc.ToString();
   EXPECT_TRUE(hc.ok()) << hc.ToString();
+  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  ExpectCheckerOk(Check(load.history(), PayloadRecords(http_copy()), *quarantined),
+                  "fan-out: http destination paused across a restart, then resumed");
+  ExpectCheckerOk(
+      Check(load.history(), FileDestinationRecords(config.out_dir, "orders"), *quarantined),
+      "fan-out: file destination while http is paused");
   api = FindDestinationStatus(wharfd.control(), "orders", "api");
   ASSERT_TRUE(api.has_value());
   EXPECT_EQ(api->state(), wharf::v1::HEALTHY);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/checker.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/wharfd_process.h"
 
@@ -145,6 +146,12 @@ TEST(DestinationsHttp, RetriesAndIdempotency) {
   EXPECT_EQ(c.duplicated, 0u);
   EXPECT_EQ(c.unexpected, 0u);
   EXPECT_TRUE(c.ok()) << c.ToString();
+  // The shared checker over the producers' history: what the receiver accepted (once per key)
+  // must be exactly the acked records.
+  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  ExpectCheckerOk(Check(load.history(), PayloadRecords(accepted.Get()), *quarantined),
+                  "http retries: 500, 503 + Retry-After, 429, timed-out answer");
 
   auto d = FindDestinationStatus(wharfd.control(), "orders", "api");
   ASSERT_TRUE(d.has_value());
@@ -232,6 +239,13 @@ TEST(DestinationsHttp, Http422IsPoison) {
   EXPECT_EQ(q->entries_size(), 5);
   EXPECT_EQ(matched, 5u) << "the quarantine holds exactly the marker records";
   EXPECT_TRUE(c.ok()) << c.ToString();
+  // The shared checker: every acked record is either accepted by the receiver or (the five
+  // refused ones) in quarantine, never both, never twice.
+  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  const CheckerCounts checked = Check(load.history(), PayloadRecords(accepted.Get()), *quarantined);
+  ExpectCheckerOk(checked, "http 422 poison records");
+  EXPECT_EQ(checked.quarantined, 5u);
   auto d = FindDestinationStatus(wharfd.control(), "orders", "api");
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->records_rejected(), 5u);
