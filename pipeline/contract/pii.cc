@@ -619,19 +619,35 @@ PiiScanner::Result PiiScanner::Apply(rapidjson::Document* record, PiiFinding* fi
           to_drop.push_back(i);
           break;
         default: {  // PII_MASK, PII_HASH (Compile refused everything else)
-          std::string rewritten;
-          size_t last = 0;
-          for (const Match& m : matches) {
-            rewritten.append(text, last, m.begin - last);
-            std::string_view found = std::string_view(text).substr(m.begin, m.end - m.begin);
-            if (spec.action == wharf::v1::PII_MASK) {
-              rewritten.append(CodePoints(found), '*');
-            } else {
-              rewritten.append(HmacSha256Hex(hash_key_, found));
+          // Rewriting changes what the detector sees next to a match: a phone number refused
+          // because it is glued to a digit run ("219099999+40 44 123 45 67") is a phone number
+          // once that run is masked (fuzz finding F6). So the value is scanned again after each
+          // rewrite until the detector finds nothing. A mask round replaces at least one digit
+          // or letter by '*', so rounds end; a hash round could in principle produce a new match
+          // inside a digest, so after kMaxRewriteRounds the whole value is masked instead.
+          constexpr int kMaxRewriteRounds = 16;
+          std::string rewritten = text;
+          for (int round = 0; !matches.empty(); ++round) {
+            if (round == kMaxRewriteRounds) {
+              rewritten.assign(CodePoints(rewritten), '*');
+              break;
             }
-            last = m.end;
+            std::string next;
+            size_t last = 0;
+            for (const Match& m : matches) {
+              next.append(rewritten, last, m.begin - last);
+              std::string_view found = std::string_view(rewritten).substr(m.begin, m.end - m.begin);
+              if (spec.action == wharf::v1::PII_MASK) {
+                next.append(CodePoints(found), '*');
+              } else {
+                next.append(HmacSha256Hex(hash_key_, found));
+              }
+              last = m.end;
+            }
+            next.append(rewritten, last, std::string::npos);
+            rewritten = std::move(next);
+            matches = Detect(spec.detector, rewritten, nodes[i].named);
           }
-          rewritten.append(text, last, std::string::npos);
           v->SetString(rewritten.data(), static_cast<rapidjson::SizeType>(rewritten.size()),
                        record->GetAllocator());
           result = Result::kModified;
