@@ -299,14 +299,14 @@ TEST(PausesClocks, SigstopWharfdWhileProducing) {
 // ---------------------------------------------------------------------------------------------
 // SIGSTOP of the PostgreSQL destination.
 
-// A postgres destination item like PostgresDestinationYaml(), with short client timeouts so that
-// a stopped server is given up quickly: connect_timeout 1 s, statement_timeout 1 s (+ the
-// destination's 2 s grace for a server that cannot enforce it).
-std::string FastTimeoutPostgresYaml(const PostgresServer& pg) {
+// A postgres destination item like PostgresDestinationYaml() with connect_timeout 1 s and the
+// given statement_timeout (the destination gives a statement up 2 s after it, for a server that
+// cannot enforce it).
+std::string PostgresYaml(const PostgresServer& pg, const std::string& statement_timeout) {
   return absl::StrCat("      - name: warehouse\n", "        type: postgres\n",
                       "        conninfo: \"", pg.ConnInfo(), "\"\n", "        table: events\n",
                       "        create_table: true\n", "        connect_timeout: 1s\n",
-                      "        statement_timeout: 1s\n", "        columns:\n",
+                      "        statement_timeout: ", statement_timeout, "\n", "        columns:\n",
                       "          - {name: id, source: /id, type: bigint}\n",
                       "          - {name: src_partition, source: $partition, type: integer}\n",
                       "          - {name: src_offset, source: $offset, type: bigint}\n",
@@ -326,7 +326,8 @@ TEST(PausesClocks, SigstopPostgresDestination) {
   config.linger = "20ms";
   config.max_records = 500;
   config.file_destination = false;
-  config.extra_destinations = FastTimeoutPostgresYaml(pg);
+  // Short client timeouts, so that the stopped server is given up quickly.
+  config.extra_destinations = PostgresYaml(pg, "1s");
   WharfdProcess wharfd(config);
   ASSERT_TRUE(wharfd.Start().ok());
 
@@ -335,7 +336,10 @@ TEST(PausesClocks, SigstopPostgresDestination) {
   lo.producers = 2;
   lo.batch = 50;
   lo.pause = 30ms;
-  ProducerLoad load(lo);  // retries until acked, across the wharfd restart below
+  // Bounds the final flush should an assertion leave wharfd dead (the producers retry until
+  // acked, across the wharfd restart below).
+  lo.flush_timeout = 30s;
+  ProducerLoad load(lo);
   load.Start();
   ASSERT_TRUE(WaitFor([&] { return DeliveredRecords(wharfd.control(), "orders") > 0; }, 20s));
 
@@ -421,18 +425,77 @@ TEST(PausesClocks, SigstopPostgresDestination) {
   pg.Stop();
 }
 
+// SIGTERM while a delivery waits on a stopped server longer than shutdown_timeout (10 s in the
+// test config; statement_timeout 30 s): wharfd exits at the bound (exit code 1, as safe as kill
+// -9) instead of waiting for the server, and after a restart everything is delivered once.
+TEST(PausesClocks, StopIsBoundedWhileDestinationHangs) {
+  TempDir tmp;
+  PostgresServer pg;
+  ASSERT_TRUE(pg.Start().ok());
+  WharfdConfig config;
+  config.data_dir = tmp.path() + "/data";
+  config.out_dir = tmp.path() + "/out";
+  config.linger = "20ms";
+  config.max_records = 500;
+  config.file_destination = false;
+  config.extra_destinations = PostgresYaml(pg, "30s");
+  WharfdProcess wharfd(config);
+  ASSERT_TRUE(wharfd.Start().ok());
+  ProducerLoadOptions lo;
+  lo.target = wharfd.target();
+  lo.producers = 2;
+  lo.batch = 50;
+  lo.pause = 30ms;
+  lo.flush_timeout = 30s;
+  ProducerLoad load(lo);
+  load.Start();
+  ASSERT_TRUE(WaitFor([&] { return DeliveredRecords(wharfd.control(), "orders") > 0; }, 20s));
+  {
+    Frozen frozen;
+    frozen.Freeze(ProcessTree(pg.pid()));
+    std::this_thread::sleep_for(1s);  // a delivery now waits on the stopped server
+    const auto t0 = std::chrono::steady_clock::now();
+    auto code = wharfd.Terminate(30s);
+    const double stop_s = Seconds(t0);
+    std::printf("SIGTERM with postgres stopped, statement_timeout 30s: exit code %d after %.1f s\n",
+                code.ok() ? *code : -999, stop_s);
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 1) << "expected the shutdown_timeout exit";
+    EXPECT_GE(stop_s, 9.0);
+    EXPECT_LT(stop_s, 15.0);
+  }
+  ASSERT_TRUE(wharfd.Start().ok());
+  std::this_thread::sleep_for(1s);
+  load.Stop();
+  ASSERT_TRUE(WaitFor([&] { return AllDelivered(wharfd.control()); }, 60s))
+      << "backlog did not drain";
+  auto rows = PostgresRecords(pg, "events");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  const CheckerCounts c = Check(load.history(), *rows, *quarantined);
+  ExpectCheckerOk(c, "sigterm wharfd after shutdown_timeout while postgres stopped");
+  EXPECT_EQ(c.delivered, c.acked);
+  auto code = wharfd.Terminate();
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  pg.Stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Wall-clock steps under wharfd (libfaketime).
 
-// The environment that runs wharfd under libfaketime with the offset read from `offset_file`
-// (re-read at most every second: FAKETIME_CACHE_DURATION; re-reading it at every clock read,
-// FAKETIME_NO_CACHE, slows wharfd down a lot), so writing the file steps wharfd's clock within a
-// second.
-// `fake_monotonic`: CLOCK_MONOTONIC moves too (otherwise only CLOCK_REALTIME, as an NTP step).
-std::vector<std::string> FaketimeEnv(const std::string& offset_file, bool fake_monotonic) {
+// The environment that runs wharfd under libfaketime with the offset read from `offset_file`,
+// re-read at most every second (FAKETIME_CACHE_DURATION; FAKETIME_NO_CACHE would read the file
+// at every clock read, and wharfd reads clocks all the time), so writing the file steps wharfd's
+// clock within a second. Only CLOCK_REALTIME moves, as in an NTP or operator step
+// (FAKETIME_DONT_FAKE_MONOTONIC). Faking CLOCK_MONOTONIC too is not a faithful model of anything
+// here: libfaketime 0.9.10 does not intercept pthread_cond_clockwait, which libstdc++'s
+// condition variables use, so every timed wait after a forward jump of a day waits a real day
+// (see docs/reliability/pauses_and_clocks.md).
+std::vector<std::string> FaketimeEnv(const std::string& offset_file) {
   return {absl::StrCat("LD_PRELOAD=", kFaketimeLib), "FAKETIME_TIMESTAMP_FILE=" + offset_file,
-          "FAKETIME_CACHE_DURATION=1",
-          absl::StrCat("FAKETIME_DONT_FAKE_MONOTONIC=", fake_monotonic ? "0" : "1")};
+          "FAKETIME_CACHE_DURATION=1", "FAKETIME_DONT_FAKE_MONOTONIC=1"};
 }
 
 // Invalid JSON (the closing brace dropped) for every 97th record: validation sends it to
@@ -453,40 +516,103 @@ std::set<uint64_t> AckedValidIds(const History& history) {
   return ids;
 }
 
-TEST(PausesClocks, WallClockStepsBackwardsAndForwards) {
-  if (::access(kFaketimeLib, R_OK) != 0) {
-    GTEST_FAIL() << kFaketimeLib << " is missing: install the Debian package faketime";
-  }
-  const auto phase = Extended() ? 15s : 4s;
-  TempDir tmp;
-  const std::string offset_file = tmp.path() + "/faketime";
-  WriteFile(offset_file, "+0\n");
+// A wharfd under libfaketime (offset file `<tmp>/faketime`, "+0" at first) with the file
+// destination `files` and a rolling file destination `rolled` (max_age 2 s) under
+// `<tmp>/rolled`, a linger of 2 s (partial batches are always pending when the clock steps) and
+// raw retention of 1 s checked every second. `quarantine_retention`: the dataset's quarantine
+// retention (empty: none).
+WharfdConfig FaketimeConfig(const TempDir& tmp, const std::string& quarantine_retention) {
+  WriteFile(tmp.path() + "/faketime", "+0\n");
   WharfdConfig config;
   config.data_dir = tmp.path() + "/data";
   config.out_dir = tmp.path() + "/out";
-  const std::string rolled_dir = tmp.path() + "/rolled";
-  // A linger long enough that partial batches are always pending when the clock steps.
   config.linger = "2s";
   config.max_records = 1000;
-  // Raw records go 1 s after delivery; quarantine entries after an hour: a run of a minute must
-  // not expire any, whatever the wall clock says.
   config.retention_raw = "1s";
   config.retention_interval = "1s";
-  config.extra_dataset = "    quarantine: {retention: 1h}\n";
+  if (!quarantine_retention.empty()) {
+    config.extra_dataset =
+        absl::StrCat("    quarantine: {retention: ", quarantine_retention, "}\n");
+  }
   config.extra_destinations = absl::StrCat("      - name: rolled\n", "        type: file\n",
-                                           "        directory: ", rolled_dir, "\n",
+                                           "        directory: ", tmp.path(), "/rolled\n",
                                            "        roll: {max_bytes: 0, max_age: 2s}\n");
-  config.env = FaketimeEnv(offset_file, /*fake_monotonic=*/false);
-  WharfdProcess wharfd(config);
-  ASSERT_TRUE(wharfd.Start().ok());
+  config.env = FaketimeEnv(tmp.path() + "/faketime");
+  return config;
+}
 
+// A slow stream (about 800 records/s, well below a full batch per linger) in which every 97th
+// record is invalid JSON.
+ProducerLoadOptions SlowLoad(const WharfdProcess& wharfd) {
   ProducerLoadOptions lo;
   lo.target = wharfd.target();
   lo.producers = 2;
   lo.batch = 20;
   lo.pause = 50ms;
   lo.payload = MaybeInvalidPayload;
-  ProducerLoad load(lo);
+  return lo;
+}
+
+// After the load stopped: everything is delivered to both destinations (published, for the
+// rolling one) within 20 s, no delivery failed, each committed batch was delivered once per
+// destination, an idle wharfd idles, and the checker is satisfied for both destinations.
+void ExpectDrainedAndChecked(WharfdProcess& wharfd, const TempDir& tmp, const ProducerLoad& load,
+                             const std::string& what) {
+  const std::string rolled_dir = tmp.path() + "/rolled";
+  const std::set<uint64_t> acked = AckedValidIds(load.history());
+  const auto stopped = std::chrono::steady_clock::now();
+  const bool drained = WaitFor(
+      [&] { return AllDelivered(wharfd.control()) && AllFound(acked, RolledRecords(rolled_dir)); },
+      20s);
+  std::printf("%s: everything delivered and published %.1f s after the load stopped\n",
+              what.c_str(), Seconds(stopped));
+  EXPECT_TRUE(drained) << "a partition or a rolling file got stuck";
+
+  // No retry storm, and no spinning: no failed delivery at all, each committed batch delivered
+  // once to each destination, and an idle wharfd idles.
+  auto st = wharfd.control().GetStatus({}, 5s);
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_EQ(st->datasets_size(), 1);
+  const auto& ds = st->datasets(0);
+  for (const auto& d : ds.destinations()) {
+    std::printf("%s: destination %s: batches delivered %llu of %llu committed, failures %llu\n",
+                what.c_str(), d.name().c_str(),
+                static_cast<unsigned long long>(d.batches_delivered()),
+                static_cast<unsigned long long>(ds.batches_committed()),
+                static_cast<unsigned long long>(d.delivery_failures()));
+    EXPECT_EQ(d.delivery_failures(), 0u) << d.name() << ": " << d.last_error();
+    EXPECT_LE(d.batches_delivered(), ds.batches_committed()) << d.name();
+  }
+  const double cpu0 = CpuSeconds(wharfd.pid());
+  std::this_thread::sleep_for(3s);
+  const double idle_cpu = CpuSeconds(wharfd.pid()) - cpu0;
+  std::printf("%s: idle wharfd: %.2f CPU s in 3 s\n", what.c_str(), idle_cpu);
+  EXPECT_LT(idle_cpu, 1.0) << "wharfd spins after the clock steps";
+
+  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
+  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
+  const CheckerCounts files = Check(
+      load.history(), FileDestinationRecords(wharfd.config().out_dir, "orders"), *quarantined);
+  ExpectCheckerOk(files, what + ", file destination");
+  const CheckerCounts rolled = Check(load.history(), RolledRecords(rolled_dir), *quarantined);
+  ExpectCheckerOk(rolled, what + ", rolling file destination (max_age 2s)");
+  EXPECT_GT(files.quarantined, 0u) << "the invalid records must sit in quarantine";
+  EXPECT_EQ(files.unknown, 0u);
+}
+
+// CLOCK_REALTIME stepped as NTP or an operator would step it; CLOCK_MONOTONIC runs on.
+TEST(PausesClocks, WallClockStepsBackwardsAndForwards) {
+  ASSERT_EQ(::access(kFaketimeLib, R_OK), 0)
+      << kFaketimeLib << " is missing: install the Debian package faketime";
+  const auto phase = Extended() ? 15s : 4s;
+  TempDir tmp;
+  const std::string offset_file = tmp.path() + "/faketime";
+  const std::string rolled_dir = tmp.path() + "/rolled";
+  // Quarantine entries are kept an hour: a run of a minute must not expire any, whatever the
+  // wall clock says.
+  WharfdProcess wharfd(FaketimeConfig(tmp, "1h"));
+  ASSERT_TRUE(wharfd.Start().ok());
+  ProducerLoad load(SlowLoad(wharfd));
   load.Start();
   std::this_thread::sleep_for(phase);
 
@@ -502,7 +628,7 @@ TEST(PausesClocks, WallClockStepsBackwardsAndForwards) {
   bool published = false;
   const bool bounded = WaitFor(
       [&] {
-        published = AllFound(acked_before_back, RolledRecords(rolled_dir)) || published;
+        published = published || AllFound(acked_before_back, RolledRecords(rolled_dir));
         return published && Metric(wharfd, "wharf_retention_deleted_records_total") >=
                                 static_cast<double>(offsets_before_back);
       },
@@ -519,46 +645,9 @@ TEST(PausesClocks, WallClockStepsBackwardsAndForwards) {
   WriteFile(offset_file, "+1d\n");
   std::this_thread::sleep_for(phase);
   load.Stop();
-  const std::set<uint64_t> acked = AckedValidIds(load.history());
-  const auto stopped = std::chrono::steady_clock::now();
-  const bool drained = WaitFor(
-      [&] { return AllDelivered(wharfd.control()) && AllFound(acked, RolledRecords(rolled_dir)); },
-      20s);
-  std::printf("clock +1d: everything delivered and published %.1f s after the load stopped\n",
-              Seconds(stopped));
-  EXPECT_TRUE(drained) << "a partition or a rolling file got stuck";
-
-  // No retry storm, and no spinning: no failed delivery at all, each committed batch delivered
-  // once to each destination, and an idle wharfd idles.
-  auto st = wharfd.control().GetStatus({}, 5s);
-  ASSERT_TRUE(st.ok()) << st.status();
-  ASSERT_EQ(st->datasets_size(), 1);
-  const auto& ds = st->datasets(0);
-  for (const auto& d : ds.destinations()) {
-    std::printf("destination %s: batches delivered %llu of %llu committed, failures %llu\n",
-                d.name().c_str(), static_cast<unsigned long long>(d.batches_delivered()),
-                static_cast<unsigned long long>(ds.batches_committed()),
-                static_cast<unsigned long long>(d.delivery_failures()));
-    EXPECT_EQ(d.delivery_failures(), 0u) << d.name() << ": " << d.last_error();
-    EXPECT_LE(d.batches_delivered(), ds.batches_committed()) << d.name();
-  }
-  const double cpu0 = CpuSeconds(wharfd.pid());
-  std::this_thread::sleep_for(3s);
-  const double idle_cpu = CpuSeconds(wharfd.pid()) - cpu0;
-  std::printf("idle wharfd after the steps: %.2f CPU s in 3 s\n", idle_cpu);
-  EXPECT_LT(idle_cpu, 1.0) << "wharfd spins after the clock steps";
+  ExpectDrainedAndChecked(wharfd, tmp, load, "clock steps -2d/+1d");
   EXPECT_EQ(Metric(wharfd, "wharf_quarantine_expired_total"), 0)
       << "quarantine entries of minutes ago expired under a retention of an hour";
-
-  auto quarantined = QuarantinedRecords(wharfd.control(), "orders");
-  ASSERT_TRUE(quarantined.ok()) << quarantined.status();
-  const CheckerCounts files =
-      Check(load.history(), FileDestinationRecords(config.out_dir, "orders"), *quarantined);
-  ExpectCheckerOk(files, "clock steps -2d/+1d, file destination");
-  const CheckerCounts rolled = Check(load.history(), RolledRecords(rolled_dir), *quarantined);
-  ExpectCheckerOk(rolled, "clock steps -2d/+1d, rolling file destination (max_age 2s)");
-  EXPECT_GT(files.quarantined, 0u) << "the invalid records must sit in quarantine";
-  EXPECT_EQ(files.unknown, 0u);
   auto code = wharfd.Terminate();
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
