@@ -21,6 +21,8 @@ if [[ "${1:-}" == "--tests" || "${1:-}" == "--bench" ]]; then
   PACKAGES+=(postgresql json-schema-test-suite ccache)
   # The disk-full test mounts a small ext4 image through a loop device.
   PACKAGES+=(e2fsprogs util-linux mount)
+  # The clock-step tests run wharfd under libfaketime (LD_PRELOAD libfaketime.so.1).
+  PACKAGES+=(faketime libfaketime)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(gnuplot-nox libvalijson-dev)

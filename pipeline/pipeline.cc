@@ -153,6 +153,11 @@ struct PartitionWork {
   std::atomic<bool> scheduled{false};
   std::atomic<bool> again{false};
   bool quarantine_full_logged = false;  // only touched on `strand`
+  // Linger of the partial batch starting at `linger_offset`, measured on the steady clock from
+  // when a step first saw it (only touched on `strand`). See Step().
+  bool linger_known = false;
+  uint64_t linger_offset = 0;
+  SteadyClock::time_point linger_start;
 };
 
 // Delivery of one dataset to one destination, on its own thread.
@@ -314,6 +319,9 @@ class PipelineImpl final : public Pipeline {
       }
       for (auto& pw : ds->work) Schedule(pw.get());
     }
+    // Anchors the retention clock at start: a clock step before the first pass is then seen.
+    // Before the retention timer exists, so no pass runs concurrently.
+    RetentionWallClock();
     ScheduleRetention();
     return absl::OkStatus();
   }
@@ -578,12 +586,27 @@ class PipelineImpl final : public Pipeline {
     }
     const bool full = raw.size() >= b.max_records || raw.back().offset + 1 < end;
     if (!full) {
-      const int64_t oldest_us = TimeUtil::TimestampToMicroseconds(raw.front().record.ingest_time());
-      const int64_t waited_us = NowMicros() - oldest_us;
       const int64_t linger_us =
           std::chrono::duration_cast<std::chrono::microseconds>(b.linger).count();
+      // The linger is timed on the steady clock. The ingest time is wall-clock (stored and
+      // shown), and timing the linger with it held a partial batch for as long as the clock had
+      // stepped backwards (an hour's step: an hour), and re-arming a timer at "linger from now"
+      // would never end either. The wall-clock age counts only once, when a step first sees the
+      // batch's first record, clamped to [0, linger]: a record found after a restart that is
+      // older than the linger is cut at once, and a record "from the future" waits one linger.
+      const auto now = SteadyClock::now();
+      if (!pw->linger_known || pw->linger_offset != cursor) {
+        const int64_t oldest_us =
+            TimeUtil::TimestampToMicroseconds(raw.front().record.ingest_time());
+        const int64_t seen_us = std::clamp<int64_t>(NowMicros() - oldest_us, 0, linger_us);
+        pw->linger_known = true;
+        pw->linger_offset = cursor;
+        pw->linger_start = now - std::chrono::microseconds(seen_us);
+      }
+      const int64_t waited_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(now - pw->linger_start).count();
       if (waited_us < linger_us) {
-        ArmTimer(pw, SteadyClock::now() + std::chrono::microseconds(linger_us - waited_us));
+        ArmTimer(pw, now + std::chrono::microseconds(linger_us - waited_us));
         return StepResult::kIdle;
       }
     }
@@ -1093,8 +1116,11 @@ class PipelineImpl final : public Pipeline {
       w->m_seconds->Observe(std::chrono::duration<double>(took).count());
       const int64_t now_us = NowMicros();
       for (const auto& r : batch.records()) {
-        w->m_handoff->Observe(
-            static_cast<double>(now_us - TimeUtil::TimestampToMicroseconds(r.ingest_time())) / 1e6);
+        // Wall-clock (ingest times are): after the clock stepped back a record looks ingested
+        // in the future; a negative latency would lower the histogram's sum, so it counts as 0.
+        w->m_handoff->Observe(static_cast<double>(std::max<int64_t>(
+                                  0, now_us - TimeUtil::TimestampToMicroseconds(r.ingest_time()))) /
+                              1e6);
       }
     }
     return absl::OkStatus();
@@ -1112,6 +1138,28 @@ class PipelineImpl final : public Pipeline {
     });
   }
 
+  // The wall clock as quarantine retention reads it (runs on retention_strand_): the system
+  // clock, except that it never runs ahead of the steady clock within this process. Quarantine
+  // entries carry wall-clock times (they are shown and survive restarts), so a forward step of
+  // the system clock (NTP correcting a day, an operator's `date -s`) made every entry look a day
+  // older and a retention of hours deleted them at once, although they were minutes old: loss
+  // caused by a clock step. A backward step is followed (entries then expire later, never
+  // earlier). A forward step is believed only after a restart, so entries may be kept longer
+  // than configured, never shorter.
+  SystemClock::time_point RetentionWallClock() {
+    const auto wall = SystemClock::now();
+    const auto steady = SteadyClock::now();
+    if (retention_anchored_) {
+      const auto bound = retention_wall_anchor_ + std::chrono::duration_cast<SystemClock::duration>(
+                                                      steady - retention_steady_anchor_);
+      if (wall > bound) return bound;
+    }
+    retention_anchored_ = true;
+    retention_wall_anchor_ = wall;
+    retention_steady_anchor_ = steady;
+    return wall;
+  }
+
   // Runs on retention_strand_.
   void RetentionPass() {
     const auto now = SteadyClock::now();
@@ -1120,7 +1168,7 @@ class PipelineImpl final : public Pipeline {
         // Quarantine retention is an explicit operator policy (config quarantine.retention):
         // entries past it are deleted and counted in wharf_quarantine_expired_total.
         auto expired = store_->ExpireQuarantine(
-            ds->name, SystemClock::now() - ds->quarantine_retention, 100000);
+            ds->name, RetentionWallClock() - ds->quarantine_retention, 100000);
         if (!expired.ok()) {
           spdlog::error("retention {}: expiring quarantine: {}", ds->name,
                         expired.status().ToString());
@@ -1169,9 +1217,12 @@ class PipelineImpl final : public Pipeline {
         const uint64_t validated =
             store_->GetPartitionCounters(ds->name, p).validation.next_offset();
         safe = std::min(safe, validated);
-        auto deleted =
-            store_->DeleteRawBelow(ds->name, p, safe, SystemClock::now() + std::chrono::hours(24),
-                                   options_.retention.max_raw_deletes_per_pass);
+        // No wall-clock cutoff: `safe` was delivered at least `raw` ago on the steady clock,
+        // which is all raw retention promises. A cutoff of "now + 24h" stopped the deletes at
+        // the first record ingested before the clock stepped back by more than a day, until the
+        // wall clock caught up again (a day of raw records piling up on disk).
+        auto deleted = store_->DeleteRawBelow(ds->name, p, safe, SystemClock::time_point::max(),
+                                              options_.retention.max_raw_deletes_per_pass);
         if (!deleted.ok()) {
           spdlog::error("retention {}/{}: deleting raw records: {}", ds->name, p,
                         deleted.status().ToString());
@@ -1192,6 +1243,10 @@ class PipelineImpl final : public Pipeline {
   asio::thread_pool pool_;
   asio::strand<asio::thread_pool::executor_type> retention_strand_;
   asio::steady_timer retention_timer_;
+  // RetentionWallClock()'s anchor: a (system, steady) pair read together. retention_strand_ only.
+  bool retention_anchored_ = false;
+  SystemClock::time_point retention_wall_anchor_;
+  SteadyClock::time_point retention_steady_anchor_;
   std::vector<std::unique_ptr<DatasetRuntime>> datasets_;  // immutable after Init()
   std::map<std::string, DatasetRuntime*> by_name_;         // immutable after Init()
   std::atomic<bool> stopping_{false};

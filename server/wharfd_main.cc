@@ -240,6 +240,20 @@ int main(int argc, char** argv) {
     spdlog::critical("wharfd exiting with code {}", exit_code);
     return exit_code;
   }
+  // Bounded like the stop after a store failure: `shutdown_timeout` is the promised bound of a
+  // graceful stop, and a delivery blocked in a destination that does not answer (a stopped
+  // database before its client-side timeouts fire, an HTTP sink under a long request_timeout)
+  // would otherwise hold the stop, and the service manager, until the destination comes back.
+  // Exiting then is as safe as kill -9: every acknowledged record is durable in the store and a
+  // delivery cut short is redelivered (destinations are idempotent by batch id).
+  const auto bound = config->shutdown_timeout;
+  std::thread([bound] {
+    std::this_thread::sleep_for(bound);
+    spdlog::critical("graceful stop took longer than shutdown_timeout ({} ms); exiting now",
+                     bound.count());
+    spdlog::shutdown();
+    ::_exit(kExitRuntime);
+  }).detach();
   (*server)->Stop();
   spdlog::info("wharfd exiting");
   return 0;

@@ -1,19 +1,27 @@
 #include "pipeline/destinations/postgres_destination.h"
 
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -612,6 +620,112 @@ bool IsConfigConnectFailure(PGconn* conn, const std::string& message) {
   return false;
 }
 
+// How much longer than statement_timeout a statement may go unanswered before the connection
+// is given up as hung (network latency, the server's own cancel taking effect).
+constexpr std::chrono::milliseconds kHangGrace{2000};
+
+// Client-side bound on statements, for a server that cannot enforce its own statement_timeout:
+// a stopped (SIGSTOP), frozen or swapped-out server, a paused VM. Its kernel still acknowledges
+// TCP, so neither TCP keepalives nor TCP_USER_TIMEOUT notice anything, and libpq's blocking
+// calls (PQexec, PQgetResult) wait without a time limit: the delivery thread hung until the
+// server came back, and a wharfd asked to stop hung with it. The delivery arms the watchdog
+// for its connection and extends the deadline before each statement; a connection still
+// armed past its deadline has its socket shut down (shutdown(2) on a dup of libpq's
+// descriptor: the dup stays valid whatever libpq does with its own, so no reused descriptor
+// number is ever touched), which makes libpq's wait end with a lost connection: UNAVAILABLE,
+// retried by the pipeline. Exactly once is unaffected: a COMMIT whose answer is lost this way
+// is resolved by the redelivery's ledger lookup, as for any lost connection.
+//
+// Times are steady-clock: a wall-clock step neither fires nor delays it.
+//
+// Thread safety: thread-safe; one thread of its own waits for the deadlines.
+class HangWatchdog {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  HangWatchdog() : thread_([this] { Run(); }) {}
+  ~HangWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    for (auto& [conn, w] : armed_) ::close(w.fd);
+  }
+  HangWatchdog(const HangWatchdog&) = delete;
+  HangWatchdog& operator=(const HangWatchdog&) = delete;
+
+  // Starts watching `conn` (a connected PGconn): shut down unless disarmed or extended before
+  // `timeout` from now. Returns false when the socket could not be duplicated (then the
+  // connection is not watched; the caller goes on, bounded only by the server's timeouts).
+  bool Arm(PGconn* conn, std::chrono::milliseconds timeout) {
+    const int fd = ::fcntl(PQsocket(conn), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return false;
+    std::lock_guard<std::mutex> lock(mu_);
+    Watched& w = armed_[conn];
+    if (w.fd >= 0) ::close(w.fd);
+    w = Watched{fd, Clock::now() + timeout, false};
+    cv_.notify_all();
+    return true;
+  }
+  // Moves the deadline of a watched connection to `timeout` from now (no-op when not watched).
+  void Extend(PGconn* conn, std::chrono::milliseconds timeout) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = armed_.find(conn);
+    if (it == armed_.end() || it->second.fired) return;
+    it->second.deadline = Clock::now() + timeout;
+    // A later deadline never needs the thread woken: it re-checks when the old one passes.
+  }
+  // Stops watching `conn`. Returns true when its deadline passed and its socket was shut down.
+  bool Disarm(PGconn* conn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = armed_.find(conn);
+    if (it == armed_.end()) return false;
+    const bool fired = it->second.fired;
+    ::close(it->second.fd);
+    armed_.erase(it);
+    return fired;
+  }
+
+ private:
+  struct Watched {
+    int fd = -1;  // our dup of the connection's socket
+    Clock::time_point deadline;
+    bool fired = false;
+  };
+
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      const auto now = Clock::now();
+      auto next = Clock::time_point::max();
+      for (auto& [conn, w] : armed_) {
+        if (w.fired) continue;
+        if (w.deadline <= now) {
+          // Ends libpq's poll() on the socket at once; the connection is then dead (libpq
+          // reports it lost) and is dropped by Release().
+          ::shutdown(w.fd, SHUT_RDWR);
+          w.fired = true;
+        } else {
+          next = std::min(next, w.deadline);
+        }
+      }
+      if (next == Clock::time_point::max()) {
+        cv_.wait(lock);
+      } else {
+        cv_.wait_until(lock, next);
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<PGconn*, Watched> armed_;  // guarded by mu_
+  bool stop_ = false;                 // guarded by mu_
+  std::thread thread_;                // last: starts after the members above exist
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -659,6 +773,11 @@ class PostgresDestination::Impl {
     absl::Status status;
     bool connection_lost = false;
   };
+
+  // How long one statement may go unanswered before its connection is given up.
+  std::chrono::milliseconds StatementBound() const {
+    return options_.statement_timeout + kHangGrace;
+  }
 
   absl::Status Prefix(absl::StatusCode code, std::string_view message) const {
     return absl::Status(code,
@@ -708,6 +827,9 @@ class PostgresDestination::Impl {
   std::condition_variable cv_;
   std::vector<ConnPtr> idle_;  // guarded by mu_
   size_t open_ = 0;            // guarded by mu_: idle + in use + being opened
+
+  // Bounds every statement of a delivery on the client side (see HangWatchdog).
+  HangWatchdog watchdog_;
 };
 
 absl::Status PostgresDestination::Impl::ConvertRecord(const wharf::v1::StoredBatch& batch,
@@ -826,7 +948,34 @@ absl::StatusOr<ConnPtr> PostgresDestination::Impl::Connect() const {
   }
   keys.push_back(nullptr);
   values.push_back(nullptr);
-  ConnPtr conn(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1));
+  // Connected asynchronously against a steady-clock deadline rather than by PQconnectdbParams:
+  // libpq's own connect_timeout is measured with time(NULL), the wall clock, so a backward
+  // clock step while connecting to an unresponsive server (one that accepts TCP but never
+  // answers, e.g. stopped) extended the wait by the size of the step.
+  ConnPtr conn(PQconnectStartParams(keys.data(), values.data(), /*expand_dbname=*/1));
+  if (conn != nullptr && PQstatus(conn.get()) != CONNECTION_BAD) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+    PostgresPollingStatusType polled = PGRES_POLLING_WRITING;  // as libpq documents for a start
+    while (polled != PGRES_POLLING_OK && polled != PGRES_POLLING_FAILED) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        return Prefix(absl::StatusCode::kUnavailable,
+                      absl::StrCat("cannot connect: no answer within ",
+                                   options_.connect_timeout.count(), " ms (connect_timeout)"));
+      }
+      pollfd pfd{};
+      pfd.fd = PQsocket(conn.get());  // may change between calls (several hosts)
+      pfd.events = polled == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+      const int ready = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+      if (ready < 0 && errno != EINTR) {
+        return Prefix(absl::StatusCode::kUnavailable,
+                      absl::StrCat("cannot connect: poll: ", std::strerror(errno)));
+      }
+      if (ready <= 0) continue;
+      polled = PQconnectPoll(conn.get());
+    }
+  }
   if (conn == nullptr || PQstatus(conn.get()) != CONNECTION_OK) {
     // libpq's messages never contain the password.
     const std::string message = TrimmedConnError(conn.get());
@@ -928,6 +1077,7 @@ absl::Status PostgresDestination::Impl::StatementFailure(PGconn* conn, const PGr
 absl::StatusOr<ResultPtr> PostgresDestination::Impl::Exec(PGconn* conn, const std::string& sql,
                                                           ExecStatusType expected,
                                                           std::string_view what) {
+  watchdog_.Extend(conn, StatementBound());
   ResultPtr res(PQexec(conn, sql.c_str()));
   if (res == nullptr || PQresultStatus(res.get()) != expected) {
     return StatementFailure(conn, res.get(), what, /*content=*/false);
@@ -940,6 +1090,7 @@ absl::StatusOr<ResultPtr> PostgresDestination::Impl::ExecParams(
     std::string_view what) {
   std::vector<const char*> values;
   for (const std::string& p : params) values.push_back(p.c_str());
+  watchdog_.Extend(conn, StatementBound());
   ResultPtr res(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
                              values.data(), nullptr, nullptr, /*resultFormat=*/0));
   const ExecStatusType st = res == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(res.get());
@@ -962,6 +1113,7 @@ absl::Status PostgresDestination::Impl::CreateIfMissing(PGconn* conn, const Tabl
     if (PQntuples(exists->get()) == 1 && std::string(PQgetvalue(exists->get(), 0, 0)) == "t") {
       return absl::OkStatus();
     }
+    watchdog_.Extend(conn, StatementBound());
     ResultPtr res(PQexec(conn, ddl.c_str()));
     if (res != nullptr && PQresultStatus(res.get()) == PGRES_COMMAND_OK) return absl::OkStatus();
     const std::string state = ErrorField(res.get(), PG_DIAG_SQLSTATE);
@@ -989,6 +1141,7 @@ absl::Status PostgresDestination::Impl::EnsureSchema(PGconn* conn) {
 absl::Status PostgresDestination::Impl::Copy(PGconn* conn, const wharf::v1::StoredBatch& batch,
                                              const std::string& data) {
   {
+    watchdog_.Extend(conn, StatementBound());
     ResultPtr res(PQexec(conn, copy_sql_.c_str()));
     if (res == nullptr || PQresultStatus(res.get()) != PGRES_COPY_IN) {
       return StatementFailure(conn, res.get(), "COPY", /*content=*/true, &batch);
@@ -1000,6 +1153,8 @@ absl::Status PostgresDestination::Impl::Copy(PGconn* conn, const wharf::v1::Stor
     send_failed = PQputCopyData(conn, data.data() + pos, static_cast<int>(n)) != 1;
   }
   if (!send_failed) send_failed = PQputCopyEnd(conn, nullptr) != 1;
+  // The server's answer to the whole COPY: a statement_timeout from now, as for a statement.
+  watchdog_.Extend(conn, StatementBound());
   // The COPY's result (an error the server raised mid-stream shows here), then the end marker.
   absl::Status status = absl::OkStatus();
   bool first = true;
@@ -1049,6 +1204,7 @@ absl::Status PostgresDestination::Impl::Transaction(PGconn* conn,
                                                absl::StrCat(batch.records_size())};
   std::vector<const char*> values;
   for (const std::string& p : ledger_row) values.push_back(p.c_str());
+  watchdog_.Extend(conn, StatementBound());
   ResultPtr inserted(PQexecParams(conn, ledger_insert_sql_.c_str(), static_cast<int>(values.size()),
                                   nullptr, values.data(), nullptr, nullptr, 0));
   if (inserted == nullptr || PQresultStatus(inserted.get()) != PGRES_TUPLES_OK ||
@@ -1091,6 +1247,9 @@ absl::Status PostgresDestination::Impl::Deliver(const wharf::v1::StoredBatch& ba
 
   absl::StatusOr<ConnPtr> conn = Acquire();
   if (!conn.ok()) return conn.status();
+  // Not watched if the descriptor cannot be duplicated (out of descriptors): the server-side
+  // statement_timeout still bounds a responsive server.
+  (void)watchdog_.Arm(conn->get(), StatementBound());
   absl::Status status = EnsureSchema(conn->get());
   if (status.ok()) {
     // Even with a conversion error the ledger is consulted first: a batch delivered before a
@@ -1098,7 +1257,18 @@ absl::Status PostgresDestination::Impl::Deliver(const wharf::v1::StoredBatch& ba
     status = Transaction(conn->get(), batch, copy_data, content_error, report);
   }
   if (PQstatus(conn->get()) == CONNECTION_OK && PQtransactionStatus(conn->get()) != PQTRANS_IDLE) {
+    watchdog_.Extend(conn->get(), StatementBound());
     ResultPtr res(PQexec(conn->get(), "ROLLBACK"));
+  }
+  if (watchdog_.Disarm(conn->get()) && !status.ok()) {
+    // The connection was shut down under a hung statement; libpq's own message ("server closed
+    // the connection unexpectedly") would hide why. Whether a COMMIT in flight took effect is
+    // unknown: the redelivery's ledger lookup decides. (Fired just after the last answer
+    // arrived: the delivery stands; the dead connection is dropped at its next use.)
+    status = Prefix(absl::StatusCode::kUnavailable,
+                    absl::StrCat("no answer from the server within ", StatementBound().count(),
+                                 " ms (statement_timeout + ", kHangGrace.count(),
+                                 " ms); connection given up (server stopped or unreachable?)"));
   }
   Release(*std::move(conn));
   return status;

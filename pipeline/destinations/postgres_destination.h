@@ -66,11 +66,12 @@ struct PostgresDestinationOptions {
   bool create_table = false;
   // Ledger table, same syntax as `table`; created if missing. Default "wharf_batches".
   std::string ledger_table = "wharf_batches";
-  // Bound on establishing a connection (libpq rounds it up to whole seconds, at least 2 s).
-  // Default 5 s.
+  // Bound on establishing a connection (all hosts of the conninfo together), measured on the
+  // steady clock. Default 5 s.
   std::chrono::milliseconds connect_timeout{5000};
   // Server-side bound on each statement of a delivery (SET LOCAL statement_timeout). Default
-  // 30 s.
+  // 30 s. The client gives a connection up when a statement stays unanswered 2 s longer (a
+  // stopped or frozen server cannot enforce its own timeout): UNAVAILABLE, retried.
   std::chrono::milliseconds statement_timeout{30000};
   // Connection pool size: the most concurrent Deliver() calls (one per partition) that run at
   // once; further calls wait for a connection. Default 4; at least 1.

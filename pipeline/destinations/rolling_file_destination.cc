@@ -695,6 +695,16 @@ RollingFileDestination::Partition* RollingFileDestination::GetPartition(const Ke
     slot->key = key;
     std::lock_guard<std::mutex> state_lock(state_mu_);
     if (const auto it = records_.find(key); it != records_.end()) slot->record = it->second;
+    // A file opened before a restart: its steady-clock opening is unknown, so its wall-clock
+    // age stands in, clamped so that a clock that stepped backwards (a file opened "in the
+    // future") still rolls within max_age.
+    const int64_t wall_age_ms =
+        ToUnixMillis(std::chrono::system_clock::now()) - slot->record.open_time_ms;
+    const int64_t max_age_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.max_age).count();
+    slot->opened_steady =
+        std::chrono::steady_clock::now() -
+        std::chrono::milliseconds(std::clamp<int64_t>(wall_age_ms, 0, max_age_ms));
   }
   return slot.get();
 }
@@ -715,12 +725,18 @@ std::vector<RollingFileDestination::Partition*> RollingFileDestination::AllParti
   return out;
 }
 
-bool RollingFileDestination::Expired(const PartitionRecord& r,
+bool RollingFileDestination::Expired(const Partition& p,
                                      std::chrono::system_clock::time_point now) const {
+  const PartitionRecord& r = p.record;
   if (!r.open || options_.max_age.count() == 0) return false;
   const int64_t max_age_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(options_.max_age).count();
-  return ToUnixMillis(now) - r.open_time_ms >= max_age_ms;
+  // Due when either clock says so. The steady clock bounds the file's life: by the wall clock
+  // alone, a file opened before the clock stepped back an hour stayed open (its records
+  // unpublished) for that hour plus max_age. The wall clock still counts, so that a forward step
+  // rolls files early (harmless: smaller files) and RollExpired(now) can be given a time.
+  return ToUnixMillis(now) - r.open_time_ms >= max_age_ms ||
+         std::chrono::steady_clock::now() - p.opened_steady >= options_.max_age;
 }
 
 bool RollingFileDestination::SizeReached(const PartitionRecord& r) const {
@@ -810,7 +826,7 @@ absl::Status RollingFileDestination::DeliverLocked(Partition& p,
   const auto now = std::chrono::system_clock::now();
   // A file due by age rolls before it takes more data; one due by size only if its roll failed
   // after the batch that filled it. A failure here fails the delivery, so it is seen and retried.
-  if (Expired(p.record, now) || SizeReached(p.record)) {
+  if (Expired(p, now) || SizeReached(p.record)) {
     if (absl::Status s = Roll(p); !s.ok()) return s;
   }
 
@@ -877,6 +893,7 @@ absl::Status RollingFileDestination::DeliverLocked(Partition& p,
     if (applied) {
       p.record = intent;
       p.fd = ScopedFd();
+      p.opened_steady = std::chrono::steady_clock::now();
     }
     if (!s.ok()) return s;
     storage::MaybeCrashAt("rolling_file_destination.after_open_intent");
@@ -1077,7 +1094,7 @@ absl::Status RollingFileDestination::Roll(Partition& p) {
 absl::Status RollingFileDestination::RollIfDue(Partition& p, bool force,
                                                std::chrono::system_clock::time_point now) {
   std::lock_guard<std::mutex> lock(p.mu);
-  if (!p.record.open || !(force || Expired(p.record, now) || SizeReached(p.record))) {
+  if (!p.record.open || !(force || Expired(p, now) || SizeReached(p.record))) {
     return absl::OkStatus();
   }
   return Roll(p);

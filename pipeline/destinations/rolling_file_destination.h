@@ -195,6 +195,10 @@ class RollingFileDestination final : public Destination {
     PartitionRecord record ABSL_GUARDED_BY(mu);
     file_util::ScopedFd fd ABSL_GUARDED_BY(mu);   // the open in-progress file, if opened
     bool dir_synced ABSL_GUARDED_BY(mu) = false;  // its directory chain fsynced since opening
+    // When the open file was opened, on the steady clock (for a file opened before a restart:
+    // now minus its wall-clock age, clamped to [0, max_age]). The file's age by this clock
+    // bounds how long it stays open whatever the wall clock does (see Expired()).
+    std::chrono::steady_clock::time_point opened_steady ABSL_GUARDED_BY(mu);
   };
 
   RollingFileDestination(RollingFileDestinationOptions options, std::string path_template,
@@ -227,7 +231,8 @@ class RollingFileDestination final : public Destination {
   absl::Status Roll(Partition& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   // Rolls `p` if `force` or its file is due by age at `now`.
   absl::Status RollIfDue(Partition& p, bool force, std::chrono::system_clock::time_point now);
-  bool Expired(const PartitionRecord& r, std::chrono::system_clock::time_point now) const;
+  bool Expired(const Partition& p, std::chrono::system_clock::time_point now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   bool SizeReached(const PartitionRecord& r) const;
   std::vector<Partition*> AllPartitions();
 

@@ -311,6 +311,25 @@ TEST_F(RollingFileDestinationTest, RollsByAgeViaRollExpired) {
   EXPECT_EQ(DataFiles(dir_).size(), 2u);
 }
 
+// The wall clock stepped back an hour after the files were opened: by the wall clock they are
+// not even open yet, but they are due by their steady-clock age (before, they stayed open, their
+// records unpublished, for the hour plus max_age).
+TEST_F(RollingFileDestinationTest, RollsByAgeWhenTheWallClockSteppedBack) {
+  RollingFileDestinationOptions options = Options();
+  options.max_age = std::chrono::seconds(1);
+  std::unique_ptr<RollingFileDestination> d = MustCreate(options);
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(Deliver(*d, RangeBatch("ds", 0, 0, 4)).ok());
+  const auto stepped_back = [] { return std::chrono::system_clock::now() - std::chrono::hours(1); };
+  ASSERT_TRUE(d->RollExpired(stepped_back()).ok());
+  EXPECT_EQ(DataFiles(dir_),
+            std::vector<std::string>{".ds-p0000-00000000000000000000-open.jsonl.inprogress"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  ASSERT_TRUE(d->RollExpired(stepped_back()).ok());
+  EXPECT_EQ(DataFiles(dir_),
+            std::vector<std::string>{"ds-p0000-00000000000000000000-00000000000000000004.jsonl"});
+}
+
 TEST_F(RollingFileDestinationTest, NoAgeLimitWhenMaxAgeIsZero) {
   std::unique_ptr<RollingFileDestination> d = MustCreate(Options());  // max_age 0
   ASSERT_NE(d, nullptr);
