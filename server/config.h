@@ -171,6 +171,12 @@ struct LimitsConfig {
   // neither data nor FIN; without pings its streams (and their unwritten acks) would stay open
   // until TCP gives up, hours later. Defaults 60s and 20s: a dead peer is noticed within about
   // 80 s, at the cost of one ping per idle connection per minute.
+  // `max_grpc_memory`, size, 8MiB..: the memory gRPC may use for its transport buffers (a
+  // grpc::ResourceQuota); beyond it, gRPC shrinks flow-control windows, so that streams whose
+  // requests are not being read (a client that reads no acks) cannot park data in wharfd without
+  // bound. Default 128MiB: what gRPC used for 1,000 concurrent streams plus headroom
+  // (docs/reliability/network_and_abuse.md).
+  uint64_t max_grpc_memory = 128ull << 20;
   std::chrono::milliseconds keepalive_time{60000};
   std::chrono::milliseconds keepalive_timeout{20000};
 };

@@ -111,6 +111,7 @@ void ExpectSettingsEq(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.limits.max_record_bytes, expected.limits.max_record_bytes);
   EXPECT_EQ(actual.limits.max_inflight_per_stream, expected.limits.max_inflight_per_stream);
   EXPECT_EQ(actual.limits.max_inflight_bytes, expected.limits.max_inflight_bytes);
+  EXPECT_EQ(actual.limits.max_grpc_memory, expected.limits.max_grpc_memory);
   EXPECT_EQ(actual.limits.keepalive_time, expected.limits.keepalive_time);
   EXPECT_EQ(actual.limits.keepalive_timeout, expected.limits.keepalive_timeout);
   EXPECT_EQ(actual.log.level, expected.log.level);
@@ -177,6 +178,7 @@ limits:
   max_record_bytes: 2MiB
   max_inflight_per_stream: 16
   max_inflight_bytes: 1GiB
+  max_grpc_memory: 256MiB
   keepalive_time: 30s
   keepalive_timeout: 5s
 log:
@@ -225,6 +227,7 @@ datasets:
                      .max_record_bytes = 2 * kMiB,
                      .max_inflight_per_stream = 16,
                      .max_inflight_bytes = kGiB,
+                     .max_grpc_memory = 256 * kMiB,
                      .keepalive_time = seconds(30),
                      .keepalive_timeout = seconds(5)};
   expected.log = {.level = "debug", .format = "json"};
@@ -299,11 +302,14 @@ TEST(ConfigTest, SizeRejectsUnknownForms) {
   }
 }
 
-TEST(ConfigTest, KeepaliveDefaultsAndRanges) {
+TEST(ConfigTest, GrpcMemoryAndKeepaliveDefaultsAndRanges) {
   absl::StatusOr<Config> config = Parse(WithDatasets("limits: {}\n"));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->limits.keepalive_time, seconds(60));
   EXPECT_EQ(config->limits.keepalive_timeout, seconds(20));
+  EXPECT_EQ(config->limits.max_grpc_memory, 128 * kMiB);
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  max_grpc_memory: 1MiB\n"), 2,
+                        "limits.max_grpc_memory", "expected a size from 8MiB"));
   EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  keepalive_time: 500ms\n"), 2,
                         "limits.keepalive_time", "expected a duration from 1s to 1d"));
   EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  keepalive_timeout: 11m\n"), 2,
