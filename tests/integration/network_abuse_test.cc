@@ -42,13 +42,14 @@ using wharf::v1::ProduceRequest;
 using wharf::v1::ProduceResponse;
 using Clock = std::chrono::steady_clock;
 
-// Upper bound on wharfd's resident memory under every abuse here. Why 400 MiB: the documented
-// budget of a loaded wharfd is under 256 MiB (docs/BENCHMARKS.md, "Memory": RocksDB's 96 MiB of
-// memtables and cache plus up to max_inflight_bytes of decoded requests); the tests measure a
-// peak well below that (see the doc for the figures). 400 MiB leaves room for gRPC's per-
-// connection buffers of a thousand streams and for allocator slack, and is still far below what
-// any unbounded queue reaches: a stream whose acks piled up, or a message buffered up to the
-// 1 GiB its length prefix claims, would pass it within the test's duration.
+// Upper bound on wharfd's resident memory under every abuse here: the sum of its configured
+// bounds with their defaults, plus a base. RocksDB's block cache with the memtables 96 MiB, the
+// store's ingest queue (max_pending_bytes) 64 MiB, decoded requests in flight
+// (limits.max_inflight_bytes) 64 MiB, gRPC's buffers (limits.max_grpc_memory) 128 MiB, and
+// about 40 MiB of code, threads and allocator slack: about 390 MiB. Anything unbounded passes it
+// within the test's duration: 20 clients that read no acks took wharfd to 790 MiB before
+// max_grpc_memory existed; a stream whose acks piled up, or a message buffered up to the 1 GiB
+// its length prefix claims, would grow past it too.
 constexpr uint64_t kRssBoundKiB = 400 * 1024;
 
 double Seconds(Clock::time_point since) {
@@ -218,7 +219,7 @@ TEST(NetworkAbuse, ProducersThroughFaultyProxyLoseAndDuplicateNothing) {
   ProducerLoad load(lo);
   load.Start();
 
-  const auto duration = Extended() ? 180s : 15s;
+  const auto duration = Extended() ? 180s : 12s;
   std::mt19937 rng(static_cast<unsigned>(std::random_device{}()));
   std::uniform_int_distribution<int> latency_ms(0, 40);
   std::uniform_int_distribution<int> reset_every_ms(700, 2500);
@@ -466,11 +467,12 @@ TEST(NetworkAbuse, ThousandConcurrentStreamsAllAcked) {
 // stops it. Every request it wrote has an unknown outcome.
 class DeafWriter {
  public:
-  DeafWriter(const std::string& target, int producer, int records_per_request, int max_requests)
+  DeafWriter(const std::string& target, int producer, int records_per_request, int max_requests,
+             size_t payload_bytes = 200)
       : channel_(DeafChannel(target)),
         stub_(wharf::v1::Ingest::NewStub(channel_)),
-        thread_([this, producer, records_per_request, max_requests] {
-          Run(producer, records_per_request, max_requests);
+        thread_([this, producer, records_per_request, max_requests, payload_bytes] {
+          Run(producer, records_per_request, max_requests, payload_bytes);
         }) {}
   ~DeafWriter() { Stop(); }
 
@@ -509,7 +511,7 @@ class DeafWriter {
     args.SetMaxSendMessageSize(-1);
     return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   }
-  void Run(int producer, int records_per_request, int max_requests) {
+  void Run(int producer, int records_per_request, int max_requests, size_t payload_bytes) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
@@ -519,7 +521,7 @@ class DeafWriter {
     const std::string pid = absl::StrCat("deaf-", client::RandomProducerId(), "-", producer);
     for (int i = 0; i < max_requests; ++i) {
       ProduceRequest r = MakeRequest(pid, producer, static_cast<int64_t>(i) * records_per_request,
-                                     records_per_request, 200);
+                                     records_per_request, payload_bytes);
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (stop_) break;
@@ -600,11 +602,18 @@ TEST(NetworkAbuse, StreamWhoseAcksAreNotReadIsPausedNotBuffered) {
   EXPECT_EQ(c.acked, static_cast<size_t>(kRequests * kRecords));
 }
 
+// Normal producers stream while 20 clients (50 extended) send requests and never read an ack,
+// and one producer behind the proxy has its acks stalled at the socket level. wharfd's memory
+// must stay bounded and the normal producers must keep going. Their throughput does drop: the
+// deaf clients' streams hold gRPC buffers up to max_grpc_memory, under which pressure gRPC
+// shrinks every connection's flow-control windows (measured: about 30-50% of the baseline kept
+// with the default 128 MiB, 80% with 2 GiB but 760 MiB of RSS; see
+// docs/reliability/network_and_abuse.md). Only a generous lower bound is asserted: 2 loaded cores.
 TEST(NetworkAbuse, SlowAckReadersDoNotStarveOtherProducers) {
   TempDir tmp;
   WharfdProcess wharfd(BaseConfig(tmp));
   ASSERT_TRUE(wharfd.Start().ok());
-  const auto window = Extended() ? 15s : 5s;
+  const auto window = Extended() ? 15s : 4s;
   const int deaf_clients = Extended() ? 50 : 20;
 
   ProducerLoadOptions lo;
@@ -638,8 +647,26 @@ TEST(NetworkAbuse, SlowAckReadersDoNotStarveOtherProducers) {
   ProducerLoad stalled(stalled_lo);
   stalled.Start();
   std::this_thread::sleep_for(300ms);
+  // Until its acks fill its flow-control window, a deaf client is just a fast producer; the
+  // abuse is what comes after. Wait until they are all stuck (nothing written for 1 s).
+  const auto abuse_start = Clock::now();
+  auto deaf_total = [&] {
+    size_t n = 0;
+    for (auto& d : deaf) n += d->written();
+    return n;
+  };
+  size_t last_total = deaf_total();
+  auto last_change = Clock::now();
+  while (Clock::now() - last_change < 1s && Clock::now() - abuse_start < 30s) {
+    std::this_thread::sleep_for(100ms);
+    if (const size_t n = deaf_total(); n != last_total) {
+      last_total = n;
+      last_change = Clock::now();
+    }
+  }
+  const double stuck_after = Seconds(abuse_start);
   proxy.Stall(TcpProxy::Direction::kServerToClient, window + 2s);
-  std::this_thread::sleep_for(1s);
+  std::this_thread::sleep_for(500ms);
   const size_t a1 = load.acked_count();
   const auto t1 = Clock::now();
   std::this_thread::sleep_for(window);
@@ -648,6 +675,7 @@ TEST(NetworkAbuse, SlowAckReadersDoNotStarveOtherProducers) {
   for (auto& d : deaf) deaf_written += d->written();
   const uint64_t abuse_peak = rss.peak_kib();
 
+  const auto stopping = Clock::now();
   for (auto& d : deaf) d->Stop();
   proxy.Stall(TcpProxy::Direction::kBoth, 0ms);
   load.Stop();
@@ -655,10 +683,11 @@ TEST(NetworkAbuse, SlowAckReadersDoNotStarveOtherProducers) {
   rss.Stop();
 
   std::printf(
-      "slow ack readers: %d deaf clients wrote %zu requests of 100 records in all; normal "
+      "slow ack readers: %d deaf clients wrote %zu requests of 100 records (20 KB) in all, stuck "
+      "after %.1f s; normal "
       "producers %.0f records/s alone, %.0f records/s with the abuse (%.0f%%); RSS peak %s "
       "before, %s during the abuse\n",
-      deaf_clients, deaf_written, baseline, abused, 100.0 * abused / baseline,
+      deaf_clients, deaf_written, stuck_after, baseline, abused, 100.0 * abused / baseline,
       Mib(baseline_peak).c_str(), Mib(abuse_peak).c_str());
   EXPECT_GT(abused, 0.2 * baseline) << "normal producers keep most of their throughput";
   EXPECT_LT(abuse_peak, kRssBoundKiB);
@@ -671,6 +700,7 @@ TEST(NetworkAbuse, SlowAckReadersDoNotStarveOtherProducers) {
   History deaf_history;
   for (auto& d : deaf) d->LogTo(&deaf_history);
   ASSERT_TRUE(WaitFor([&] { return AllDelivered(wharfd.control()); }, 120s));
+  std::printf("slow ack readers: stopped and drained in %.1f s\n", Seconds(stopping));
   const Found found = FindRecords(wharfd, 500);
   std::vector<FoundRecord> deaf_found, stalled_found;
   for (const FoundRecord& r : found.delivered_high) {
