@@ -86,12 +86,14 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
       return;
     }
 
-    bool read_more;
     {
       std::unique_lock<std::mutex> lock(mu_);
       ++inflight_;
-      read_more = MayReadLocked();
-      if (!read_more) read_paused_ = true;
+      // No other reaction may start the next read until this request is in the store's queue:
+      // a request read and appended before this one would reach the store out of sequence
+      // order (and be refused as such). OnWriteDone and OnAppended can run meanwhile and free a
+      // slot; they leave the read to the code below while appending_ is set.
+      appending_ = true;
     }
     // The reactor cannot be deleted before this returns: that needs Finish(), which needs
     // reads_done_, which needs a read that has not been started yet.
@@ -99,7 +101,17 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
                                                    received](storage::AppendResult result) {
       OnAppended(request_id, dataset, records, bytes, received, std::move(result));
     });
-    if (read_more) StartRead(&request_);
+    Actions actions;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      appending_ = false;
+      if (MayReadLocked()) {
+        actions.read = true;
+      } else {
+        read_paused_ = true;
+      }
+    }
+    Run(actions);
   }
 
   void OnWriteDone(bool ok) override {
@@ -216,7 +228,7 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
   }
 
   void MaybeResumeReadLocked(Actions* actions) {
-    if (!read_paused_ || reads_done_ || finished_ || !MayReadLocked()) return;
+    if (!read_paused_ || appending_ || reads_done_ || finished_ || !MayReadLocked()) return;
     read_paused_ = false;
     actions->read = true;
   }
@@ -237,6 +249,7 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
   bool write_broken_ = false;
   bool reads_done_ = false;
   bool read_paused_ = false;
+  bool appending_ = false;  // OnReadDone is handing a request to the store (see there)
   bool finished_ = false;
   bool done_ = false;
   uint32_t inflight_ = 0;  // requests handed to the store and not yet answered
