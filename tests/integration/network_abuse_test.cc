@@ -151,6 +151,7 @@ uint64_t StoredRecords(WharfdProcess& wharfd) {
 }
 
 // Samples wharfd's VmRSS every 50 ms in a thread and keeps the largest value.
+// Thread safety: peak_kib() from any thread; Stop() from the owner (joins).
 class RssSampler {
  public:
   explicit RssSampler(pid_t pid) : pid_(pid), thread_([this] { Run(); }) {}
@@ -282,6 +283,8 @@ TEST(NetworkAbuse, ProducersThroughFaultyProxyLoseAndDuplicateNothing) {
 
 // One raw Produce stream on the callback API: writes its first request, waits for Continue(),
 // writes the others, half-closes, and reads every answer.
+// Thread safety: gRPC runs the reactions on its threads; the state they share with the test
+// thread is guarded by mu_. Destroy only after WaitDone() returned true.
 class RawStream final : public grpc::ClientBidiReactor<ProduceRequest, ProduceResponse> {
  public:
   RawStream(wharf::v1::Ingest::Stub* stub, std::vector<ProduceRequest> requests,
@@ -480,6 +483,8 @@ TEST(NetworkAbuse, ThousandConcurrentStreamsAllAcked) {
 
 // A client that streams requests and never reads an answer: Write() blocks once flow control
 // stops it. Every request it wrote has an unknown outcome.
+// Thread safety: its writer thread writes; stream() may be read from one other thread (gRPC
+// allows one reader beside one writer); the rest is thread-safe.
 class DeafWriter {
  public:
   DeafWriter(const std::string& target, int producer, int records_per_request, int max_requests,
