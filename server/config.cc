@@ -64,9 +64,9 @@ constexpr absl::string_view kBatchingKeys[] = {"max_records", "max_bytes", "ling
 constexpr absl::string_view kRetentionKeys[] = {"raw", "interval"};
 constexpr absl::string_view kDeliveryKeys[] = {"initial_backoff", "max_backoff", "multiplier",
                                                "jitter",          "down_after",  "probe_interval"};
-constexpr absl::string_view kLimitsKeys[] = {"max_message_bytes", "max_records_per_request",
-                                             "max_record_bytes", "max_inflight_per_stream",
-                                             "max_inflight_bytes"};
+constexpr absl::string_view kLimitsKeys[] = {
+    "max_message_bytes",  "max_records_per_request", "max_record_bytes", "max_inflight_per_stream",
+    "max_inflight_bytes", "max_grpc_memory",         "keepalive_time",   "keepalive_timeout"};
 constexpr absl::string_view kLogKeys[] = {"level", "format"};
 constexpr absl::string_view kDatasetKeys[] = {"name",         "partitions", "format",  "quota",
                                               "destinations", "quarantine", "contract"};
@@ -929,6 +929,17 @@ class Parser {
     }
     if (status.ok()) {
       status = ReadSize(*fields, "max_inflight_bytes", kKiB, kMaxAnySize, &out->max_inflight_bytes);
+    }
+    if (status.ok()) {
+      status = ReadSize(*fields, "max_grpc_memory", 8 * kMiB, kMaxAnySize, &out->max_grpc_memory);
+    }
+    if (status.ok()) {
+      status = ReadDuration(*fields, "keepalive_time", std::chrono::seconds(1),
+                            std::chrono::hours(24), &out->keepalive_time);
+    }
+    if (status.ok()) {
+      status = ReadDuration(*fields, "keepalive_timeout", std::chrono::seconds(1),
+                            std::chrono::minutes(10), &out->keepalive_timeout);
     }
     if (!status.ok()) return status;
     if (out->max_record_bytes > out->max_message_bytes) {

@@ -165,6 +165,20 @@ struct LimitsConfig {
   // requests, small enough that wharfd stays under 256 MiB of RSS with RocksDB's 96 MiB
   // (docs/BENCHMARKS.md, "Memory"). Beyond it: RESOURCE_EXHAUSTED with a retry delay.
   uint64_t max_inflight_bytes = 64ull << 20;
+  // `keepalive_time`, duration 1s..24h: wharfd pings a connection that was quiet this long, and
+  // `keepalive_timeout`, duration 1s..10m: closes it when the ping is not answered within that
+  // time, ending its streams. Why: a producer whose host died or whose network was cut sends
+  // neither data nor FIN; without pings its streams (and their unwritten acks) would stay open
+  // until TCP gives up, hours later. Defaults 60s and 20s: a dead peer is noticed within about
+  // 80 s, at the cost of one ping per idle connection per minute.
+  // `max_grpc_memory`, size, 8MiB..: the memory gRPC may use for its transport buffers (a
+  // grpc::ResourceQuota); beyond it, gRPC shrinks flow-control windows, so that streams whose
+  // requests are not being read (a client that reads no acks) cannot park data in wharfd without
+  // bound. Default 128MiB: what gRPC used for 1,000 concurrent streams plus headroom
+  // (docs/reliability/network_and_abuse.md).
+  uint64_t max_grpc_memory = 128ull << 20;
+  std::chrono::milliseconds keepalive_time{60000};
+  std::chrono::milliseconds keepalive_timeout{20000};
 };
 
 // `log`

@@ -74,18 +74,26 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
       {
         std::unique_lock<std::mutex> lock(mu_);
         QueueWriteLocked(std::move(response), &actions);
+        // A refused request is answered at once, but its answer still waits for the client to
+        // read it: refusals count against the same bound as accepted requests.
+        if (MayReadLocked()) {
+          actions.read = true;
+        } else {
+          read_paused_ = true;
+        }
       }
-      actions.read = true;
       Run(actions);
       return;
     }
 
-    bool read_more;
     {
       std::unique_lock<std::mutex> lock(mu_);
       ++inflight_;
-      read_more = inflight_ < service_->limits().max_inflight_per_stream;
-      if (!read_more) read_paused_ = true;
+      // No other reaction may start the next read until this request is in the store's queue:
+      // a request read and appended before this one would reach the store out of sequence
+      // order (and be refused as such). OnWriteDone and OnAppended can run meanwhile and free a
+      // slot; they leave the read to the code below while appending_ is set.
+      appending_ = true;
     }
     // The reactor cannot be deleted before this returns: that needs Finish(), which needs
     // reads_done_, which needs a read that has not been started yet.
@@ -93,7 +101,17 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
                                                    received](storage::AppendResult result) {
       OnAppended(request_id, dataset, records, bytes, received, std::move(result));
     });
-    if (read_more) StartRead(&request_);
+    Actions actions;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      appending_ = false;
+      if (MayReadLocked()) {
+        actions.read = true;
+      } else {
+        read_paused_ = true;
+      }
+    }
+    Run(actions);
   }
 
   void OnWriteDone(bool ok) override {
@@ -114,6 +132,7 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
         writing_ = true;
         actions.write = &writes_.front();
       }
+      MaybeResumeReadLocked(&actions);
       MaybeFinishLocked(&actions);
     }
     Run(actions);
@@ -170,10 +189,7 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
       --inflight_;
       if (!done_) {
         QueueWriteLocked(std::move(response), &actions);
-        if (read_paused_ && !reads_done_) {
-          read_paused_ = false;
-          actions.read = true;
-        }
+        MaybeResumeReadLocked(&actions);
         MaybeFinishLocked(&actions);
       } else {
         del = inflight_ == 0;
@@ -195,6 +211,28 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
     }
   }
 
+  // Whether the next request may be read: fewer than max_inflight_per_stream requests of this
+  // stream are unanswered, counting both those waiting for the store and those whose answer
+  // waits to be written. Why the answers count: a client that sends but never reads its acks
+  // (a bug, a stuck consumer thread, a peer behind a stalled link) lets gRPC flow control fill
+  // up on the answer side only, so each answered request would free its store slot and the next
+  // one would be read: the queue of unwritten answers, and with it wharfd's memory, would grow
+  // without bound while the records kept being stored. Counting them makes the reactor stop
+  // reading instead, so that HTTP/2 flow control pushes back on the client's writes. Safe for
+  // well-behaved producers: client::Producer keeps at most 64 requests unanswered (the
+  // deduplication window), and answers normally leave the queue as soon as they are written.
+  // Nothing is dropped: a paused stream resumes when an answer is written, or ends (and the
+  // producer retries) when the client goes away.
+  bool MayReadLocked() const {
+    return inflight_ + writes_.size() < service_->limits().max_inflight_per_stream;
+  }
+
+  void MaybeResumeReadLocked(Actions* actions) {
+    if (!read_paused_ || appending_ || reads_done_ || finished_ || !MayReadLocked()) return;
+    read_paused_ = false;
+    actions->read = true;
+  }
+
   void MaybeFinishLocked(Actions* actions) {
     if (finished_) return;
     if (!reads_done_ || inflight_ > 0) return;
@@ -211,6 +249,7 @@ class ProduceReactor final : public grpc::ServerBidiReactor<ProduceRequest, Prod
   bool write_broken_ = false;
   bool reads_done_ = false;
   bool read_paused_ = false;
+  bool appending_ = false;  // OnReadDone is handing a request to the store (see there)
   bool finished_ = false;
   bool done_ = false;
   uint32_t inflight_ = 0;  // requests handed to the store and not yet answered

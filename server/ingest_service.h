@@ -20,10 +20,11 @@ namespace wharf::server {
 // a reaction. Requests are validated on the reactor, then handed to the store's group commit;
 // the answer is written when the store calls back (after the records are durable).
 //
-// Limits: at most `max_inflight_per_stream` requests of a stream wait for the store at once (the
-// reactor stops reading until one is answered: gRPC flow control pushes back on the producer),
-// and at most `max_inflight_bytes` across all streams (beyond that, RESOURCE_EXHAUSTED with a
-// retry delay).
+// Limits: at most `max_inflight_per_stream` requests of a stream are unanswered at once, counting
+// those waiting for the store and those whose answer is not yet written to the client (the
+// reactor stops reading until one is answered and written: gRPC flow control pushes back on the
+// producer, also on one that does not read its acks), and at most `max_inflight_bytes` across all
+// streams (beyond that, RESOURCE_EXHAUSTED with a retry delay).
 //
 // Thread safety: gRPC calls the reactors from its threads, the store from its writer thread;
 // each reactor guards its state with its own mutex. The service object is thread-safe.

@@ -1,6 +1,7 @@
 #include "server/wharf_server.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -483,6 +484,37 @@ class WharfServerImpl final : public WharfServer {
     // limit gets our INVALID_ARGUMENT with the sizes instead of gRPC's RESOURCE_EXHAUSTED.
     const uint64_t hard = std::min<uint64_t>(config_.limits.max_message_bytes * 2, INT32_MAX);
     builder.SetMaxReceiveMessageSize(static_cast<int>(hard));
+    // Dead peers (docs/reliability/network_and_abuse.md): ping a connection quiet for
+    // keepalive_time, close it when the ping is not answered within keepalive_timeout, so that
+    // the streams of a vanished producer end (their unanswered requests are then retried by the
+    // producer, deduplicated by sequence number) instead of staying open for hours. Pings go on
+    // without data frames in between (gRPC stops after 2 by default), since an idle producer's
+    // connection is the one most likely to die unnoticed. Safe: a live peer answers pings from
+    // its transport, whether or not its application reads; nothing stored is affected.
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                               static_cast<int>(config_.limits.keepalive_time.count()));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                               static_cast<int>(config_.limits.keepalive_timeout.count()));
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
+                               static_cast<int>(config_.limits.keepalive_time.count()));
+    // Clients may enable keepalive themselves (every 10 s at most) without being sent a GOAWAY
+    // for "too many pings" (gRPC's server default tolerates one ping per 5 minutes).
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+    // A bound on gRPC's own buffers (limits.max_grpc_memory). Why: gRPC grows each stream's
+    // HTTP/2 receive window with its bandwidth estimate (BDP probing) and buffers what a client
+    // sends up to that window whether or not the stream's reactor reads it; a Produce stream that
+    // is paused (its client reads no acks, or the store is behind) could thus park tens of MiB
+    // in wharfd, per stream. Measured: 20 clients that never read acks took wharfd to 790 MiB of
+    // RSS without the quota, about 300 MiB with it (docs/reliability/network_and_abuse.md).
+    // Under pressure gRPC shrinks the windows, so clients are pushed back by flow control; at
+    // worst it closes idle connections or cancels streams with RESOURCE_EXHAUSTED. Safe for
+    // durability: a cancelled stream's unanswered requests are retried by the producer with the
+    // same sequence numbers and deduplicated; nothing acknowledged depends on gRPC's buffers.
+    grpc::ResourceQuota quota("wharfd-grpc");
+    quota.Resize(static_cast<size_t>(config_.limits.max_grpc_memory));
+    builder.SetResourceQuota(quota);
     grpc_ = builder.BuildAndStart();
     if (grpc_ == nullptr || port_ == 0) {
       return absl::UnavailableError(

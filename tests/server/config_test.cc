@@ -111,6 +111,9 @@ void ExpectSettingsEq(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.limits.max_record_bytes, expected.limits.max_record_bytes);
   EXPECT_EQ(actual.limits.max_inflight_per_stream, expected.limits.max_inflight_per_stream);
   EXPECT_EQ(actual.limits.max_inflight_bytes, expected.limits.max_inflight_bytes);
+  EXPECT_EQ(actual.limits.max_grpc_memory, expected.limits.max_grpc_memory);
+  EXPECT_EQ(actual.limits.keepalive_time, expected.limits.keepalive_time);
+  EXPECT_EQ(actual.limits.keepalive_timeout, expected.limits.keepalive_timeout);
   EXPECT_EQ(actual.log.level, expected.log.level);
   EXPECT_EQ(actual.log.format, expected.log.format);
 }
@@ -175,6 +178,9 @@ limits:
   max_record_bytes: 2MiB
   max_inflight_per_stream: 16
   max_inflight_bytes: 1GiB
+  max_grpc_memory: 256MiB
+  keepalive_time: 30s
+  keepalive_timeout: 5s
 log:
   level: debug
   format: json
@@ -220,7 +226,10 @@ datasets:
                      .max_records_per_request = 500,
                      .max_record_bytes = 2 * kMiB,
                      .max_inflight_per_stream = 16,
-                     .max_inflight_bytes = kGiB};
+                     .max_inflight_bytes = kGiB,
+                     .max_grpc_memory = 256 * kMiB,
+                     .keepalive_time = seconds(30),
+                     .keepalive_timeout = seconds(5)};
   expected.log = {.level = "debug", .format = "json"};
   ExpectSettingsEq(*config, expected);
 
@@ -291,6 +300,22 @@ TEST(ConfigTest, SizeRejectsUnknownForms) {
                           "limits.max_inflight_bytes", "expected a size in bytes or a number"))
         << text;
   }
+}
+
+TEST(ConfigTest, GrpcMemoryAndKeepaliveDefaultsAndRanges) {
+  absl::StatusOr<Config> config = Parse(WithDatasets("limits: {}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->limits.keepalive_time, seconds(60));
+  EXPECT_EQ(config->limits.keepalive_timeout, seconds(20));
+  EXPECT_EQ(config->limits.max_grpc_memory, 128 * kMiB);
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  max_grpc_memory: 1MiB\n"), 2,
+                        "limits.max_grpc_memory", "expected a size from 8MiB"));
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  keepalive_time: 500ms\n"), 2,
+                        "limits.keepalive_time", "expected a duration from 1s to 1d"));
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  keepalive_timeout: 11m\n"), 2,
+                        "limits.keepalive_timeout", "expected a duration from 1s to 10m"));
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  keepalive_time: soon\n"), 2,
+                        "limits.keepalive_time", "duration"));
 }
 
 TEST(ConfigTest, SizeOutOfRange) {
