@@ -42,6 +42,7 @@
 #include "spdlog/spdlog.h"
 #include "storage/codec.h"
 #include "storage/corruption_logger.h"
+#include "storage/crc32c.h"
 #include "storage/flushed_sequence.h"
 #include "storage/keys.h"
 #include "storage/rocksdb_options.h"
@@ -93,6 +94,23 @@ absl::Status SyncDirectory(const std::filesystem::path& dir) {
   return absl::OkStatus();
 }
 
+// Wire-format tags (field number << 3 | wire type) of the StoredRecord fields an append writes
+// (proto/wharf/v1/record.proto): record = 1 and ingest_time = 4 are length-delimited (2),
+// producer_id = 2 a string (2), sequence = 3 a varint (0).
+constexpr uint8_t kRecordTag = (1 << 3) | 2;
+constexpr uint8_t kProducerIdTag = (2 << 3) | 2;
+constexpr uint8_t kSequenceTag = (3 << 3) | 0;
+constexpr uint8_t kIngestTimeTag = (4 << 3) | 2;
+
+// Protobuf base-128 varint.
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
 uint64_t RecordBytes(const wharf::v1::Record& r) {
   uint64_t n = r.payload().size() + r.key().size();
   for (const auto& [k, v] : r.headers()) n += k.size() + v.size();
@@ -139,8 +157,17 @@ struct StoreMetrics {
   prometheus::Gauge* pending_bytes = nullptr;
 };
 
+// One raw record of a group commit, waiting to be put into the write batch: its encoded fields
+// (in the EncodedAppend's buffer), their CRC32C and the offset assigned.
+struct RawPut {
+  const char* body = nullptr;
+  size_t size = 0;
+  uint32_t crc = 0;
+  uint64_t offset = 0;
+};
+
 struct PendingAppend {
-  wharf::v1::ProduceRequest request;
+  EncodedAppend append;
   AppendCallback done;
   uint64_t bytes = 0;
   // Set for a quarantine replay instead of a producer's request: the tokens to replay.
@@ -397,10 +424,10 @@ class StagingStoreImpl final : public StagingStore {
 
   void SetAppendListener(AppendListener listener) override { listener_ = std::move(listener); }
 
-  void Append(wharf::v1::ProduceRequest request, AppendCallback done) override {
+  void AppendEncoded(EncodedAppend append, AppendCallback done) override {
     PendingAppend pending;
-    for (const auto& r : request.records()) pending.bytes += RecordBytes(r);
-    pending.request = std::move(request);
+    pending.bytes = append.bytes;
+    pending.append = std::move(append);
     pending.done = std::move(done);
     Enqueue(std::move(pending));
   }
@@ -758,7 +785,7 @@ class StagingStoreImpl final : public StagingStore {
   void ReplayQuarantine(std::string dataset, std::vector<std::string> tokens,
                         std::function<void(absl::StatusOr<uint64_t>)> done) override {
     PendingAppend pending;
-    pending.request.set_dataset(std::move(dataset));
+    pending.append.dataset = std::move(dataset);
     pending.replay = std::move(tokens);
     pending.done = [done = std::move(done)](AppendResult r) {
       if (!r.status.ok()) {
@@ -1216,7 +1243,6 @@ class StagingStoreImpl final : public StagingStore {
     if (producer_cache_.size() >= kMaxCachedProducers) producer_cache_.clear();
     const google::protobuf::Timestamp now_ts = NowTimestamp();
     std::vector<AppendResult> results(group.size());
-    rocksdb::WriteBatch wb;
 
     // Snapshots for rollback if the write fails: the in-memory state must match the store.
     std::map<std::pair<DatasetState*, uint32_t>, wharf::v1::PartitionIngestState> touched;
@@ -1239,9 +1265,30 @@ class StagingStoreImpl final : public StagingStore {
       if (failure_.ok()) not_accepting_ = disk_reason;
     }
 
-    std::string value;
+    // The ingest time, StoredRecord field 4, as it ends every stored value of this group: the
+    // record's encoded fields 1 to 3 (EncodeAppend), then these bytes, is the StoredRecord's
+    // serialization (fields in number order, as SerializeToString writes them).
+    std::string ingest_time_field;
+    ingest_time_field.push_back(static_cast<char>(kIngestTimeTag));
+    AppendVarint(&ingest_time_field, now_ts.ByteSizeLong());
+    now_ts.AppendToString(&ingest_time_field);
+    const rocksdb::Slice ingest_time_slice(ingest_time_field);
+    // Reserve the write batch at once (values, keys and per-entry framing) instead of letting it
+    // grow by copying through the doublings up to several MiB.
+    size_t batch_reserve = 0;
+    for (const PendingAppend& p : group) {
+      batch_reserve +=
+          p.append.encoded.size() +
+          p.append.records.size() * (ingest_time_field.size() + 4 + p.append.dataset.size() + 32);
+    }
+    rocksdb::WriteBatch wb(batch_reserve);
+    // The raw records accepted so far, per (dataset, partition), in offset order; written into
+    // the batch after the loop. They point into the group's EncodedAppends.
+    std::map<std::pair<DatasetState*, uint32_t>, std::vector<RawPut>> runs;
+
     for (size_t i = 0; i < group.size(); ++i) {
-      wharf::v1::ProduceRequest& req = group[i].request;
+      const EncodedAppend& req = group[i].append;
+      const int record_count = static_cast<int>(req.records.size());
       AppendResult& res = results[i];
       if (!failed_earlier.ok()) {
         res.status = absl::UnavailableError(
@@ -1251,18 +1298,18 @@ class StagingStoreImpl final : public StagingStore {
         continue;
       }
       if (group[i].replay.has_value()) {
-        DatasetState* rds = FindDataset(req.dataset());
+        DatasetState* rds = FindDataset(req.dataset);
         if (rds == nullptr) {
-          res.status = absl::NotFoundError(absl::StrCat("unknown dataset \"", req.dataset(), "\""));
+          res.status = absl::NotFoundError(absl::StrCat("unknown dataset \"", req.dataset, "\""));
           continue;
         }
         res.status = ReplayInto(rds, *group[i].replay, now_ts, &wb, &touched, &replayed_keys,
                                 &quarantine_removed[rds], &res.acks);
         continue;
       }
-      DatasetState* ds = FindDataset(req.dataset());
+      DatasetState* ds = FindDataset(req.dataset);
       if (ds == nullptr) {
-        res.status = absl::NotFoundError(absl::StrCat("unknown dataset \"", req.dataset(), "\""));
+        res.status = absl::NotFoundError(absl::StrCat("unknown dataset \"", req.dataset, "\""));
         continue;
       }
       if (!disk_reason.empty()) {
@@ -1272,8 +1319,8 @@ class StagingStoreImpl final : public StagingStore {
       }
       wharf::v1::ProducerWindow* window = nullptr;
       std::string producer_key;
-      if (!req.producer_id().empty()) {
-        producer_key = ProducerKey(req.dataset(), req.producer_id());
+      if (!req.producer_id.empty()) {
+        producer_key = ProducerKey(req.dataset, req.producer_id);
         auto w = ProducerWindowFor(producer_key);
         if (!w.ok()) {
           res.status = w.status();
@@ -1281,18 +1328,17 @@ class StagingStoreImpl final : public StagingStore {
         }
         window = *w;
         const uint64_t expected = window->next_sequence();
-        const uint64_t first = req.first_sequence();
+        const uint64_t first = req.first_sequence;
         if (first < expected) {
           const wharf::v1::ProducerRequestAck* found = nullptr;
           for (const auto& r : window->recent()) {
             if (r.first_sequence() == first) found = &r;
           }
-          if (found != nullptr &&
-              found->record_count() == static_cast<uint32_t>(req.records_size())) {
+          if (found != nullptr && found->record_count() == static_cast<uint32_t>(record_count)) {
             res.acks = AcksFrom(*found);
             res.duplicate = true;
-          } else if (req.allow_sequence_gap() &&
-                     CoveredByWindow(*window, first, req.records_size(), &res.acks)) {
+          } else if (req.allow_sequence_gap &&
+                     CoveredByWindow(*window, first, record_count, &res.acks)) {
             // Forwarders only (their sequences are source offsets): a retry cut differently,
             // e.g. a batch re-split after a restart. Every sequence of it was stored by requests
             // still in the window, so it is a duplicate, answered with the original offsets of
@@ -1300,18 +1346,17 @@ class StagingStoreImpl final : public StagingStore {
             // and count), which catches client bugs.
             res.duplicate = true;
           } else if (found != nullptr) {
-            res.status = absl::FailedPreconditionError(absl::StrCat(
-                "sequence ", first, " was stored with ", found->record_count(),
-                " records, this request has ", req.records_size(), "; nothing was stored"));
+            res.status = absl::FailedPreconditionError(
+                absl::StrCat("sequence ", first, " was stored with ", found->record_count(),
+                             " records, this request has ", record_count, "; nothing was stored"));
           } else {
             res.status = absl::FailedPreconditionError(absl::StrCat(
                 "sequence ", first, " is older than the deduplication window of producer \"",
-                req.producer_id(), "\" (next expected sequence ", expected,
-                "); nothing was stored"));
+                req.producer_id, "\" (next expected sequence ", expected, "); nothing was stored"));
           }
           continue;
         }
-        if (first > expected && !req.allow_sequence_gap()) {
+        if (first > expected && !req.allow_sequence_gap) {
           res.status = absl::FailedPreconditionError(
               absl::StrCat("out of order sequence: expected ", expected, ", got ", first,
                            "; nothing was stored"));
@@ -1338,36 +1383,43 @@ class StagingStoreImpl final : public StagingStore {
       const uint32_t nparts = ds->options.partitions;
       const uint32_t keyless_partition = static_cast<uint32_t>(ds->round_robin++ % nparts);
       wharf::v1::ProducerRequestAck ack_record;
-      ack_record.set_first_sequence(req.first_sequence());
-      ack_record.set_record_count(req.records_size());
+      ack_record.set_first_sequence(req.first_sequence);
+      ack_record.set_record_count(record_count);
+      ack_record.mutable_partitions()->Reserve(record_count);
       std::map<uint32_t, uint64_t> first_offsets;
-      res.acks.resize(req.records_size());
+      res.acks.resize(record_count);
       uint64_t stored_bytes = 0;
-      for (int r = 0; r < req.records_size(); ++r) {
-        wharf::v1::Record* rec = req.mutable_records(r);
+      // The partition of the previous record, its ingest state and its run of puts (std::map
+      // nodes are stable): consecutive records often share a partition (always, when keyless).
+      uint32_t last_p = UINT32_MAX;
+      wharf::v1::PartitionIngestState* st = nullptr;
+      std::vector<RawPut>* run = nullptr;
+      size_t start = 0;
+      for (int r = 0; r < record_count; ++r) {
+        const EncodedAppend::Record& rec = req.records[r];
         const uint32_t p =
-            rec->key().empty() ? keyless_partition : PartitionForKey(rec->key(), nparts);
-        auto key = std::make_pair(ds, p);
-        auto t = touched.find(key);
-        if (t == touched.end()) {
-          std::lock_guard<std::mutex> lock(counters_mu_);
-          t = touched.emplace(key, ds->partitions[p].ingest).first;
+            rec.keyed ? static_cast<uint32_t>(rec.key_hash % nparts) : keyless_partition;
+        if (p != last_p) {
+          auto tkey = std::make_pair(ds, p);
+          auto t = touched.find(tkey);
+          if (t == touched.end()) {
+            std::lock_guard<std::mutex> lock(counters_mu_);
+            t = touched.emplace(tkey, ds->partitions[p].ingest).first;
+          }
+          st = &t->second;
+          *st->mutable_last_ingest_time() = now_ts;
+          first_offsets.try_emplace(p, st->next_offset());
+          run = &runs[tkey];
+          last_p = p;
         }
-        wharf::v1::PartitionIngestState& st = t->second;
-        const uint64_t offset = st.next_offset();
-        st.set_next_offset(offset + 1);
-        first_offsets.emplace(p, offset);
-        wharf::v1::StoredRecord stored;
-        stored.mutable_record()->Swap(rec);
-        stored.set_producer_id(req.producer_id());
-        stored.set_sequence(req.first_sequence() + r);
-        *stored.mutable_ingest_time() = now_ts;
-        EncodeCheckedTo(stored, &value);
-        wb.Put(raw_, OffsetKey(ds->options.name, p, offset), value);
-        st.set_records_appended(st.records_appended() + 1);
-        st.set_bytes_appended(st.bytes_appended() + value.size());
-        *st.mutable_last_ingest_time() = now_ts;
-        stored_bytes += value.size();
+        const uint64_t offset = st->next_offset();
+        st->set_next_offset(offset + 1);
+        run->push_back(RawPut{req.encoded.data() + start, rec.end - start, rec.crc, offset});
+        const uint64_t value_size = 4 + (rec.end - start) + ingest_time_slice.size();
+        start = rec.end;
+        st->set_records_appended(st->records_appended() + 1);
+        st->set_bytes_appended(st->bytes_appended() + value_size);
+        stored_bytes += value_size;
         ack_record.add_partitions(p);
         res.acks[r].set_partition(p);
         res.acks[r].set_offset(offset);
@@ -1379,12 +1431,41 @@ class StagingStoreImpl final : public StagingStore {
           ack_record.add_partitions_used(p);
           ack_record.add_first_offsets(o);
         }
-        window->set_next_sequence(req.first_sequence() + req.records_size());
+        window->set_next_sequence(req.first_sequence + static_cast<uint64_t>(record_count));
         *window->add_recent() = std::move(ack_record);
         while (window->recent_size() > static_cast<int>(options_.producer_window)) {
           window->mutable_recent()->DeleteSubrange(0, 1);
         }
         *window->mutable_last_seen() = now_ts;
+      }
+    }
+    // The records, partition by partition in offset order (the order within one atomic write
+    // batch does not matter to readers or recovery). RocksDB's memtable inserts each key next to
+    // the previous one when keys arrive in order; in request order, keyed records alternate
+    // between partitions and every insert searched the skip list from the top (about 40% of
+    // wharfd's instructions at full ingest; docs/BENCHMARKS.md, "Ingest writer path").
+    for (const auto& [run_key, puts] : runs) {
+      std::string key = PartitionPrefix(run_key.first->options.name, run_key.second);
+      key.resize(key.size() + 8);
+      char crc_bytes[4];
+      for (const RawPut& put : puts) {
+        // Key: the partition prefix, then the offset (OffsetKey's layout, built in place).
+        for (int b = 0; b < 8; ++b) {
+          key[key.size() - 1 - b] = static_cast<char>((put.offset >> (8 * b)) & 0xFF);
+        }
+        // Value: <crc32c, big-endian> <fields 1-3, encoded by EncodeAppend> <ingest time>, the
+        // layout of EncodeCheckedTo(StoredRecord); the checksum extends the record's over the
+        // ingest time bytes.
+        const uint32_t crc =
+            Crc32c(std::string_view(ingest_time_field.data(), ingest_time_field.size()), put.crc);
+        crc_bytes[0] = static_cast<char>(crc >> 24);
+        crc_bytes[1] = static_cast<char>(crc >> 16);
+        crc_bytes[2] = static_cast<char>(crc >> 8);
+        crc_bytes[3] = static_cast<char>(crc);
+        const rocksdb::Slice value_parts[3] = {
+            rocksdb::Slice(crc_bytes, 4), rocksdb::Slice(put.body, put.size), ingest_time_slice};
+        const rocksdb::Slice key_slice(key);
+        wb.Put(raw_, rocksdb::SliceParts(&key_slice, 1), rocksdb::SliceParts(value_parts, 3));
       }
     }
     for (const auto& [key, unused] : producers_before) {
@@ -1493,13 +1574,59 @@ void BackgroundErrorListener::OnBackgroundError(rocksdb::BackgroundErrorReason r
 
 }  // namespace
 
-uint32_t PartitionForKey(std::string_view key, uint32_t partitions) {
+uint64_t KeyHash(std::string_view key) {
   uint64_t h = 14695981039346656037ull;
   for (unsigned char c : key) {
     h ^= c;
     h *= 1099511628211ull;
   }
-  return static_cast<uint32_t>(h % partitions);
+  return h;
+}
+
+uint32_t PartitionForKey(std::string_view key, uint32_t partitions) {
+  return static_cast<uint32_t>(KeyHash(key) % partitions);
+}
+
+EncodedAppend EncodeAppend(const wharf::v1::ProduceRequest& request) {
+  EncodedAppend out;
+  out.dataset = request.dataset();
+  out.producer_id = request.producer_id();
+  out.first_sequence = request.first_sequence();
+  out.allow_sequence_gap = request.allow_sequence_gap();
+  out.records.resize(static_cast<size_t>(request.records_size()));
+  // Per record: the record's size plus at most 3 tags, 3 varints and the producer id.
+  out.encoded.reserve(request.ByteSizeLong() +
+                      out.records.size() * (out.producer_id.size() + 3 + 3 * 10));
+  for (int r = 0; r < request.records_size(); ++r) {
+    const wharf::v1::Record& record = request.records(r);
+    EncodedAppend::Record& rec = out.records[static_cast<size_t>(r)];
+    out.bytes += RecordBytes(record);
+    rec.keyed = !record.key().empty();
+    if (rec.keyed) rec.key_hash = KeyHash(record.key());
+    const size_t start = out.encoded.size();
+    // Fields in number order with proto3's defaults left out, exactly as SerializeToString
+    // writes a StoredRecord whose record, producer_id and sequence are set (record is a message
+    // field: present even when empty).
+    out.encoded.push_back(static_cast<char>(kRecordTag));
+    const size_t record_size = record.ByteSizeLong();
+    AppendVarint(&out.encoded, record_size);
+    const size_t at = out.encoded.size();
+    out.encoded.resize(at + record_size);
+    record.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out.encoded.data() + at));
+    if (!out.producer_id.empty()) {
+      out.encoded.push_back(static_cast<char>(kProducerIdTag));
+      AppendVarint(&out.encoded, out.producer_id.size());
+      out.encoded.append(out.producer_id);
+    }
+    const uint64_t sequence = out.first_sequence + static_cast<uint64_t>(r);
+    if (sequence != 0) {
+      out.encoded.push_back(static_cast<char>(kSequenceTag));
+      AppendVarint(&out.encoded, sequence);
+    }
+    rec.end = out.encoded.size();
+    rec.crc = Crc32c(std::string_view(out.encoded.data() + start, rec.end - start));
+  }
+  return out;
 }
 
 absl::StatusOr<std::unique_ptr<StagingStore>> StagingStore::Open(StoreOptions options) {

@@ -114,6 +114,35 @@ struct AppendResult {
 
 using AppendCallback = std::function<void(AppendResult)>;
 
+// A produce request encoded for the store (EncodeAppend). Each record is already the leading part
+// of its stored value: the StoredRecord fields record, producer_id and sequence, serialized (the
+// writer adds the ingest time, field 4, and the CRC32C frame of codec.h). Encoding is the
+// per-record protobuf work of an append; done on the caller's thread (gRPC's threads, in
+// parallel), it leaves the single group-commit writer only offsets, keys and the write itself
+// (docs/BENCHMARKS.md, "Ingest writer path"). Holds no protobuf objects, so the writer frees a
+// request with a handful of free() calls instead of several per record.
+struct EncodedAppend {
+  struct Record {
+    size_t end = 0;      // end of this record's bytes in `encoded`; it starts at the previous end
+    uint32_t crc = 0;    // CRC32C of those bytes (the writer extends it over the ingest time)
+    bool keyed = false;  // false: keyless, spread round-robin per request
+    uint64_t key_hash = 0;  // KeyHash(key) when keyed: PartitionForKey = key_hash % partitions
+  };
+  std::string dataset;
+  std::string producer_id;
+  uint64_t first_sequence = 0;
+  bool allow_sequence_gap = false;
+  // Payload + key + header bytes of the records: what quotas and the ingest queue bound count.
+  uint64_t bytes = 0;
+  std::vector<Record> records;
+  std::string encoded;
+};
+
+// Encodes `request` for StagingStore::AppendEncoded. Stores nothing: the records are written,
+// and acknowledged, only by the group commit that takes the result (durability as on Append).
+// Thread safety: a pure function.
+EncodedAppend EncodeAppend(const wharf::v1::ProduceRequest& request);
+
 // A raw record read back from the landing zone; its checksum has been verified.
 struct RawRecord {
   uint64_t offset = 0;
@@ -183,7 +212,11 @@ class StagingStore {
   // Records are assigned partitions (stable hash of the key; keyless records round-robin) and
   // consecutive offsets per partition in request order. With a producer id, the sequence check
   // and the producer window update are part of the same write batch as the records.
-  virtual void Append(wharf::v1::ProduceRequest request, AppendCallback done) = 0;
+  virtual void AppendEncoded(EncodedAppend append, AppendCallback done) = 0;
+  // The same for a request not encoded yet: encodes it on the calling thread.
+  void Append(const wharf::v1::ProduceRequest& request, AppendCallback done) {
+    AppendEncoded(EncodeAppend(request), std::move(done));
+  }
 
   // Pipeline side -------------------------------------------------------------------------------
 
@@ -303,8 +336,9 @@ class StagingStore {
   virtual absl::Status Flush() = 0;
 };
 
-// Stable partition of a non-empty key: FNV-1a 64 of the key bytes, modulo the partition count.
-// Part of the on-disk contract: changing it would reorder existing keys.
+// Stable partition of a non-empty key: FNV-1a 64 of the key bytes (KeyHash), modulo the
+// partition count. Part of the on-disk contract: changing it would reorder existing keys.
 uint32_t PartitionForKey(std::string_view key, uint32_t partitions);
+uint64_t KeyHash(std::string_view key);
 
 }  // namespace wharf::storage

@@ -381,6 +381,66 @@ TEST(EndToEnd, BadRequestsGetPreciseErrorsAndStoreNothing) {
   EXPECT_EQ(fx.wharfd->control().GetStatus(unknown).status().code(), absl::StatusCode::kNotFound);
 }
 
+// One stream reuses its parsed request between reads (ProduceReactor::ResetRequest): a large
+// request (over 1 MiB of records: freed after encoding), smaller ones with different shapes
+// (keys, headers, fewer records: parsed into the reused objects) and refused ones in between.
+// Every accepted record must arrive exactly once with its own payload: nothing of an earlier
+// request may leak into a later one through the reused objects.
+TEST(EndToEnd, OneStreamReusesItsRequestWithoutMixingRecords) {
+  Fixture fx;
+  ASSERT_TRUE(fx.wharfd->Start().ok());
+  auto stub = wharf::v1::Ingest::NewStub(client::CreateChannel(fx.wharfd->target()));
+  grpc::ClientContext ctx;
+  auto stream = stub->Produce(&ctx);
+  std::vector<wharf::v1::ProduceRequest> requests;
+  auto add = [&](int records, size_t filler, bool keyed, bool headers) {
+    wharf::v1::ProduceRequest req;
+    req.set_request_id(requests.size() + 1);
+    req.set_dataset("orders");
+    for (int i = 0; i < records; ++i) {
+      wharf::v1::Record* r = req.add_records();
+      r->set_payload(absl::StrCat(R"({"req":)", requests.size() + 1, R"(,"i":)", i, R"(,"f":")",
+                                  std::string(filler, 'a' + static_cast<char>(i % 26)), R"("})"));
+      if (keyed) r->set_key(absl::StrCat("key-", i % 7));
+      if (headers) (*r->mutable_headers())["h"] = absl::StrCat(i);
+    }
+    requests.push_back(std::move(req));
+  };
+  add(400, 3000, true, true);  // ~1.2 MB: released after encoding
+  add(50, 100, false, false);
+  add(0, 0, false, false);  // refused: no records
+  add(300, 20, true, false);
+  add(1, 5000, false, true);
+  add(120, 60, false, false);
+  for (const auto& req : requests) ASSERT_TRUE(stream->Write(req));
+  stream->WritesDone();
+  std::map<uint64_t, wharf::v1::ProduceResponse> answers;
+  wharf::v1::ProduceResponse resp;
+  while (stream->Read(&resp)) answers[resp.request_id()] = resp;
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(answers.size(), requests.size());
+  std::map<std::pair<uint32_t, uint64_t>, std::string> acked;
+  uint64_t accepted = 0;
+  for (const auto& req : requests) {
+    const wharf::v1::ProduceResponse& a = answers[req.request_id()];
+    if (req.records_size() == 0) {
+      EXPECT_EQ(a.status().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+      continue;
+    }
+    ASSERT_EQ(a.status().code(), 0) << a.status().message();
+    ASSERT_EQ(a.acks_size(), req.records_size());
+    for (int i = 0; i < req.records_size(); ++i) {
+      acked[{a.acks(i).partition(), a.acks(i).offset()}] = req.records(i).payload();
+    }
+    accepted += static_cast<uint64_t>(req.records_size());
+  }
+  ASSERT_EQ(acked.size(), accepted) << "two records acknowledged at the same offset";
+  ASSERT_TRUE(
+      WaitFor([&] { return DeliveredRecords(fx.wharfd->control(), "orders") >= accepted; }, 60s))
+      << "delivered " << DeliveredRecords(fx.wharfd->control(), "orders");
+  ExpectDeliveredExactly(fx.config.out_dir, acked);
+}
+
 TEST(EndToEnd, QuotaRefusesWithRetryInfoAndResumesAfterDelivery) {
   Fixture fx([](WharfdConfig& c) {
     c.quota = "200KiB";
