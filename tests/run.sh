@@ -67,6 +67,16 @@ if [[ $QUICK -eq 0 ]]; then
   step "tests under ASan+UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure --timeout 1800 -j2
+
+  step "build with ThreadSanitizer (the concurrency tests' binaries only)"
+  # docs/reliability/sanitizers.md: which tests run here and why; the suppressions name only
+  # Debian's (uninstrumented) libraries.
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWHARF_SANITIZE=thread -DWHARF_BUILD_BENCH=OFF \
+    "${CMAKE_LAUNCHER[@]}" > build-tsan-configure.log
+  cmake --build build-tsan -j"$JOBS" --target ${WHARF_TSAN_TARGETS}
+  step "concurrency tests under ThreadSanitizer"
+  TSAN_OPTIONS="suppressions=$ROOT/tests/tsan_suppressions.txt halt_on_error=1 second_deadlock_stack=1 history_size=4" \
+    ctest --test-dir build-tsan --output-on-failure --timeout 900 -j2 -R "${WHARF_TSAN_TESTS}"
 fi
 
 step "bench smoke run"
