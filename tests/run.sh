@@ -78,11 +78,12 @@ if [[ $QUICK -eq 0 ]]; then
   cmake --build build-tsan -j"$JOBS" --target storage_test pipeline_test server_test
   step "concurrency tests under ThreadSanitizer"
   # The concurrency tests: whole suites that run the store's writer thread, the pipeline's pool
-  # and delivery workers, the in-process control service or a TSan wharfd, plus every test named
-  # Concurrent* (several threads on one destination / contract / processor object).
+  # and delivery workers or the in-process control service, plus every test named Concurrent*
+  # (several threads on one destination / contract / processor object; the forward
+  # destination's one runs against a TSan central wharfd).
   TSAN_TESTS='^(StagingStoreTest|Durability/StagingStoreDurabilityTest|QuarantineStoreTest'
   TSAN_TESTS+='|StoreIoErrorTest|PipelineTest|DeliveryTest|PipelinePowerLossTest'
-  TSAN_TESTS+='|WharfForwardDestinationTest|ControlServiceTest|WharfServerTest)\.'
+  TSAN_TESTS+='|ControlServiceTest|WharfServerTest)\.'
   TSAN_TESTS+='|\.Concurrent|^JsonParseProcessorTest\.IsUsableFromSeveralThreadsAtOnce$'
   # Not here: a test of the writer's producer-window cache, which pushes 100,001 requests through
   # one group and outgrows its 10 s bound at TSan's speed (no second thread involved beyond the
