@@ -234,9 +234,12 @@ TEST_F(FileDestinationTest, ConcurrentDeliveryOfTheSameBatchWritesOneFile) {
   std::vector<std::string> payloads(2000, std::string(500, 'x'));
   const wharf::v1::StoredBatch batch = MakeBatch("ds", 0, 0, 1999, payloads);
   std::vector<absl::Status> results(8);
+  // One report per thread: Deliver() writes its report, so a shared one was a data race in the
+  // test itself (found by TSan, docs/reliability/sanitizers.md).
+  std::vector<wharf::pipeline::DeliveryReport> reports(results.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < results.size(); ++i) {
-    threads.emplace_back([&, i] { results[i] = destination->Deliver(batch, &report_); });
+    threads.emplace_back([&, i] { results[i] = destination->Deliver(batch, &reports[i]); });
   }
   for (std::thread& t : threads) t.join();
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
