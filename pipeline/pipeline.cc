@@ -625,23 +625,22 @@ class PipelineImpl final : public Pipeline {
       }
       ranges.emplace_back(begin, raw.size());
     }
-    // The last range is full when it holds max_records or more records follow it (it was cut by
-    // bytes, or the read stopped before the end of the partition).
-    const bool last_full =
-        ranges.back().second - ranges.back().first >= b.max_records || raw.back().offset + 1 < end;
-    if (!last_full) {
-      if (ranges.size() > 1) {
-        ranges.pop_back();  // committed by a later step, once full or after its linger
-      } else {
-        const int64_t oldest_us =
-            TimeUtil::TimestampToMicroseconds(raw.front().record.ingest_time());
-        const int64_t waited_us = NowMicros() - oldest_us;
-        const int64_t linger_us =
-            std::chrono::duration_cast<std::chrono::microseconds>(b.linger).count();
-        if (waited_us < linger_us) {
-          ArmTimer(pw, SteadyClock::now() + std::chrono::microseconds(linger_us - waited_us));
-          return StepResult::kIdle;
-        }
+    // The last range may have been cut short by the read's byte budget (shared by all ranges),
+    // not by its own: unless it holds max_records it waits for a later step, where it is the
+    // first range and gets the whole budget. A lone range follows the rule of one batch per
+    // step: full at max_records or when more records follow it (cut by bytes), else it waits
+    // for its linger.
+    const size_t last_size = ranges.back().second - ranges.back().first;
+    if (ranges.size() > 1) {
+      if (last_size < b.max_records) ranges.pop_back();
+    } else if (last_size < b.max_records && raw.back().offset + 1 >= end) {
+      const int64_t oldest_us = TimeUtil::TimestampToMicroseconds(raw.front().record.ingest_time());
+      const int64_t waited_us = NowMicros() - oldest_us;
+      const int64_t linger_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(b.linger).count();
+      if (waited_us < linger_us) {
+        ArmTimer(pw, SteadyClock::now() + std::chrono::microseconds(linger_us - waited_us));
+        return StepResult::kIdle;
       }
     }
 
