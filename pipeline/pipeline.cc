@@ -986,9 +986,11 @@ class PipelineImpl final : public Pipeline {
       bool stopped = false;
       absl::Status failure;
       DeliveryReport failure_report;
+      uint32_t failed_attempts = 0;  // partitions whose attempt failed in this round
       for (const auto& r : rounds) {
         progressed = progressed || r.progressed;
         stopped = stopped || r.stopped;
+        if (!r.failure.ok()) ++failed_attempts;
         if (failure.ok() && !r.failure.ok()) {
           failure = r.failure;
           failure_report = r.failure_report;
@@ -1001,8 +1003,11 @@ class PipelineImpl final : public Pipeline {
         wharf::v1::DestinationState state;
         {
           std::lock_guard<std::mutex> lock(w->mu);
+          // Consecutive failures count rounds (the circuit opens after down_after failed rounds,
+          // however many partitions failed in each); delivery_failures counts every failed
+          // attempt, as the metric does.
           failures = ++w->consecutive_failures;
-          ++w->delivery_failures;
+          w->delivery_failures += failed_attempts;
           w->last_error = std::string(failure.message());
           // Circuit breaker: past the threshold only periodic probes are attempted, so a dead
           // destination costs one attempt per probe interval, not a retry storm.
@@ -1015,7 +1020,8 @@ class PipelineImpl final : public Pipeline {
           state = w->state;
         }
         SetStateMetric(w, state);
-        if (w->m_failures != nullptr) w->m_failures->Increment();
+        if (w->m_failures != nullptr)
+          w->m_failures->Increment(static_cast<double>(failed_attempts));
         spdlog::warn("delivery {}/{}: attempt {} failed, {} in {} ms: {}", ds->name, w->name,
                      failures, state == wharf::v1::OPEN ? "circuit open, next probe" : "retrying",
                      delay.count(), failure.ToString());

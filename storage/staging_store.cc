@@ -538,27 +538,23 @@ class StagingStoreImpl final : public StagingStore {
   absl::Status SyncPipelineWrites() override {
     const uint64_t target = unsynced_commit_seq_.load();
     if (target <= synced_commit_seq_.load()) return absl::OkStatus();
-    // One sync at a time: a caller that waited here finds its commits covered by the sync it
-    // waited for (no second fsync).
+    // One sync at a time: a caller that waited here usually finds its commits covered by the
+    // sync it waited for (no second fsync).
     std::lock_guard<std::mutex> lock(sync_mu_);
     if (target <= synced_commit_seq_.load()) return absl::OkStatus();
-    {
-      std::lock_guard<std::mutex> counters_lock(counters_mu_);
-      if (!failure_.ok()) {
-        return absl::UnavailableError(
-            absl::StrCat("syncing pipeline writes: the staging store failed earlier: ",
-                         std::string(failure_.message())));
-      }
-    }
-    // Everything published up to `covered` has been appended to a WAL file that SyncWAL()
-    // syncs (writes reach the OS before they become visible; the WAL is never flushed
-    // manually), so after it returns every commit up to `covered` survives power loss.
+    // Every write published up to `covered` is in a WAL file already (writes reach the WAL, and
+    // the OS, before they become visible; the WAL is never flushed manually). A synced write
+    // fsyncs every WAL file up to the current one, so after it every commit up to `covered`
+    // survives power loss. An empty synced write rather than DB::SyncWAL(): the write path
+    // handles I/O errors like every other write (latched by WriteDb, wharfd restarts), whereas
+    // SyncWAL() on a WAL writer that has seen an error trips an assertion in Debian's RocksDB
+    // (built with assertions on) and would abort wharfd. Batches with a count of 0 add no
+    // sequence number and change nothing.
     const uint64_t covered = db_->GetLatestSequenceNumber();
-    absl::Status st = FromRocks(db_->SyncWAL(), "syncing pipeline writes (WAL)");
-    if (!st.ok()) {
-      RecordFailure(st);
-      return st;
-    }
+    rocksdb::WriteBatch empty;
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    if (absl::Status st = WriteDb(wo, &empty, "syncing pipeline writes"); !st.ok()) return st;
     synced_commit_seq_.store(std::max(synced_commit_seq_.load(), covered));
     return absl::OkStatus();
   }
