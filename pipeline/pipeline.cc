@@ -160,7 +160,20 @@ struct PartitionWork {
   SteadyClock::time_point linger_start;
 };
 
-// Delivery of one dataset to one destination, on its own thread.
+// Partitions of one destination delivered at the same time. Each partition is still delivered
+// in offset order, one batch at a time (the Destination contract); different partitions may be
+// delivered concurrently (also in the contract). Overlapping them overlaps what one delivery
+// waits for (a file destination's two fsyncs, a database commit, a network round trip, the
+// cursor write queued behind an ingest group commit in RocksDB's write queue), which bounds a
+// single delivery thread to one batch per wait.
+constexpr uint32_t kMaxParallelPartitions = 4;
+
+// Batches one validation step may commit together (one RocksDB write): see Step().
+constexpr uint32_t kMaxBatchesPerStep = 8;
+
+// Delivery of one dataset to one destination, on its own thread (plus, with several partitions,
+// a small pool that delivers partitions side by side during a round; the delivery thread waits
+// for the round to end, so Tick() never runs concurrently with Deliver()).
 struct DestinationWorker {
   std::string name;
   Destination* destination = nullptr;
@@ -181,7 +194,14 @@ struct DestinationWorker {
   uint64_t delivery_failures = 0;
   bool paused = false;
   std::vector<wharf::v1::DeliveryCheckpoint> cursors;  // per partition
+  // Per partition, the next_offset of the cursor last written to the store (cursors[p] may be
+  // ahead within a delivery round: the cursor is written once per round, not per batch).
+  // Retention deletes batches only below these, so after a crash the stored cursor never points
+  // into batches that are gone. Guarded by mu.
+  std::vector<uint64_t> saved_next;
   bool cursors_loaded = false;
+  // Delivers partitions side by side within a round; null with a single partition.
+  std::unique_ptr<asio::thread_pool> partition_pool;
 
   // Metrics (may be null).
   prometheus::Counter* m_records = nullptr;
@@ -276,6 +296,9 @@ class PipelineImpl final : public Pipeline {
         w->ds = rt.get();
         w->retry = spec.retry.value_or(options_.retry);
         w->cursors.resize(rt->partitions);
+        w->saved_next.resize(rt->partitions, 0);
+        const uint32_t parallel = std::min(rt->partitions, kMaxParallelPartitions);
+        if (parallel > 1) w->partition_pool = std::make_unique<asio::thread_pool>(parallel);
         auto paused = store_->GetMeta(PausedKey(rt->name, spec.name));
         if (!paused.ok()) return paused.status();
         if (paused->has_value()) {
@@ -351,6 +374,8 @@ class PipelineImpl final : public Pipeline {
     for (auto& ds : datasets_) {
       for (auto& w : ds->workers) {
         if (w->thread.joinable()) w->thread.join();
+        // Idle by now: the delivery thread waits for every round it started.
+        if (w->partition_pool != nullptr) w->partition_pool->join();
       }
     }
   }
@@ -572,9 +597,16 @@ class PipelineImpl final : public Pipeline {
       return StepResult::kIdle;
     }
 
+    // One step reads up to kMaxBatchesPerStep batches' worth of records (but no more bytes than
+    // one batch may hold, so a step's memory is what it was with one batch) and commits every
+    // full batch among them in ONE write: each write waits in RocksDB's write queue behind the
+    // ingest group commit in progress, so with a backlog the wait is shared by several batches.
+    // Batch boundaries are those of one batch per step: a batch is cut at max_records records or
+    // before max_bytes of stored bytes, a partial batch only after the linger.
     std::vector<storage::RawRecord> raw;
-    if (absl::Status st =
-            store_->ReadRaw(ds->name, p, cursor, end, b.max_records, b.max_bytes, &raw);
+    if (absl::Status st = store_->ReadRaw(ds->name, p, cursor, end,
+                                          static_cast<size_t>(b.max_records) * kMaxBatchesPerStep,
+                                          b.max_bytes, &raw);
         !st.ok()) {
       spdlog::error("pipeline {}/{}: reading raw records failed: {}", ds->name, p, st.ToString());
       return StepResult::kError;
@@ -584,8 +616,32 @@ class PipelineImpl final : public Pipeline {
                     ds->name, p, cursor);
       return StepResult::kError;
     }
-    const bool full = raw.size() >= b.max_records || raw.back().offset + 1 < end;
-    if (!full) {
+    // Cut the records read into batch ranges [begin, end) of raw.
+    std::vector<std::pair<size_t, size_t>> ranges;
+    {
+      size_t begin = 0;
+      uint64_t bytes = 0;
+      for (size_t i = 0; i < raw.size(); ++i) {
+        const bool fits =
+            i - begin < b.max_records && (i == begin || bytes + raw[i].stored_bytes <= b.max_bytes);
+        if (!fits) {
+          ranges.emplace_back(begin, i);
+          begin = i;
+          bytes = 0;
+        }
+        bytes += raw[i].stored_bytes;
+      }
+      ranges.emplace_back(begin, raw.size());
+    }
+    // The last range may have been cut short by the read's byte budget (shared by all ranges),
+    // not by its own: unless it holds max_records it waits for a later step, where it is the
+    // first range and gets the whole budget. A lone range follows the rule of one batch per
+    // step: full at max_records or when more records follow it (cut by bytes), else it waits
+    // for its linger.
+    const size_t last_size = ranges.back().second - ranges.back().first;
+    if (ranges.size() > 1) {
+      if (last_size < b.max_records) ranges.pop_back();
+    } else if (last_size < b.max_records && raw.back().offset + 1 >= end) {
       const int64_t linger_us =
           std::chrono::duration_cast<std::chrono::microseconds>(b.linger).count();
       // The linger is timed on the steady clock. The ingest time is wall-clock (stored and
@@ -614,74 +670,85 @@ class PipelineImpl final : public Pipeline {
     storage::BatchCommit commit;
     commit.dataset = ds->name;
     commit.partition = p;
-    commit.next_offset = raw.back().offset + 1;
-    for (const auto& r : raw) commit.raw_bytes += r.stored_bytes;
-    wharf::v1::StoredBatch batch;
-    auto* m = batch.mutable_manifest();
-    uint32_t crc = 0;
-    uint64_t bytes = 0;
-    int64_t min_ingest_us = INT64_MAX;
+    commit.next_offset = raw[ranges.back().second - 1].offset + 1;
     // Not TimeUtil::GetCurrentTime(): protobuf 3.21 truncates it to whole seconds.
     const google::protobuf::Timestamp now_ts = TimeUtil::MicrosecondsToTimestamp(NowMicros());
     std::string payload;
-    // One processor for the whole step: a contract change applies from the next batch on.
+    // One processor for the whole step: a contract change applies from the next step on.
     const std::shared_ptr<const RecordProcessor> processor = ds->Processor();
     uint64_t filtered = 0;
-    for (auto& r : raw) {
-      wharf::v1::QuarantineEntry q;
-      payload.clear();
-      const ProcessResult result =
-          processor->ProcessRecord({ds->name, p, r.offset}, r.record, &payload, &q);
-      if (result == ProcessResult::kFilter) {
-        ++filtered;
-        continue;
+    std::vector<wharf::v1::StoredBatch> batches;
+    for (const auto& [first, last] : ranges) {
+      wharf::v1::StoredBatch batch;
+      uint32_t crc = 0;
+      uint64_t bytes = 0;
+      int64_t min_ingest_us = INT64_MAX;
+      const size_t quarantined_before = commit.quarantine.size();
+      for (size_t i = first; i < last; ++i) {
+        storage::RawRecord& r = raw[i];
+        commit.raw_bytes += r.stored_bytes;
+        wharf::v1::QuarantineEntry q;
+        payload.clear();
+        const ProcessResult result =
+            processor->ProcessRecord({ds->name, p, r.offset}, r.record, &payload, &q);
+        if (result == ProcessResult::kFilter) {
+          ++filtered;
+          continue;
+        }
+        if (result == ProcessResult::kDeliver) {
+          auto* br = batch.add_records();
+          br->set_offset(r.offset);
+          crc = storage::Crc32c(payload, crc);
+          bytes += payload.size();
+          br->set_payload(std::move(payload));
+          payload = std::string();
+          auto* rec = r.record.mutable_record();
+          br->set_key(std::move(*rec->mutable_key()));
+          if (rec->has_event_time()) *br->mutable_event_time() = rec->event_time();
+          *br->mutable_ingest_time() = r.record.ingest_time();
+          br->mutable_headers()->swap(*rec->mutable_headers());
+          min_ingest_us =
+              std::min(min_ingest_us, TimeUtil::TimestampToMicroseconds(r.record.ingest_time()));
+        } else {
+          q.set_dataset(ds->name);
+          q.set_partition(p);
+          q.set_offset(r.offset);
+          q.set_schema_version(processor->schema_version());
+          q.set_transform_version(processor->transform_version());
+          // A replayed record carries its history: attempts add up, the first error stays.
+          q.set_attempts(r.record.replayed() ? r.record.attempts() + 1 : 1);
+          *q.mutable_quarantine_time() = now_ts;
+          *q.mutable_first_error_time() = r.record.replayed() && r.record.has_first_error_time()
+                                              ? r.record.first_error_time()
+                                              : now_ts;
+          *q.mutable_original() = std::move(r.record);
+          commit.quarantine.push_back(std::move(q));
+        }
       }
-      if (result == ProcessResult::kDeliver) {
-        auto* br = batch.add_records();
-        br->set_offset(r.offset);
-        crc = storage::Crc32c(payload, crc);
-        bytes += payload.size();
-        br->set_payload(std::move(payload));
-        payload = std::string();
-        auto* rec = r.record.mutable_record();
-        br->set_key(std::move(*rec->mutable_key()));
-        if (rec->has_event_time()) *br->mutable_event_time() = rec->event_time();
-        *br->mutable_ingest_time() = r.record.ingest_time();
-        br->mutable_headers()->swap(*rec->mutable_headers());
-        min_ingest_us =
-            std::min(min_ingest_us, TimeUtil::TimestampToMicroseconds(r.record.ingest_time()));
-      } else {
-        q.set_dataset(ds->name);
-        q.set_partition(p);
-        q.set_offset(r.offset);
-        q.set_schema_version(processor->schema_version());
-        q.set_transform_version(processor->transform_version());
-        // A replayed record carries its history: attempts add up, the first error stays.
-        q.set_attempts(r.record.replayed() ? r.record.attempts() + 1 : 1);
-        *q.mutable_quarantine_time() = now_ts;
-        *q.mutable_first_error_time() = r.record.replayed() && r.record.has_first_error_time()
-                                            ? r.record.first_error_time()
-                                            : now_ts;
-        *q.mutable_original() = std::move(r.record);
-        commit.quarantine.push_back(std::move(q));
-      }
-    }
-    if (batch.records_size() > 0) {
-      m->set_batch_id(
-          absl::StrCat(ds->name, ".p", p, ".", raw.front().offset, "-", raw.back().offset));
+      if (batch.records_size() == 0) continue;
+      auto* m = batch.mutable_manifest();
+      const uint64_t first_offset = raw[first].offset;
+      const uint64_t last_offset = raw[last - 1].offset;
+      m->set_batch_id(absl::StrCat(ds->name, ".p", p, ".", first_offset, "-", last_offset));
       m->set_dataset(ds->name);
       m->set_partition(p);
-      m->set_first_offset(raw.front().offset);
-      m->set_last_offset(raw.back().offset);
+      m->set_first_offset(first_offset);
+      m->set_last_offset(last_offset);
       m->set_record_count(batch.records_size());
-      m->set_quarantined_count(commit.quarantine.size());
+      m->set_quarantined_count(commit.quarantine.size() - quarantined_before);
       m->set_bytes(bytes);
       m->set_checksum(crc);
       *m->mutable_create_time() = now_ts;
       m->set_schema_version(processor->schema_version());
       m->set_transform_version(processor->transform_version());
       *m->mutable_min_ingest_time() = TimeUtil::MicrosecondsToTimestamp(min_ingest_us);
-      commit.batch = std::move(batch);
+      batches.push_back(std::move(batch));
+    }
+    if (!batches.empty()) {
+      commit.batch = std::move(batches.front());
+      for (size_t i = 1; i < batches.size(); ++i) {
+        commit.more_batches.push_back(std::move(batches[i]));
+      }
     }
     if (absl::Status st = store_->CommitBatch(commit); !st.ok()) {
       spdlog::error("pipeline {}/{}: committing batch at offset {} failed: {}", ds->name, p, cursor,
@@ -689,8 +756,10 @@ class PipelineImpl final : public Pipeline {
       return StepResult::kError;
     }
     if (ds->m_batches != nullptr && commit.batch.has_value()) {
-      ds->m_batches->Increment();
-      ds->m_records->Increment(static_cast<double>(commit.batch->records_size()));
+      uint64_t records = commit.batch->records_size();
+      for (const auto& more : commit.more_batches) records += more.records_size();
+      ds->m_batches->Increment(static_cast<double>(1 + commit.more_batches.size()));
+      ds->m_records->Increment(static_cast<double>(records));
     }
     if (ds->m_filtered != nullptr && filtered > 0) {
       ds->m_filtered->Increment(static_cast<double>(filtered));
@@ -778,6 +847,100 @@ class PipelineImpl final : public Pipeline {
     for (auto& [st, gauge] : w->m_state) gauge->Set(st == state ? 1 : 0);
   }
 
+  // What one partition's part of a delivery round did.
+  struct PartitionRound {
+    bool progressed = false;  // at least one batch delivered or a quarantined range skipped
+    bool stopped = false;     // the pipeline is stopping
+    absl::Status failure;     // the first failure (the partition's round ended there)
+    DeliveryReport failure_report;
+  };
+
+  // Delivers the committed batches of partition p past its cursor (at most 8 per round), in
+  // order, then writes the partition's cursor once. Runs on the delivery thread or, with several
+  // partitions, on the worker's partition pool (never two calls for one partition at a time).
+  PartitionRound DeliverPartition(DestinationWorker* w, uint32_t p) {
+    DatasetRuntime* ds = w->ds;
+    PartitionRound round;
+    uint64_t from;
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      from = w->cursors[p].next_offset();
+    }
+    // Read the validation cursor before the batches: if no batch starts at `from` although
+    // validation has moved past it, every offset in between went to quarantine (or was
+    // filtered), and the delivery cursor can skip them (else the backlog would never end).
+    const uint64_t validated = store_->GetPartitionCounters(ds->name, p).validation.next_offset();
+    std::vector<wharf::v1::StoredBatch> batches;
+    if (absl::Status st = store_->ReadBatches(ds->name, p, from, 8, &batches); !st.ok()) {
+      round.failure = st;
+      return round;
+    }
+    const uint64_t skip_to =
+        batches.empty() ? validated : batches.front().manifest().first_offset();
+    if (skip_to > from) SkipQuarantined(w, p, skip_to);
+    if (batches.empty()) return round;
+    // Durability: batch commits are not synced (StagingStore::CommitBatch). Before any of these
+    // batches reaches the destination its commit must survive power loss, else a lost commit
+    // could be re-cut with other boundaries and its records delivered again under another id.
+    // One WAL sync covers every batch read above and those of the other partitions of the
+    // round (the store skips it when an earlier sync already covered them).
+    if (absl::Status st = store_->SyncPipelineWrites(); !st.ok()) {
+      round.failure = st;
+      return round;
+    }
+    bool cursor_dirty = false;
+    for (const auto& batch : batches) {
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        if (w->stopping) {
+          round.stopped = true;
+          break;
+        }
+        if (w->paused) break;
+      }
+      const auto t0 = SteadyClock::now();
+      DeliveryReport report;
+      std::vector<wharf::v1::QuarantineEntry> rejected;
+      absl::Status st = DeliverBatch(w, batch, &rejected, &report);
+      if (!st.ok()) {
+        round.failure = absl::Status(
+            st.code(), absl::StrCat("batch ", batch.manifest().batch_id(), ": ", st.message()));
+        round.failure_report = report;
+        break;
+      }
+      absl::StatusOr<bool> saved = OnDelivered(w, batch, rejected, SteadyClock::now() - t0);
+      if (!saved.ok()) {
+        round.failure = saved.status();
+        break;
+      }
+      cursor_dirty = !*saved;
+      round.progressed = true;
+    }
+    if (cursor_dirty) SaveCursor(w, p);
+    return round;
+  }
+
+  // Writes partition p's in-memory cursor to the store. Durability: not synced. The cursor only
+  // moves after the destination confirmed the batches it covers; if this write is lost (or a
+  // crash comes before it), those batches are delivered again and the destination's idempotence
+  // by batch id absorbs it. Written once per round instead of once per batch: each write waits
+  // in RocksDB's write queue (behind an ingest group commit in progress), and a lost write
+  // repeats at most one round (8 batches) of the partition.
+  void SaveCursor(DestinationWorker* w, uint32_t p) {
+    wharf::v1::DeliveryCheckpoint cp;
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      cp = w->cursors[p];
+    }
+    if (absl::Status st = store_->SetDeliveryCursor(w->ds->name, w->name, p, cp); !st.ok()) {
+      spdlog::error("delivery {}/{}: saving cursor failed (batches will be redelivered): {}",
+                    w->ds->name, w->name, st.ToString());
+      return;
+    }
+    std::lock_guard<std::mutex> lock(w->mu);
+    w->saved_next[p] = std::max(w->saved_next[p], cp.next_offset());
+  }
+
   void DeliveryLoop(DestinationWorker* w) {
     DatasetRuntime* ds = w->ds;
     // Load the cursors; a store read failure is retried (nothing can be delivered without them).
@@ -796,6 +959,7 @@ class PipelineImpl final : public Pipeline {
       }
       if (ok) {
         std::lock_guard<std::mutex> lock(w->mu);
+        for (uint32_t p = 0; p < ds->partitions; ++p) w->saved_next[p] = cursors[p].next_offset();
         w->cursors = std::move(cursors);
         w->cursors_loaded = true;
         break;
@@ -803,8 +967,8 @@ class PipelineImpl final : public Pipeline {
       if (!WaitFor(w, std::chrono::seconds(1), false)) return;
     }
 
-    std::vector<wharf::v1::StoredBatch> batches;
     SteadyClock::time_point last_tick{};
+    std::vector<PartitionRound> rounds(ds->partitions);
     while (true) {
       bool paused;
       {
@@ -818,59 +982,55 @@ class PipelineImpl final : public Pipeline {
         if (!WaitFor(w, std::chrono::seconds(1), false)) return;
         continue;
       }
-      bool progressed = false;
-      absl::Status failure;
-      DeliveryReport failure_report;
-      for (uint32_t p = 0; p < ds->partitions && failure.ok(); ++p) {
-        uint64_t from;
-        {
-          std::lock_guard<std::mutex> lock(w->mu);
-          from = w->cursors[p].next_offset();
+      for (auto& r : rounds) r = PartitionRound();
+      if (w->partition_pool != nullptr) {
+        // Every partition of the round on the pool; this thread waits for all of them, so a
+        // round's failures are handled below as in the sequential case.
+        std::mutex done_mu;
+        std::condition_variable done_cv;
+        uint32_t pending = ds->partitions;
+        for (uint32_t p = 0; p < ds->partitions; ++p) {
+          asio::post(*w->partition_pool, [&, p] {
+            PartitionRound r = DeliverPartition(w, p);
+            std::lock_guard<std::mutex> lock(done_mu);
+            rounds[p] = std::move(r);
+            if (--pending == 0) done_cv.notify_all();
+          });
         }
-        // Read the validation cursor before the batches: if no batch starts at `from` although
-        // validation has moved past it, every offset in between went to quarantine (or was
-        // filtered), and the delivery cursor can skip them (else the backlog would never end).
-        const uint64_t validated =
-            store_->GetPartitionCounters(ds->name, p).validation.next_offset();
-        if (absl::Status st = store_->ReadBatches(ds->name, p, from, 8, &batches); !st.ok()) {
-          failure = st;
-          break;
-        }
-        const uint64_t skip_to =
-            batches.empty() ? validated : batches.front().manifest().first_offset();
-        if (skip_to > from) SkipQuarantined(w, p, skip_to);
-        for (const auto& batch : batches) {
-          {
-            std::lock_guard<std::mutex> lock(w->mu);
-            if (w->stopping) return;
-            if (w->paused) break;
-          }
-          const auto t0 = SteadyClock::now();
-          DeliveryReport report;
-          std::vector<wharf::v1::QuarantineEntry> rejected;
-          absl::Status st = DeliverBatch(w, batch, &rejected, &report);
-          if (!st.ok()) {
-            failure = absl::Status(
-                st.code(), absl::StrCat("batch ", batch.manifest().batch_id(), ": ", st.message()));
-            failure_report = report;
-            break;
-          }
-          if (absl::Status cs = OnDelivered(w, batch, rejected, SteadyClock::now() - t0);
-              !cs.ok()) {
-            failure = cs;
-            break;
-          }
-          progressed = true;
+        std::unique_lock<std::mutex> lock(done_mu);
+        done_cv.wait(lock, [&] { return pending == 0; });
+      } else {
+        for (uint32_t p = 0; p < ds->partitions; ++p) {
+          rounds[p] = DeliverPartition(w, p);
+          if (!rounds[p].failure.ok() || rounds[p].stopped) break;
         }
       }
+      bool progressed = false;
+      bool stopped = false;
+      absl::Status failure;
+      DeliveryReport failure_report;
+      uint32_t failed_attempts = 0;  // partitions whose attempt failed in this round
+      for (const auto& r : rounds) {
+        progressed = progressed || r.progressed;
+        stopped = stopped || r.stopped;
+        if (!r.failure.ok()) ++failed_attempts;
+        if (failure.ok() && !r.failure.ok()) {
+          failure = r.failure;
+          failure_report = r.failure_report;
+        }
+      }
+      if (stopped) return;
       if (!failure.ok()) {
         uint32_t failures;
         std::chrono::milliseconds delay;
         wharf::v1::DestinationState state;
         {
           std::lock_guard<std::mutex> lock(w->mu);
+          // Consecutive failures count rounds (the circuit opens after down_after failed rounds,
+          // however many partitions failed in each); delivery_failures counts every failed
+          // attempt, as the metric does.
           failures = ++w->consecutive_failures;
-          ++w->delivery_failures;
+          w->delivery_failures += failed_attempts;
           w->last_error = std::string(failure.message());
           // Circuit breaker: past the threshold only periodic probes are attempted, so a dead
           // destination costs one attempt per probe interval, not a retry storm.
@@ -883,7 +1043,8 @@ class PipelineImpl final : public Pipeline {
           state = w->state;
         }
         SetStateMetric(w, state);
-        if (w->m_failures != nullptr) w->m_failures->Increment();
+        if (w->m_failures != nullptr)
+          w->m_failures->Increment(static_cast<double>(failed_attempts));
         spdlog::warn("delivery {}/{}: attempt {} failed, {} in {} ms: {}", ds->name, w->name,
                      failures, state == wharf::v1::OPEN ? "circuit open, next probe" : "retrying",
                      delay.count(), failure.ToString());
@@ -1043,12 +1204,18 @@ class PipelineImpl final : public Pipeline {
     // Durability: as for delivered batches, losing this write only repeats the skip.
     if (absl::Status st = store_->SetDeliveryCursor(w->ds->name, w->name, p, cp); !st.ok()) {
       spdlog::warn("delivery {}/{}: saving cursor failed: {}", w->ds->name, w->name, st.ToString());
+      return;
     }
+    std::lock_guard<std::mutex> lock(w->mu);
+    w->saved_next[p] = std::max(w->saved_next[p], cp.next_offset());
   }
 
-  absl::Status OnDelivered(DestinationWorker* w, const wharf::v1::StoredBatch& batch,
-                           const std::vector<wharf::v1::QuarantineEntry>& rejected,
-                           SteadyClock::duration took) {
+  // Advances the in-memory cursor past a delivered batch. Returns true when the cursor was also
+  // written to the store (refused records: one synced write with the quarantine entries), false
+  // when the caller still has to write it (SaveCursor, once per round).
+  absl::StatusOr<bool> OnDelivered(DestinationWorker* w, const wharf::v1::StoredBatch& batch,
+                                   const std::vector<wharf::v1::QuarantineEntry>& rejected,
+                                   SteadyClock::duration took) {
     DatasetRuntime* ds = w->ds;
     const auto& m = batch.manifest();
     const uint64_t delivered =
@@ -1068,7 +1235,8 @@ class PipelineImpl final : public Pipeline {
     // Crash tests: the destination has committed the batch and the cursor has not moved yet, the
     // window in which a kill must lead to an idempotent redelivery, never a duplicate.
     storage::MaybeCrashAt("pipeline.after_deliver_before_cursor");
-    if (!rejected.empty() || was_splitting) {
+    const bool saved = !rejected.empty() || was_splitting;
+    if (saved) {
       // Durability: the refused records enter quarantine in the same synced write that moves
       // the cursor past them; if it fails, nothing moved and the batch is retried (its
       // delivered sub-batches are found delivered by id).
@@ -1088,19 +1256,15 @@ class PipelineImpl final : public Pipeline {
             "quarantine as DESTINATION_REJECTED",
             ds->name, w->name, m.batch_id(), rejected.size());
       }
-    } else {
-      // Durability: not synced. The cursor is advanced only after the destination confirmed
-      // the batch; if this write is lost, the batch is delivered again and the destination's
-      // idempotence (by batch id) absorbs it.
-      if (absl::Status st = store_->SetDeliveryCursor(ds->name, w->name, m.partition(), cp);
-          !st.ok()) {
-        spdlog::error("delivery {}/{}: saving cursor failed (batch will be redelivered): {}",
-                      ds->name, w->name, st.ToString());
-      }
     }
+    // Otherwise the caller writes the cursor after its round (SaveCursor): not synced, and only
+    // after the destination confirmed the batch.
     {
       std::lock_guard<std::mutex> lock(w->mu);
       w->cursors[m.partition()] = cp;
+      if (saved) {
+        w->saved_next[m.partition()] = std::max(w->saved_next[m.partition()], cp.next_offset());
+      }
       if (w->consecutive_failures > 0) {
         spdlog::info("delivery {}/{}: recovered after {} failed attempts", ds->name, w->name,
                      w->consecutive_failures);
@@ -1123,7 +1287,7 @@ class PipelineImpl final : public Pipeline {
                               1e6);
       }
     }
-    return absl::OkStatus();
+    return saved;
   }
 
   // Retention ---------------------------------------------------------------------------------
@@ -1190,7 +1354,9 @@ class PipelineImpl final : public Pipeline {
         for (auto& w : ds->workers) {
           std::lock_guard<std::mutex> lock(w->mu);
           loaded = loaded && w->cursors_loaded;
-          if (w->cursors_loaded) delivered = std::min(delivered, w->cursors[p].next_offset());
+          // The stored cursor, not the in-memory one: batches below a cursor not yet written
+          // must stay, since a crash would resume delivery from the stored cursor.
+          if (w->cursors_loaded) delivered = std::min(delivered, w->saved_next[p]);
         }
         if (!loaded || delivered == UINT64_MAX || delivered == 0) continue;
         auto deleted_batches = store_->DeleteBatchesBelow(ds->name, p, delivered);

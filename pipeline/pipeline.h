@@ -88,7 +88,8 @@ struct PipelineOptions {
 // Threads: a Boost.Asio thread pool of `threads` for validation and retention (one strand per
 // partition, so a partition is processed by one thread at a time, in order); one thread per
 // (dataset, destination) for delivery, so a slow or failing destination never holds up another
-// destination, validation or ingest.
+// destination, validation or ingest, with a pool of min(partitions, 4) threads on which it
+// delivers partitions side by side (each partition in offset order, one batch at a time).
 //
 // Thread safety: OnAppend() and the status methods may be called from any thread. Start() and
 // Stop() from one controlling thread.

@@ -516,14 +516,19 @@ class StagingStoreImpl final : public StagingStore {
     }
     rocksdb::WriteBatch wb;
     std::string value;
-    if (commit.batch.has_value()) {
-      const auto& m = commit.batch->manifest();
-      EncodeCheckedTo(*commit.batch, &value);
+    if (!commit.batch.has_value() && !commit.more_batches.empty()) {
+      return absl::InvalidArgumentError("more_batches without batch");
+    }
+    auto add_batch = [&](const wharf::v1::StoredBatch& batch) {
+      const auto& m = batch.manifest();
+      EncodeCheckedTo(batch, &value);
       wb.Put(batches_, OffsetKey(commit.dataset, commit.partition, m.first_offset()), value);
       cp.set_batches_committed(cp.batches_committed() + 1);
       cp.set_records_committed(cp.records_committed() + m.record_count());
       cp.set_batch_bytes_committed(cp.batch_bytes_committed() + value.size());
-    }
+    };
+    if (commit.batch.has_value()) add_batch(*commit.batch);
+    for (const auto& batch : commit.more_batches) add_batch(batch);
     uint64_t quarantine_bytes = 0;
     for (const auto& q : commit.quarantine) {
       EncodeCheckedTo(q, &value);
@@ -536,17 +541,55 @@ class StagingStoreImpl final : public StagingStore {
     wb.Put(checkpoints_, ValidationKey(commit.dataset, commit.partition), cp.SerializeAsString());
     rocksdb::WriteOptions wo;
     // Durability: the batch, its quarantine entries and the cursor advance are one atomic write,
-    // so a crash leaves all or none. It is synced because a batch may be delivered as soon as
-    // this returns: if the commit could vanish in a power loss, the step would be redone with
-    // different batch boundaries and a destination could receive records twice under two ids.
-    wo.sync = true;
+    // so a crash leaves all or none. It is NOT synced: after kill -9 the write is in the WAL
+    // (page cache) and replayed. A power loss may drop it, and with it only later writes (the WAL
+    // is recovered as a prefix; a flush syncs the closed WALs first, so no column family holds a
+    // part of a lost write). Losing it is harmless as long as none of its batches was delivered:
+    // the raw records it covers were synced at ack, so the step is simply redone (possibly with
+    // other boundaries, which nobody has seen). The delivery side guarantees that: it calls
+    // SyncPipelineWrites() after reading batches and before delivering them, so a batch a
+    // destination has seen is durable and can never be re-cut under another id. Not syncing
+    // here saves the fsync per step and the step's wait as a synced write leader in RocksDB's
+    // write queue; one sync per delivery round covers many steps (usually the ingest group
+    // commits have synced the WAL past the commit already).
+    wo.sync = false;
     if (absl::Status st = WriteDb(wo, &wb, "committing batch"); !st.ok()) {
       return st;
+    }
+    // Every write up to here is in the WAL (handed to the OS): remember how far a sync must
+    // reach to cover this commit. Sequence numbers only grow, so a plain max suffices.
+    const uint64_t seq = db_->GetLatestSequenceNumber();
+    uint64_t prev = unsynced_commit_seq_.load();
+    while (prev < seq && !unsynced_commit_seq_.compare_exchange_weak(prev, seq)) {
     }
     std::lock_guard<std::mutex> lock(counters_mu_);
     ds->partitions[commit.partition].validation = cp;
     ds->quarantine_entries += commit.quarantine.size();
     ds->quarantine_bytes += quarantine_bytes;
+    return absl::OkStatus();
+  }
+
+  absl::Status SyncPipelineWrites() override {
+    const uint64_t target = unsynced_commit_seq_.load();
+    if (target <= synced_commit_seq_.load()) return absl::OkStatus();
+    // One sync at a time: a caller that waited here usually finds its commits covered by the
+    // sync it waited for (no second fsync).
+    std::lock_guard<std::mutex> lock(sync_mu_);
+    if (target <= synced_commit_seq_.load()) return absl::OkStatus();
+    // Every write published up to `covered` is in a WAL file already (writes reach the WAL, and
+    // the OS, before they become visible; the WAL is never flushed manually). A synced write
+    // fsyncs every WAL file up to the current one, so after it every commit up to `covered`
+    // survives power loss. An empty synced write rather than DB::SyncWAL(): the write path
+    // handles I/O errors like every other write (latched by WriteDb, wharfd restarts), whereas
+    // SyncWAL() on a WAL writer that has seen an error trips an assertion in Debian's RocksDB
+    // (built with assertions on) and would abort wharfd. Batches with a count of 0 add no
+    // sequence number and change nothing.
+    const uint64_t covered = db_->GetLatestSequenceNumber();
+    rocksdb::WriteBatch empty;
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    if (absl::Status st = WriteDb(wo, &empty, "syncing pipeline writes"); !st.ok()) return st;
+    synced_commit_seq_.store(std::max(synced_commit_seq_.load(), covered));
     return absl::OkStatus();
   }
 
@@ -606,6 +649,9 @@ class StagingStoreImpl final : public StagingStore {
     return DeleteBelow(
         dataset, partition, offset, /*raw=*/true, max_records,
         [&](uint64_t key_offset, std::string_view value) -> absl::StatusOr<uint64_t> {
+          // No time bound: nothing to look at in the record (decoding every deleted record cost
+          // about 5% of wharfd's CPU end to end; its checksum does not matter for a delete).
+          if (cutoff == Clock::time_point::max()) return key_offset + 1;
           wharf::v1::StoredRecord rec;
           if (absl::Status st = DecodeChecked(value, &rec,
                                               absl::StrCat("raw record ", std::string(dataset), "/",
@@ -1581,6 +1627,12 @@ class StagingStoreImpl final : public StagingStore {
   absl::Status failure_ ABSL_GUARDED_BY(counters_mu_);
 
   std::unique_ptr<rocksdb::Env> env_;  // set when options_.file_system is
+
+  // Pipeline commits not yet known to be synced (CommitBatch / SyncPipelineWrites): the
+  // highest sequence number after an unsynced commit, and the highest one a WAL sync covered.
+  std::atomic<uint64_t> unsynced_commit_seq_{0};
+  std::atomic<uint64_t> synced_commit_seq_{0};
+  std::mutex sync_mu_;  // serialises SyncPipelineWrites' fsyncs
 };
 
 void BackgroundErrorListener::OnBackgroundError(rocksdb::BackgroundErrorReason reason,

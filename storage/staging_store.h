@@ -156,6 +156,9 @@ struct BatchCommit {
   uint32_t partition = 0;
   // The committed batch; absent when every record of the range went to quarantine.
   std::optional<wharf::v1::StoredBatch> batch;
+  // Further batches of the same step, after `batch` in offset order (only with `batch`): one
+  // write for several batches shares the write's wait in RocksDB's write queue.
+  std::vector<wharf::v1::StoredBatch> more_batches;
   std::vector<wharf::v1::QuarantineEntry> quarantine;
   // The validation cursor after this step: every offset below it is batched or quarantined.
   uint64_t next_offset = 0;
@@ -226,9 +229,19 @@ class StagingStore {
                                uint64_t to, size_t max_records, uint64_t max_bytes,
                                std::vector<RawRecord>* out) = 0;
 
-  // Commits a pipeline step atomically (synced: batch boundaries must not change after a batch
-  // may have been delivered).
+  // Commits a pipeline step atomically: batch, quarantine entries and validation cursor in one
+  // write. NOT synced: the commit survives kill -9 (the WAL is in the page cache) but may vanish
+  // in a power loss, together with everything written after it. That is safe because a lost
+  // commit is recomputed from the raw records (synced at ack) as long as none of its batches
+  // reached a destination; callers must therefore call SyncPipelineWrites() after reading a
+  // batch and before handing it to a destination (batch boundaries must never change once a
+  // batch may have been delivered).
   virtual absl::Status CommitBatch(const BatchCommit& commit) = 0;
+
+  // Makes every CommitBatch() that returned before this call durable (one fsync of the WAL,
+  // covering every write before it), unless a previous call already covered them: then it
+  // returns at once without I/O. A failed sync fails the store like any failed write.
+  virtual absl::Status SyncPipelineWrites() = 0;
 
   // Reads committed batches of one partition whose first offset is >= from, in offset order.
   virtual absl::Status ReadBatches(std::string_view dataset, uint32_t partition, uint64_t from,
@@ -244,7 +257,8 @@ class StagingStore {
                                          const wharf::v1::DeliveryCheckpoint& cursor) = 0;
 
   // Retention: deletes raw records below `offset` whose ingest time is before `cutoff` (stops at
-  // the first newer one), or batches starting below `offset`. Each call is one atomic write
+  // the first newer one; time_point::max(): no time bound, the records are not read), or batches
+  // starting below `offset`. Each call is one atomic write
   // together with the updated RetentionCheckpoint. Return how many were deleted.
   virtual absl::StatusOr<uint64_t> DeleteRawBelow(std::string_view dataset, uint32_t partition,
                                                   uint64_t offset,
@@ -315,7 +329,8 @@ class StagingStore {
 
   virtual const std::vector<DatasetOptions>& datasets() const = 0;
   virtual bool HasDataset(std::string_view dataset) const = 0;
-  // Counters of one partition as of the last durable writes.
+  // Counters of one partition as of the last writes (the validation cursor may include a
+  // commit not yet synced: see CommitBatch()).
   virtual PartitionCounters GetPartitionCounters(std::string_view dataset,
                                                  uint32_t partition) const = 0;
   // Logical bytes held for the dataset (raw + batches not yet deleted).

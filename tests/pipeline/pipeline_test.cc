@@ -517,6 +517,33 @@ TEST_F(PipelineTest, FailingPartitionDoesNotReorderOrSkipLaterBatches) {
   }
 }
 
+// Partitions of one destination are delivered side by side (each still in order, one batch at a
+// time): with a slow destination, one batch per partition takes about one delivery's time, not
+// four; the cursor of each partition is saved once its round ends.
+TEST_F(PipelineTest, PartitionsAreDeliveredSideBySideEachInOrder) {
+  constexpr auto kDelay = 500ms;
+  auto sink = NewSink();
+  sink->SetDelay(kDelay);
+  ASSERT_NO_FATAL_FAILURE(Start(Options({{"out", sink}}, Batching(2, 10ms))));
+  ASSERT_EQ(partitions_, 4u);
+  for (uint32_t p = 0; p < partitions_; ++p) ASSERT_EQ(AppendJson(KeyFor(p), 4).size(), 4u);
+  const auto t0 = SteadyClock::now();
+  ASSERT_TRUE(WaitUntil([&] { return sink->record_count() >= 16; }, 20s));
+  const auto took = SteadyClock::now() - t0;
+  // One after another: 8 batches x 500 ms = 4 s. Side by side: each partition's 2 batches in
+  // turn, the partitions at once, about 1 s.
+  EXPECT_LT(took, 5 * kDelay) << "partitions were delivered one after another";
+  for (uint32_t p = 0; p < partitions_; ++p) {
+    SCOPED_TRACE(absl::StrCat("partition ", p));
+    EXPECT_TRUE(CoverContiguously(BatchesOf(sink->delivered(), p), 0, 4));
+    ASSERT_TRUE(WaitUntil([&] {
+      auto c = store_->GetDeliveryCursor(kDataset, "out", p);
+      return c.ok() && c->next_offset() == 4 && c->batches_delivered() == 2;
+    }));
+  }
+  EXPECT_EQ(sink->duplicate_records(), 0);
+}
+
 // Isolation ---------------------------------------------------------------------------------------
 
 TEST_F(PipelineTest, BlockedDestinationHoldsUpNeitherOtherDestinationsNorIngest) {

@@ -443,5 +443,73 @@ TEST_F(PowerLossTest, AsyncDurabilityLosesAcknowledgedRecords) {
                       << " power losses: the simulation does not drop unsynced data";
 }
 
+// Batch commits are not synced; SyncPipelineWrites() makes every commit before it durable. With
+// async ingest (nothing else syncs the WAL), a commit followed by the sync survives a power loss
+// and a commit after it does not: the validation cursor falls back to the synced commit, and the
+// raw records are still there to be validated again.
+TEST_F(PowerLossTest, BatchCommitSurvivesPowerLossOnlyAfterSyncPipelineWrites) {
+  auto fs = std::make_shared<FaultInjectionFs>();
+  std::unique_ptr<StagingStore> store = Open(Durability::kAsync, fs, "pipeline-sync");
+  ASSERT_NE(store, nullptr);
+  ProduceRequest req;
+  req.set_dataset(kDataset);
+  for (int i = 0; i < 10; ++i) {
+    auto* r = req.add_records();
+    r->set_key("same-key");  // one partition
+    r->set_payload(absl::StrCat("{\"n\":", i, "}"));
+  }
+  std::promise<AppendResult> acked;
+  store->Append(std::move(req), [&](AppendResult r) { acked.set_value(std::move(r)); });
+  AppendResult ack = acked.get_future().get();
+  ASSERT_TRUE(ack.status.ok()) << ack.status;
+  ASSERT_EQ(ack.acks.size(), 10u);
+  const uint32_t partition = ack.acks[0].partition();
+  auto commit = [&](uint64_t first, uint64_t last) {
+    BatchCommit c;
+    c.dataset = kDataset;
+    c.partition = partition;
+    wharf::v1::StoredBatch batch;
+    auto* m = batch.mutable_manifest();
+    m->set_batch_id(absl::StrCat("b", first, "-", last));
+    m->set_dataset(kDataset);
+    m->set_partition(partition);
+    m->set_first_offset(first);
+    m->set_last_offset(last);
+    m->set_record_count(last - first + 1);
+    for (uint64_t o = first; o <= last; ++o) {
+      auto* r = batch.add_records();
+      r->set_offset(o);
+      r->set_payload("x");
+    }
+    c.batch = std::move(batch);
+    c.next_offset = last + 1;
+    return store->CommitBatch(c);
+  };
+  ASSERT_TRUE(commit(0, 4).ok());
+  ASSERT_TRUE(store->SyncPipelineWrites().ok());
+  ASSERT_TRUE(store->SyncPipelineWrites().ok());  // nothing new: no second sync needed
+  ASSERT_TRUE(commit(5, 9).ok());
+  EXPECT_EQ(store->GetPartitionCounters(kDataset, partition).validation.next_offset(), 10u);
+  fs->SimulatePowerLoss();
+  Destroy(std::move(store));
+  ASSERT_TRUE(fs->DropUnsyncedData().ok());
+
+  store = Open(Durability::kAsync, nullptr, "pipeline-sync");
+  ASSERT_NE(store, nullptr);
+  const PartitionCounters c = store->GetPartitionCounters(kDataset, partition);
+  EXPECT_EQ(c.validation.next_offset(), 5u) << "the synced commit survives, the later one not";
+  EXPECT_EQ(c.validation.batches_committed(), 1u);
+  EXPECT_EQ(c.ingest.next_offset(), 10u) << "the sync covered the raw records before it";
+  std::vector<wharf::v1::StoredBatch> batches;
+  ASSERT_TRUE(store->ReadBatches(kDataset, partition, 0, 10, &batches).ok());
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].manifest().batch_id(), "b0-4");
+  std::vector<RawRecord> raw;
+  ASSERT_TRUE(store->ReadRaw(kDataset, partition, 0, 10, 100, UINT64_MAX, &raw).ok());
+  EXPECT_EQ(raw.size(), 10u);
+  // The lost step can be committed again (the cursor is where the synced commit left it).
+  ASSERT_TRUE(commit(5, 9).ok());
+}
+
 }  // namespace
 }  // namespace wharf::storage

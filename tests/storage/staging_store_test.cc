@@ -1364,6 +1364,28 @@ TEST_F(StagingStoreTest, DeleteRawBelowStopsAtTheCutoffAndTheLimit) {
             absl::StatusCode::kNotFound);
 }
 
+// time_point::max() means no time bound (the pipeline's retention): everything below the offset
+// goes, still limited per call, with the bytes counted, without reading the records.
+TEST_F(StagingStoreTest, DeleteRawBelowWithoutTimeBoundDeletesUpToTheOffsetAndLimit) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_TRUE(Append("one", Keyless(6, "x")).status.ok());
+  const std::vector<RawRecord> all = ReadAll("one", 0);
+  ASSERT_EQ(all.size(), 6u);
+  const auto no_bound = std::chrono::system_clock::time_point::max();
+  auto n = store_->DeleteRawBelow("one", 0, 5, no_bound, 3);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 3u);
+  n = store_->DeleteRawBelow("one", 0, 5, no_bound, 100);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2u);
+  uint64_t deleted_bytes = 0;
+  for (int i = 0; i < 5; ++i) deleted_bytes += all[i].stored_bytes;
+  const wharf::v1::RetentionCheckpoint r = store_->GetPartitionCounters("one", 0).retention;
+  EXPECT_EQ(r.raw_deleted_below(), 5u);
+  EXPECT_EQ(r.raw_bytes_deleted(), deleted_bytes);
+  EXPECT_EQ(Offsets(ReadAll("one", 0)), (std::vector<uint64_t>{5}));
+}
+
 // Corruption -----------------------------------------------------------------------------------
 
 TEST_F(StagingStoreTest, CorruptedRawValueIsDataLoss) {

@@ -192,12 +192,31 @@ TEST_F(StoreIoErrorTest, WriteErrorRetryIsStoredOnce) {
       /*drop_unsynced=*/false, /*expect_duplicate=*/false);
 }
 
-// A failed fsync in a pipeline write (CommitBatch) fails the store the same way.
-TEST_F(StoreIoErrorTest, SyncErrorInBatchCommitFailsTheStore) {
+// A failed fsync of pipeline writes (the WAL sync that makes batch commits durable before
+// delivery) fails the store the same way.
+TEST_F(StoreIoErrorTest, SyncErrorInPipelineSyncFailsTheStore) {
   auto fs = std::make_shared<FaultInjectionFs>();
   ASSERT_NO_FATAL_FAILURE(Open(fs));
   ASSERT_TRUE(Append(*store_, Request("p", 0, 2, "a")).status.ok());
+  BatchCommit commit;
+  commit.dataset = kDataset;
+  commit.partition = 0;
+  commit.next_offset = 0;
+  ASSERT_TRUE(store_->CommitBatch(commit).ok());  // not synced: no fsync to fail yet
+  EXPECT_TRUE(store_->WriteFailure().ok());
   fs->InjectSyncError(0);
+  EXPECT_FALSE(store_->SyncPipelineWrites().ok());
+  ExpectFailed();
+  EXPECT_FALSE(store_->CommitBatch(commit).ok());
+  EXPECT_FALSE(store_->SyncPipelineWrites().ok());
+}
+
+// A write error (ENOSPC) on the WAL append of a batch commit fails the store too.
+TEST_F(StoreIoErrorTest, WriteErrorInBatchCommitFailsTheStore) {
+  auto fs = std::make_shared<FaultInjectionFs>();
+  ASSERT_NO_FATAL_FAILURE(Open(fs));
+  ASSERT_TRUE(Append(*store_, Request("p", 0, 2, "a")).status.ok());
+  fs->InjectWriteError(0, FaultInjectionFs::Scope::kWalFiles);
   BatchCommit commit;
   commit.dataset = kDataset;
   commit.partition = 0;
