@@ -101,10 +101,17 @@ class FakeSink {
       --waiting_;
     }
     if (delay_ > 0ms) {
+      // Concurrency seen while the delivery is "in progress": across partitions and within one.
+      const uint32_t partition = batch.manifest().partition();
+      max_in_flight_ = std::max(max_in_flight_, ++in_flight_);
+      max_in_flight_same_partition_ =
+          std::max(max_in_flight_same_partition_, ++in_flight_by_partition_[partition]);
       const auto delay = delay_;
       lock.unlock();
       std::this_thread::sleep_for(delay);
       lock.lock();
+      --in_flight_;
+      --in_flight_by_partition_[partition];
     }
     if (fail_next_ > 0) {
       --fail_next_;
@@ -187,6 +194,15 @@ class FakeSink {
     std::lock_guard<std::mutex> lock(mu_);
     return calls_;
   }
+  // Most Deliver() calls in their delay at once, overall and for one partition (SetDelay only).
+  int max_in_flight() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_in_flight_;
+  }
+  int max_in_flight_same_partition() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_in_flight_same_partition_;
+  }
   int failures() const {
     std::lock_guard<std::mutex> lock(mu_);
     return failures_;
@@ -254,6 +270,10 @@ class FakeSink {
   std::string poison_payload_;
   std::string reject_message_;
   int calls_ = 0;
+  int in_flight_ = 0;
+  int max_in_flight_ = 0;
+  std::map<uint32_t, int> in_flight_by_partition_;
+  int max_in_flight_same_partition_ = 0;
   int failures_ = 0;
   int rejections_ = 0;
   int waiting_ = 0;
