@@ -337,10 +337,10 @@ TEST(ConfigTest, StreamWindowDefaultAndRange) {
                           "limits.stream_window", "expected a size from 64KiB to 16MiB"))
         << text;
   }
-  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  stream_window: wide\n"), 2,
-                        "limits.stream_window", "expected a size in bytes or a number"));
-  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  stream_window: [1MiB]\n"), 2,
-                        "limits.stream_window", ""));
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  stream_window: wide\n"), 2, "limits.stream_window",
+                        "expected a size in bytes or a number"));
+  EXPECT_TRUE(
+      FailsWith(WithDatasets("limits:\n  stream_window: [1MiB]\n"), 2, "limits.stream_window", ""));
 }
 
 TEST(ConfigTest, SizeOutOfRange) {
