@@ -65,8 +65,9 @@ constexpr absl::string_view kRetentionKeys[] = {"raw", "interval"};
 constexpr absl::string_view kDeliveryKeys[] = {"initial_backoff", "max_backoff", "multiplier",
                                                "jitter",          "down_after",  "probe_interval"};
 constexpr absl::string_view kLimitsKeys[] = {
-    "max_message_bytes",  "max_records_per_request", "max_record_bytes", "max_inflight_per_stream",
-    "max_inflight_bytes", "max_grpc_memory",         "keepalive_time",   "keepalive_timeout"};
+    "max_message_bytes",       "max_records_per_request", "max_record_bytes",
+    "max_inflight_per_stream", "max_inflight_bytes",      "max_grpc_memory",
+    "keepalive_time",          "keepalive_timeout",       "stream_window"};
 constexpr absl::string_view kLogKeys[] = {"level", "format"};
 constexpr absl::string_view kDatasetKeys[] = {"name",         "partitions", "format",  "quota",
                                               "destinations", "quarantine", "contract"};
@@ -932,6 +933,9 @@ class Parser {
     }
     if (status.ok()) {
       status = ReadSize(*fields, "max_grpc_memory", 8 * kMiB, kMaxAnySize, &out->max_grpc_memory);
+    }
+    if (status.ok()) {
+      status = ReadSize(*fields, "stream_window", 64 * kKiB, 16 * kMiB, &out->stream_window);
     }
     if (status.ok()) {
       status = ReadDuration(*fields, "keepalive_time", std::chrono::seconds(1),

@@ -177,6 +177,16 @@ struct LimitsConfig {
   // bound. Default 128MiB: what gRPC used for 1,000 concurrent streams plus headroom
   // (docs/reliability/network_and_abuse.md).
   uint64_t max_grpc_memory = 128ull << 20;
+  // `stream_window`, size, 64KiB..16MiB: the HTTP/2 receive window wharfd grants each stream,
+  // fixed (gRPC's BDP probing, which grows windows with the measured bandwidth, is off). Why: a
+  // paused stream (its client reads no acks) holds up to its window in gRPC's buffers, so with
+  // BDP probing each such stream parked several MiB and memory grew with the number of
+  // misbehaving clients (466 MiB with 50; docs/reliability/network_and_abuse.md). Fixed, memory
+  // per paused stream is bounded by max_inflight_per_stream requests plus this window. Default
+  // 256KiB: on loopback and LAN producers keep their throughput; one stream across a link of
+  // round-trip time R sends at most stream_window / R (256KiB / 50 ms = 5 MiB/s), so raise it
+  // for producers far away. Safe: flow control only delays what a client sends.
+  uint64_t stream_window = 256ull << 10;
   std::chrono::milliseconds keepalive_time{60000};
   std::chrono::milliseconds keepalive_timeout{20000};
 };

@@ -512,6 +512,16 @@ class WharfServerImpl final : public WharfServer {
     // worst it closes idle connections or cancels streams with RESOURCE_EXHAUSTED. Safe for
     // durability: a cancelled stream's unanswered requests are retried by the producer with the
     // same sequence numbers and deduplicated; nothing acknowledged depends on gRPC's buffers.
+    // A fixed receive window per stream (limits.stream_window) instead of one grown by BDP
+    // probing. Why: the quota above is a pressure signal, not a hard limit; what a paused stream
+    // was let in before the pressure stays parked, so with BDP probing memory still grew with the
+    // number of clients that read no acks (466 MiB with 50; 436 MiB with 100, 376 MiB with the
+    // window fixed). With the window fixed, each such stream holds at most
+    // max_inflight_per_stream requests plus stream_window. Safe: flow control only delays what
+    // clients send; nothing acknowledged depends on it.
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                               static_cast<int>(config_.limits.stream_window));
     grpc::ResourceQuota quota("wharfd-grpc");
     quota.Resize(static_cast<size_t>(config_.limits.max_grpc_memory));
     builder.SetResourceQuota(quota);

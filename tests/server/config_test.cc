@@ -112,6 +112,7 @@ void ExpectSettingsEq(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.limits.max_inflight_per_stream, expected.limits.max_inflight_per_stream);
   EXPECT_EQ(actual.limits.max_inflight_bytes, expected.limits.max_inflight_bytes);
   EXPECT_EQ(actual.limits.max_grpc_memory, expected.limits.max_grpc_memory);
+  EXPECT_EQ(actual.limits.stream_window, expected.limits.stream_window);
   EXPECT_EQ(actual.limits.keepalive_time, expected.limits.keepalive_time);
   EXPECT_EQ(actual.limits.keepalive_timeout, expected.limits.keepalive_timeout);
   EXPECT_EQ(actual.log.level, expected.log.level);
@@ -179,6 +180,7 @@ limits:
   max_inflight_per_stream: 16
   max_inflight_bytes: 1GiB
   max_grpc_memory: 256MiB
+  stream_window: 1MiB
   keepalive_time: 30s
   keepalive_timeout: 5s
 log:
@@ -228,6 +230,7 @@ datasets:
                      .max_inflight_per_stream = 16,
                      .max_inflight_bytes = kGiB,
                      .max_grpc_memory = 256 * kMiB,
+                     .stream_window = kMiB,
                      .keepalive_time = seconds(30),
                      .keepalive_timeout = seconds(5)};
   expected.log = {.level = "debug", .format = "json"};
@@ -316,6 +319,28 @@ TEST(ConfigTest, GrpcMemoryAndKeepaliveDefaultsAndRanges) {
                         "limits.keepalive_timeout", "expected a duration from 1s to 10m"));
   EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  keepalive_time: soon\n"), 2,
                         "limits.keepalive_time", "duration"));
+}
+
+TEST(ConfigTest, StreamWindowDefaultAndRange) {
+  absl::StatusOr<Config> config = Parse(WithDatasets("limits: {}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->limits.stream_window, 256 * kKiB);
+  config = Parse(WithDatasets("limits:\n  stream_window: 64KiB\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->limits.stream_window, 64 * kKiB);
+  config = Parse(WithDatasets("limits:\n  stream_window: 16MiB\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->limits.stream_window, 16 * kMiB);
+  // Below HTTP/2's default window, above what a stream should park, not a size, not a scalar.
+  for (const std::string text : {"65535", "0", "17MiB", "4GiB", "-1MiB", "99999999999999999999"}) {
+    EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  stream_window: " + text + "\n"), 2,
+                          "limits.stream_window", "expected a size from 64KiB to 16MiB"))
+        << text;
+  }
+  EXPECT_TRUE(FailsWith(WithDatasets("limits:\n  stream_window: wide\n"), 2, "limits.stream_window",
+                        "expected a size in bytes or a number"));
+  EXPECT_TRUE(
+      FailsWith(WithDatasets("limits:\n  stream_window: [1MiB]\n"), 2, "limits.stream_window", ""));
 }
 
 TEST(ConfigTest, SizeOutOfRange) {
