@@ -171,6 +171,13 @@ constexpr uint32_t kMaxParallelPartitions = 4;
 // Batches one validation step may commit together (one RocksDB write): see Step().
 constexpr uint32_t kMaxBatchesPerStep = 8;
 
+// Batches held in memory by one destination's delivery round, shared by the partitions it
+// delivers side by side: each reads kMaxBatchesInFlight / (partitions at once), at least one, so
+// delivering partitions in parallel does not multiply the memory a round holds (a batch can be
+// up to max_bytes; with four partitions each reading eight, wharfd went past its 256 MiB budget
+// in the end-to-end benchmark).
+constexpr uint32_t kMaxBatchesInFlight = 8;
+
 // Delivery of one dataset to one destination, on its own thread (plus, with several partitions,
 // a small pool that delivers partitions side by side during a round; the delivery thread waits
 // for the round to end, so Tick() never runs concurrently with Deliver()).
@@ -871,7 +878,11 @@ class PipelineImpl final : public Pipeline {
     // filtered), and the delivery cursor can skip them (else the backlog would never end).
     const uint64_t validated = store_->GetPartitionCounters(ds->name, p).validation.next_offset();
     std::vector<wharf::v1::StoredBatch> batches;
-    if (absl::Status st = store_->ReadBatches(ds->name, p, from, 8, &batches); !st.ok()) {
+    const uint32_t parallel =
+        std::max<uint32_t>(1, std::min(ds->partitions, kMaxParallelPartitions));
+    const size_t per_partition = std::max<uint32_t>(1, kMaxBatchesInFlight / parallel);
+    if (absl::Status st = store_->ReadBatches(ds->name, p, from, per_partition, &batches);
+        !st.ok()) {
       round.failure = st;
       return round;
     }
