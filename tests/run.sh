@@ -3,7 +3,7 @@
 #
 #   tests/run.sh             format check, build, all tests, then the ASan+UBSan build's tests
 #   tests/run.sh --quick     skip the sanitizer build
-#   tests/run.sh --extended  long crash tests (WHARF_EXTENDED=1)
+#   tests/run.sh --extended  long variants of the reliability tests (WHARF_EXTENDED=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
