@@ -2,7 +2,8 @@
 # Installs dependencies (Debian packages), builds Wharf and runs every test.
 #
 #   tests/run.sh             format check, build, all tests, then the ASan+UBSan build's tests
-#   tests/run.sh --quick     skip the sanitizer build
+#                            and the TSan build's concurrency tests
+#   tests/run.sh --quick     skip the sanitizer builds
 #   tests/run.sh --extended  long variants of the reliability tests (WHARF_EXTENDED=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
