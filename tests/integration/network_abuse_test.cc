@@ -721,8 +721,17 @@ TEST(NetworkAbuse, SlowAckReadersDoNotStarveOtherProducers) {
       "before, %s during the abuse\n",
       deaf_clients, deaf_written, stuck_after, baseline, abused, 100.0 * abused / baseline,
       Mib(baseline_peak).c_str(), Mib(abuse_peak).c_str());
+#if defined(__SANITIZE_ADDRESS__)
+  // The ASan build (tests/run.sh's second stage) runs an ASan wharfd: shadow memory, the
+  // allocator's quarantine and a Debug build put its RSS near 600 MiB before any abuse and make
+  // it several times slower, so the memory bound and the throughput share are properties of the
+  // normal build, where the same test asserts them. Here: the normal producers still make
+  // progress, and the checker below still has to find nothing lost.
+  EXPECT_GT(abused, 0.0) << "normal producers stalled behind the slow ack readers";
+#else
   EXPECT_GT(abused, 0.2 * baseline) << "normal producers keep most of their throughput";
   EXPECT_LT(abuse_peak, kRssBoundKiB);
+#endif
   // Each deaf client is paused after about max_inflight_per_stream requests plus what its
   // flow-control windows hold; far below the million it tries to send.
   EXPECT_LT(deaf_written, static_cast<size_t>(deaf_clients) * 1000);

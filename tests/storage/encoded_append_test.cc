@@ -192,7 +192,9 @@ TEST(EncodeAppendTest, StoredValuesAreTheCanonicalCheckedEncoding) {
     ASSERT_TRUE(DecodeChecked(value, &stored, "raw record").ok());
     EXPECT_TRUE(stored.has_ingest_time());
     EXPECT_EQ(value, EncodeChecked(stored));
-    const auto key = DecodeOffsetKey(it->key().ToString());
+    // DecodeOffsetKey's dataset is a view into its argument: keep the bytes alive.
+    const std::string key_bytes = it->key().ToString();
+    const auto key = DecodeOffsetKey(key_bytes);
     ASSERT_TRUE(key.has_value());
     EXPECT_EQ(key->dataset, "ds");
     if (!stored.record().key().empty()) {
