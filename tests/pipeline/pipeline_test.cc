@@ -562,8 +562,12 @@ TEST_F(PipelineTest, BlockedDestinationHoldsUpNeitherOtherDestinationsNorIngest)
   EXPECT_LT(slowest, 1s) << "an append waited for the blocked destination";
   ASSERT_TRUE(WaitUntil([&] { return healthy->record_count() >= total; }, 5s))
       << healthy->record_count() << " of " << total;
-  EXPECT_EQ(blocked->waiting(), 1);
-  EXPECT_EQ(blocked->calls(), 1);
+  // One blocked call per partition the first round found a batch for (partitions are delivered
+  // side by side, up to four at once; how many had a batch depends on timing), and no other
+  // call: a round waits for all its partitions, so nothing is retried or re-offered meanwhile.
+  EXPECT_GE(blocked->waiting(), 1);
+  EXPECT_LE(blocked->waiting(), static_cast<int>(std::min<uint32_t>(partitions_, 4)));
+  EXPECT_EQ(blocked->calls(), blocked->waiting());
   EXPECT_EQ(blocked->batch_count(), 0u);
   for (uint32_t p = 0; p < partitions_; ++p) {
     EXPECT_TRUE(CoverContiguously(BatchesOf(healthy->delivered(), p), 0, IngestedOffset(p)));
