@@ -316,27 +316,40 @@ std::string PostgresYaml(const PostgresServer& pg, const std::string& statement_
                       "probe_interval: 1s}\n");
 }
 
-TEST(PausesClocks, SigstopPostgresDestination) {
-  const auto pause = Extended() ? 20s : 6s;
-  TempDir tmp;
-  PostgresServer pg;
-  ASSERT_TRUE(pg.Start().ok());
+// A wharfd whose only destination is PostgreSQL (`timeout`: connect and statement timeouts).
+WharfdConfig PgOnlyConfig(const TempDir& tmp, const PostgresServer& pg,
+                          const std::string& timeout) {
   WharfdConfig config;
   config.data_dir = tmp.path() + "/data";
   config.out_dir = tmp.path() + "/out";
   config.linger = "20ms";
   config.max_records = 500;
   config.file_destination = false;
-  // Short client timeouts, so that the stopped server is given up quickly.
-  config.extra_destinations = PostgresYaml(pg, "1s");
-  WharfdProcess wharfd(config);
-  ASSERT_TRUE(wharfd.Start().ok());
+  config.extra_destinations = PostgresYaml(pg, timeout);
+  return config;
+}
 
+// Two producers streaming small requests at a moderate pace into `wharfd`.
+ProducerLoadOptions PgLoad(const WharfdProcess& wharfd) {
   ProducerLoadOptions lo;
   lo.target = wharfd.target();
   lo.producers = 2;
   lo.batch = 50;
   lo.pause = 30ms;
+  return lo;
+}
+
+TEST(PausesClocks, SigstopPostgresDestination) {
+  const auto pause = Extended() ? 20s : 6s;
+  TempDir tmp;
+  PostgresServer pg;
+  ASSERT_TRUE(pg.Start().ok());
+  // Short client timeouts, so that the stopped server is given up quickly.
+  WharfdConfig config = PgOnlyConfig(tmp, pg, "1s");
+  WharfdProcess wharfd(config);
+  ASSERT_TRUE(wharfd.Start().ok());
+
+  ProducerLoadOptions lo = PgLoad(wharfd);
   // Bounds the final flush should an assertion leave wharfd dead (the producers retry until
   // acked, across the wharfd restart below).
   lo.flush_timeout = 30s;
@@ -436,20 +449,10 @@ TEST(PausesClocks, StopIsBoundedWhileDestinationHangs) {
   TempDir tmp;
   PostgresServer pg;
   ASSERT_TRUE(pg.Start().ok());
-  WharfdConfig config;
-  config.data_dir = tmp.path() + "/data";
-  config.out_dir = tmp.path() + "/out";
-  config.linger = "20ms";
-  config.max_records = 500;
-  config.file_destination = false;
-  config.extra_destinations = PostgresYaml(pg, "30s");
+  WharfdConfig config = PgOnlyConfig(tmp, pg, "30s");
   WharfdProcess wharfd(config);
   ASSERT_TRUE(wharfd.Start().ok());
-  ProducerLoadOptions lo;
-  lo.target = wharfd.target();
-  lo.producers = 2;
-  lo.batch = 50;
-  lo.pause = 30ms;
+  ProducerLoadOptions lo = PgLoad(wharfd);
   lo.flush_timeout = 30s;
   ProducerLoad load(lo);
   load.Start();
