@@ -18,6 +18,7 @@
 # temporary data directories under /tmp and stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/wharfd_config.sh
 ROUNDS=3
 SECS=10
 while getopts "r:s:" opt; do
@@ -58,28 +59,7 @@ start_wharfd() {
   local bin=$1 dir=$2 env=$3 _
   PORT=$(free_port); MPORT=$(free_port)
   mkdir -p "$dir/out"
-  cat > "$dir/wharf.yaml" <<YAML
-listen: 127.0.0.1:$PORT
-metrics_listen: 127.0.0.1:$MPORT
-data_dir: $dir/data
-durability: sync
-min_free_disk: 1GiB
-batching:
-  max_records: 1000
-  linger: 50ms
-retention:
-  raw: 0s
-  interval: 1s
-log:
-  level: warn
-datasets:
-  - name: bench
-    partitions: 4
-    destinations:
-      - name: files
-        type: file
-        directory: $dir/out
-YAML
+  write_config "$dir/wharf.yaml" "$PORT" "$MPORT" "$dir/data" sync "$dir/out"
   env $env "$bin" --config "$dir/wharf.yaml" > "$dir/wharfd.log" 2>&1 &
   PID=$!
   PIDS+=("$PID")

@@ -14,6 +14,7 @@
 # directory and stops it by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/wharfd_config.sh
 SECONDS_TO_SAMPLE=${1:-15}
 BUILD=${WHARF_BUILD_DIR:-build-release}
 WHARFD="$BUILD/server/wharfd"
@@ -44,28 +45,7 @@ free_port() {
 }
 PORT=$(free_port); MPORT=$(free_port)
 mkdir -p "$DIR/out"
-cat > "$DIR/wharf.yaml" <<YAML
-listen: 127.0.0.1:$PORT
-metrics_listen: 127.0.0.1:$MPORT
-data_dir: $DIR/data
-durability: sync
-min_free_disk: 1GiB
-batching:
-  max_records: 1000
-  linger: 50ms
-retention:
-  raw: 0s
-  interval: 1s
-log:
-  level: warn
-datasets:
-  - name: bench
-    partitions: 4
-    destinations:
-      - name: files
-        type: file
-        directory: $DIR/out
-YAML
+write_config "$DIR/wharf.yaml" "$PORT" "$MPORT" "$DIR/data" sync "$DIR/out"
 "$WHARFD" --config "$DIR/wharf.yaml" > "$DIR/wharfd.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 150); do
