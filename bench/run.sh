@@ -730,8 +730,15 @@ SQL
 
 tg_latency() {
   local max rate run dir line rc
-  max=$(tg_median durable_ingest records_per_s)
-  if [[ -z "$max" ]]; then echo "bench: latency needs the durable-ingest scenario first" >&2; return 1; fi
+  if [[ -n "${WHARF_TG_LATENCY_RATE:-}" ]]; then
+    max=$(( WHARF_TG_LATENCY_RATE * 2 ))
+  elif [[ -f "$TG_OUT/durable_ingest.csv" ]]; then
+    max=$(tg_median durable_ingest records_per_s)
+  fi
+  if [[ -z "${max:-}" ]]; then
+    echo "bench: latency needs the durable-ingest scenario first (or WHARF_TG_LATENCY_RATE)" >&2
+    return 1
+  fi
   rate=$(awk -v m="$max" 'BEGIN { printf "%.0f", m / 2 }')
   echo "=== 5 latency under load: $rate records/s (50% of durable ingest's median $max)," \
     "4 producers x 1,000 records/request, file destination, ${TG_LATENCY_SECONDS} s per run"
@@ -873,11 +880,12 @@ run_targets() {
   done
   TG_TARGETS=$(mktemp /tmp/wharf-bench-targets-XXXXXX)
   CLEANUP_DIRS+=("$TG_TARGETS")
-  tg_storage_ceiling
-  tg_durable_ingest
-  tg_end_to_end
-  tg_pg_staging
-  tg_latency
+  # WHARF_TG_SCENARIOS selects scenarios by function suffix (for example "end_to_end latency");
+  # latency at 50% needs durable_ingest's median, or WHARF_TG_LATENCY_RATE.
+  local only=${WHARF_TG_SCENARIOS:-storage_ceiling durable_ingest end_to_end pg_staging latency}
+  for s in storage_ceiling durable_ingest end_to_end pg_staging latency; do
+    if [[ " $only " == *" $s "* ]]; then "tg_$s"; fi
+  done
   tg_plots
   echo "CSV: $TG_OUT/{storage_ceiling_1t,storage_ceiling_4t,durable_ingest,end_to_end,pg_staging,latency}.csv"
   tg_targets_table
