@@ -10,7 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev libboost-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   libyaml-cpp-dev rapidjson-dev libcli11-dev libre2-dev libssl-dev libpq-dev
-  libcurl4-openssl-dev zlib1g-dev
+  libcurl4-openssl-dev zlib1g-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format curl ca-certificates procps
   openssl

@@ -49,7 +49,13 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
   table.block_size = 32 << 10;
-  table.checksum = rocksdb::kCRC32c;
+  // XXH3 rather than CRC32C for table blocks: Debian's RocksDB is built portable, so its CRC32C
+  // is the table-driven software one: 10% of wharfd's CPU end to end, for WAL records and table
+  // blocks together (every flush, compaction and read checksums each block). XXH3 detects the same
+  // corruption (RocksDB verifies it on every read, and `wharfd --verify` reads every block). Each
+  // table file records its own checksum type, so files written before this change are still
+  // verified with CRC32C. The WAL keeps CRC32C (not configurable).
+  table.checksum = rocksdb::kXXH3;
   // Index and filter blocks live in the cache (bounded) rather than beside it (growing with
   // the number of table files); those of level 0, read by every lookup, stay pinned there.
   table.cache_index_and_filter_blocks = true;
@@ -68,6 +74,14 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf.write_buffer_size = options.write_buffer_bytes;
   cf.compression = lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
+  // Levels 0 and 1 uncompressed: records normally live there only until they are delivered
+  // (seconds), and LZ4 on every flush and L0->L1 compaction was 14% of wharfd's CPU end to end,
+  // with its decompression another 4% (perf, docs/BENCHMARKS.md "Compression and checksums").
+  // A backlog that outgrows level 1 (256 MiB by default) is compressed once, on its way to
+  // level 2, so a long outage still costs LZ4-compressed disk space.
+  cf.compression_per_level.assign(cf.num_levels, cf.compression);
+  cf.compression_per_level[0] = rocksdb::kNoCompression;
+  cf.compression_per_level[1] = rocksdb::kNoCompression;
   rocksdb::ColumnFamilyOptions small_cf = cf;
   small_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(small_table));
   small_cf.write_buffer_size = 4 << 20;

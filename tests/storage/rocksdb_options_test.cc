@@ -57,7 +57,22 @@ TEST(StagingRocksDbOptionsTest, SizesComeFromTheStoreOptions) {
   ASSERT_NE(table, nullptr);
   ASSERT_NE(table->block_cache, nullptr);
   EXPECT_EQ(table->block_cache->GetCapacity(), 16u << 20);
-  EXPECT_EQ(table->checksum, rocksdb::kCRC32c);
+  // Debian's RocksDB computes CRC32C in software; XXH3 is far cheaper per block.
+  EXPECT_EQ(table->checksum, rocksdb::kXXH3);
+}
+
+TEST(StagingRocksDbOptionsTest, LevelsZeroAndOneAreUncompressed) {
+  const StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
+  for (int cf : {kRawColumnFamily, kBatchesColumnFamily, kMetaColumnFamily}) {
+    const rocksdb::ColumnFamilyOptions& options = config.column_families[cf].options;
+    ASSERT_EQ(options.compression_per_level.size(), static_cast<size_t>(options.num_levels));
+    EXPECT_EQ(options.compression_per_level[0], rocksdb::kNoCompression);
+    EXPECT_EQ(options.compression_per_level[1], rocksdb::kNoCompression);
+    // Deeper levels (a backlog that outgrew level 1) use the column family's compression.
+    for (size_t level = 2; level < options.compression_per_level.size(); ++level) {
+      EXPECT_EQ(options.compression_per_level[level], options.compression) << level;
+    }
+  }
 }
 
 class StagingRocksDbOptionsStoreTest : public ::testing::Test {
@@ -132,6 +147,59 @@ TEST_F(StagingRocksDbOptionsStoreTest, OpensAStoreWrittenByStagingStore) {
     }
     delete raw_db;
   }
+}
+
+// Stores written before the switch to XXH3 hold table files with CRC32C block checksums: each
+// file records its checksum type, so they are still read (and verified) with today's options.
+TEST_F(StagingRocksDbOptionsStoreTest, ReadsTableFilesWrittenWithCrc32c) {
+  StoreOptions options;
+  options.path = dir_ + "/store";
+  options.block_cache_bytes = 4 << 20;
+  options.write_buffer_bytes = 4 << 20;
+  const std::string key = OffsetKey("events", 0, 7);
+  {
+    StagingRocksDbConfig config = StagingRocksDbOptions(options);
+    rocksdb::BlockBasedTableOptions crc;
+    crc.checksum = rocksdb::kCRC32c;
+    config.column_families[kRawColumnFamily].options.table_factory.reset(
+        rocksdb::NewBlockBasedTableFactory(crc));
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw_db = nullptr;
+    ASSERT_TRUE(
+        rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db).ok());
+    std::unique_ptr<rocksdb::DB> db(raw_db);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[kRawColumnFamily], key, "old").ok());
+    ASSERT_TRUE(db->Flush(rocksdb::FlushOptions(), handles[kRawColumnFamily]).ok());
+    for (rocksdb::ColumnFamilyHandle* handle : handles) {
+      ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+    }
+    ASSERT_TRUE(db->Close().ok());
+  }
+  const StagingRocksDbConfig config = StagingRocksDbOptions(options);
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  ASSERT_TRUE(
+      rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db).ok());
+  std::unique_ptr<rocksdb::DB> db(raw_db);
+  rocksdb::ReadOptions read;
+  read.verify_checksums = true;
+  std::string value;
+  ASSERT_TRUE(db->Get(read, handles[kRawColumnFamily], key, &value).ok());
+  EXPECT_EQ(value, "old");
+  // A new file written next to it uses XXH3; both are read back.
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[kRawColumnFamily], key + "x", "new").ok());
+  ASSERT_TRUE(db->Flush(rocksdb::FlushOptions(), handles[kRawColumnFamily]).ok());
+  ASSERT_TRUE(
+      db->CompactRange(rocksdb::CompactRangeOptions(), handles[kRawColumnFamily], nullptr, nullptr)
+          .ok());
+  ASSERT_TRUE(db->Get(read, handles[kRawColumnFamily], key, &value).ok());
+  EXPECT_EQ(value, "old");
+  ASSERT_TRUE(db->Get(read, handles[kRawColumnFamily], key + "x", &value).ok());
+  EXPECT_EQ(value, "new");
+  for (rocksdb::ColumnFamilyHandle* handle : handles) {
+    ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+  }
+  ASSERT_TRUE(db->Close().ok());
 }
 
 }  // namespace
