@@ -553,6 +553,8 @@ WharfdConfig FaketimeConfig(const TempDir& tmp, const std::string& quarantine_re
                                            "        directory: ", tmp.path(), "/rolled\n",
                                            "        roll: {max_bytes: 0, max_age: 2s}\n");
   config.env = FaketimeEnv(tmp.path() + "/faketime");
+  // libfaketime hangs in a jemalloc-linked wharfd: this one has glibc's malloc (tests/CMakeLists).
+  config.binary = WHARFD_GLIBC_MALLOC_PATH;
   return config;
 }
 

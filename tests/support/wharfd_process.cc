@@ -148,6 +148,7 @@ absl::Status WharfdProcess::Start(std::chrono::milliseconds timeout) {
     for (auto& e : env_strings) envp.push_back(e.data());
     envp.push_back(nullptr);
   }
+  const char* binary = config_.binary.empty() ? WHARFD_PATH : config_.binary.c_str();
   pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
@@ -158,11 +159,11 @@ absl::Status WharfdProcess::Start(std::chrono::milliseconds timeout) {
       close(fd);
     }
     if (!envp.empty()) {
-      char* const argv[] = {const_cast<char*>(WHARFD_PATH), const_cast<char*>("--config"),
+      char* const argv[] = {const_cast<char*>(binary), const_cast<char*>("--config"),
                             const_cast<char*>(config_path_.c_str()), nullptr};
-      execve(WHARFD_PATH, argv, envp.data());
+      execve(binary, argv, envp.data());
     } else {
-      execl(WHARFD_PATH, WHARFD_PATH, "--config", config_path_.c_str(), nullptr);
+      execl(binary, binary, "--config", config_path_.c_str(), nullptr);
     }
     _exit(127);
   }

@@ -70,6 +70,8 @@ struct WharfdConfig {
   // Extra environment variables of the wharfd child ("NAME=value"; a name given here replaces the
   // inherited value). Default none. Read at every Start(), so a restart can drop them.
   std::vector<std::string> env;
+  // The wharfd executable to run. Default (empty): the build's wharfd.
+  std::string binary;
 };
 std::string RenderConfig(const WharfdConfig& c);
 
