@@ -297,6 +297,9 @@ bool ScalarEqual(const Value& a, const Value& b) {
 }
 
 bool JsonEqual(const Value& a, const Value& b) {
+  // Scalars (most enum and const comparisons) need no stack: the loop below would compare them
+  // with ScalarEqual too, after allocating it.
+  if (!a.IsArray() && !a.IsObject()) return ScalarEqual(a, b);
   std::vector<std::pair<const Value*, const Value*>> stack;
   stack.emplace_back(&a, &b);
   while (!stack.empty()) {

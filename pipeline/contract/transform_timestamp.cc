@@ -2,7 +2,6 @@
 
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <ctime>
 #include <string_view>
 
@@ -453,11 +452,31 @@ absl::StatusOr<std::string> FormatRfc3339Millis(int64_t epoch_millis) {
   const time_t t = static_cast<time_t>(seconds);
   struct tm tm = {};
   if (gmtime_r(&t, &tm) == nullptr) return absl::InvalidArgumentError("timestamp out of range");
-  char buf[96];  // generous: the compiler cannot bound the int fields
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(millis));
-  return std::string(buf);
+  // "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" written digit by digit (snprintf was a visible share of
+  // the per-record cost of add_metadata). Every field is within its width: the year is 0..9999
+  // (checked above), the others come from gmtime_r, the milliseconds are 0..999.
+  std::string out(24, '\0');
+  auto put = [&out](size_t at, int value, int width) {
+    for (int k = width - 1; k >= 0; --k) {
+      out[at + static_cast<size_t>(k)] = static_cast<char>('0' + value % 10);
+      value /= 10;
+    }
+  };
+  put(0, tm.tm_year + 1900, 4);
+  out[4] = '-';
+  put(5, tm.tm_mon + 1, 2);
+  out[7] = '-';
+  put(8, tm.tm_mday, 2);
+  out[10] = 'T';
+  put(11, tm.tm_hour, 2);
+  out[13] = ':';
+  put(14, tm.tm_min, 2);
+  out[16] = ':';
+  put(17, tm.tm_sec, 2);
+  out[19] = '.';
+  put(20, static_cast<int>(millis), 3);
+  out[23] = 'Z';
+  return out;
 }
 
 }  // namespace wharf::pipeline::contract
