@@ -9,6 +9,8 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -900,16 +902,19 @@ class PropertiesKeyword : public Keyword {
         patterns_(std::move(patterns)),
         additional_(additional) {
     std::sort(properties_.begin(), properties_.end());
+    // A hash index over the sorted list: the lookup runs for every member of every instance
+    // object. emplace keeps the first of duplicate names, the one lower_bound used to find.
+    for (const auto& [name, schema] : properties_) index_.emplace(name, schema);
   }
+  // Not copyable: index_ points into this object's properties_.
+  PropertiesKeyword(const PropertiesKeyword&) = delete;
+  PropertiesKeyword& operator=(const PropertiesKeyword&) = delete;
   bool Validate(const Value& v, EvalContext& ctx) const override {
     if (!v.IsObject()) return true;
     for (const auto& m : v.GetObject()) {
       std::string_view name = ValueView(m.name);
       bool matched = false;
-      auto it = std::lower_bound(
-          properties_.begin(), properties_.end(), name,
-          [](const std::pair<std::string, int>& p, std::string_view n) { return p.first < n; });
-      if (it != properties_.end() && it->first == name) {
+      if (auto it = index_.find(name); it != index_.end()) {
         matched = true;
         if (!EvaluateChild(it->second, m.value, NameToken(m.name), ctx)) return false;
       }
@@ -932,6 +937,9 @@ class PropertiesKeyword : public Keyword {
 
  private:
   std::vector<std::pair<std::string, int>> properties_;  // sorted by name
+  // name -> schema of properties_ (the views point into properties_, never modified after the
+  // constructor).
+  std::unordered_map<std::string_view, int> index_;
   std::vector<std::pair<CompiledPattern, int>> patterns_;
   int additional_;  // -1: absent
 };
