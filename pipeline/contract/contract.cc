@@ -11,13 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "pipeline/contract/compact_json.h"
 #include "pipeline/contract/json_number.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
-#include "rapidjson/stringbuffer.h"
-#include "rapidjson/writer.h"
 
 namespace wharf::pipeline::contract {
 namespace {
@@ -165,7 +164,7 @@ bool ParsePayload(const std::string& payload, rapidjson::Reader* reader, rapidjs
 }
 
 // Per-thread memory reused from record to record, so that the step does not allocate (and free)
-// a DOM pool chunk, a parser stack, a writer stack and an output buffer for every record.
+// a DOM pool chunk, a parser stack and an output buffer for every record.
 // ProcessRecord handles one record at a time per thread; `in_use` makes a nested call (there is
 // none today) fall back to memory of its own instead of sharing.
 struct Scratch {
@@ -179,8 +178,7 @@ struct Scratch {
   std::unique_ptr<char[]> pool{new char[kPoolBytes]};
   rapidjson::CrtAllocator stack_allocator;  // stateless; spares the document a `new` per record
   rapidjson::Reader reader;
-  rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer> writer{out};
+  std::string out;  // the serialised record
   bool in_use = false;
 };
 
@@ -384,24 +382,21 @@ ProcessResult Contract::ProcessRecord(const RecordContext& context,
     *payload_out = payload;
     return ProcessResult::kDeliver;
   }
-  // The buffer and the writer keep their memory from record to record; Reset also clears what a
-  // failed Accept left in the writer.
-  rapidjson::StringBuffer& buffer = scratch->out;
-  buffer.Clear();
-  scratch->writer.Reset(buffer);
-  // Accept fails only on values JSON cannot represent (a non-finite double); the parser and the
-  // transforms never produce one, but a record that cannot be written must not be delivered.
-  if (!doc.Accept(scratch->writer)) {
+  // Written into the thread's buffer, which keeps its memory from record to record, and copied
+  // out only once complete: a record that cannot be written leaves *payload_out untouched.
+  std::string& text = scratch->out;
+  text.clear();
+  // AppendCompactJson fails only on values JSON cannot represent (a non-finite double); the
+  // parser and the transforms never produce one, but a record that cannot be written must not be
+  // delivered.
+  if (!AppendCompactJson(doc, &text)) {
     return Quarantine(wharf::v1::TRANSFORM_ERROR, "", "serialize",
                       "the transformed record cannot be written as JSON (non-finite number)",
                       quarantine);
   }
-  payload_out->assign(buffer.GetString(), buffer.GetSize());
+  payload_out->assign(text);
   // A rare huge record must not pin its buffer's memory on this thread for good.
-  if (buffer.GetSize() > Scratch::kMaxKeptOutputBytes) {
-    buffer.Clear();
-    buffer.ShrinkToFit();
-  }
+  if (text.capacity() > Scratch::kMaxKeptOutputBytes) text = std::string();
   return ProcessResult::kDeliver;
 }
 
