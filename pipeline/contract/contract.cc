@@ -106,18 +106,30 @@ constexpr unsigned kParseFlags = rapidjson::kParseStopWhenDoneFlag |
 // memory). On failure fills the PARSE_ERROR fields of *quarantine (reason, error_position,
 // message) exactly as the plain JSON parse processor does (record_processor.cc), plus the depth
 // limit, and returns false.
-bool ParsePayload(const std::string& payload, rapidjson::Reader* reader, rapidjson::Document* doc,
-                  wharf::v1::QuarantineEntry* quarantine) {
-  rapidjson::MemoryStream ms(payload.data(), payload.size());
-  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+//
+// A pure-ASCII payload is parsed in place (kParseInsituFlag) in `insitu_copy`, a copy of it that
+// must outlive *doc: the DOM's strings point into it instead of being copied once onto the
+// parser's stack and again into the document's pool. Nothing else changes: the copy is
+// NUL-terminated where the memory stream reports '\0' at its end, the parser never consumes a
+// '\0', offsets count from the same first byte (no BOM can be skipped in ASCII), and UTF-8
+// validation has nothing to refuse in ASCII (see IsAscii). Other payloads take the memory
+// stream with validation, which also skips a leading UTF-8 BOM as before.
+bool ParsePayload(const std::string& payload, rapidjson::Reader* reader, std::string* insitu_copy,
+                  rapidjson::Document* doc, wharf::v1::QuarantineEntry* quarantine) {
   DepthLimitedHandler handler(doc);
   rapidjson::ParseResult ok;
-  const bool ascii = IsAscii(payload);
+  size_t end = 0;  // where the parser stopped
   auto generator = [&](rapidjson::Document&) {
-    if (ascii) {
-      ok = reader->Parse<kParseFlags>(is, handler);
+    if (IsAscii(payload)) {
+      insitu_copy->assign(payload);
+      rapidjson::InsituStringStream is(insitu_copy->data());
+      ok = reader->Parse<kParseFlags | rapidjson::kParseInsituFlag>(is, handler);
+      end = is.Tell();
     } else {
+      rapidjson::MemoryStream ms(payload.data(), payload.size());
+      rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
       ok = reader->Parse<kParseFlags | rapidjson::kParseValidateEncodingFlag>(is, handler);
+      end = is.Tell();
     }
     return !ok.IsError();
   };
@@ -142,7 +154,7 @@ bool ParsePayload(const std::string& payload, rapidjson::Reader* reader, rapidjs
   }
   // kParseStopWhenDoneFlag stops after the first value: anything but whitespace after it is an
   // error (two concatenated documents are not one record).
-  for (size_t i = is.Tell(); i < payload.size(); ++i) {
+  for (size_t i = end; i < payload.size(); ++i) {
     if (!IsJsonSpace(payload[i])) {
       quarantine->set_reason(wharf::v1::PARSE_ERROR);
       quarantine->set_error_position(i);
@@ -171,14 +183,15 @@ struct Scratch {
   // The DOM's first pool chunk: a ~200-byte record needs about 2 KiB. Larger records take further
   // chunks from the heap, which the pool frees when the record is done.
   static constexpr size_t kPoolBytes = 16 << 10;
-  // Output buffers above this size are released after the record instead of kept.
-  static constexpr size_t kMaxKeptOutputBytes = 1 << 20;
+  // Buffers (out, insitu) above this size are released after the record instead of kept.
+  static constexpr size_t kMaxKeptBufferBytes = 1 << 20;
   // The document's parse stack (RapidJSON's default capacity; it grows as needed).
   static constexpr size_t kDocumentStackBytes = 1024;
   std::unique_ptr<char[]> pool{new char[kPoolBytes]};
   rapidjson::CrtAllocator stack_allocator;  // stateless; spares the document a `new` per record
   rapidjson::Reader reader;
-  std::string out;  // the serialised record
+  std::string out;     // the serialised record
+  std::string insitu;  // the in-place parse's copy of the payload (the DOM's strings point in)
   bool in_use = false;
 };
 
@@ -193,7 +206,13 @@ class ScratchLease {
     }
   }
   ~ScratchLease() {
-    if (scratch_ != nullptr) scratch_->in_use = false;
+    if (scratch_ == nullptr) return;
+    // A rare huge record must not pin its buffers' memory on this thread for good.
+    if (scratch_->out.capacity() > Scratch::kMaxKeptBufferBytes) std::string().swap(scratch_->out);
+    if (scratch_->insitu.capacity() > Scratch::kMaxKeptBufferBytes) {
+      std::string().swap(scratch_->insitu);
+    }
+    scratch_->in_use = false;
   }
   ScratchLease(const ScratchLease&) = delete;
   ScratchLease& operator=(const ScratchLease&) = delete;
@@ -297,7 +316,7 @@ ProcessResult Contract::ProcessRecord(const RecordContext& context,
   // The pool starts in the reused buffer; declared before the document, which points into it.
   rapidjson::MemoryPoolAllocator<> pool(scratch->pool.get(), Scratch::kPoolBytes);
   rapidjson::Document doc(&pool, Scratch::kDocumentStackBytes, &scratch->stack_allocator);
-  if (!ParsePayload(payload, &scratch->reader, &doc, quarantine)) {
+  if (!ParsePayload(payload, &scratch->reader, &scratch->insitu, &doc, quarantine)) {
     quarantine->set_schema_version(schema_version());
     quarantine->set_transform_version(transform_version());
     return ProcessResult::kQuarantine;
@@ -395,8 +414,6 @@ ProcessResult Contract::ProcessRecord(const RecordContext& context,
                       quarantine);
   }
   payload_out->assign(text);
-  // A rare huge record must not pin its buffer's memory on this thread for good.
-  if (text.capacity() > Scratch::kMaxKeptOutputBytes) text = std::string();
   return ProcessResult::kDeliver;
 }
 
