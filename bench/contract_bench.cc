@@ -4,7 +4,8 @@
 // a reference. Single-threaded: the figures are per core.
 //
 //   wharf-contract-bench [--records N] [--rounds R]
-//   wharf-contract-bench --e2e-contract FILE [--records N] [--rounds R] [--dump FILE]
+//   wharf-contract-bench --e2e-contract FILE [--records N] [--rounds R] [--mutate-every K]
+//                        [--dump FILE]
 //
 // --e2e-contract runs only the whole contract step, with the end-to-end benchmark's contract
 // (FILE holds the `contract:` block bench/run.sh's tg_contract_yaml prints, read with wharfd's
@@ -223,9 +224,10 @@ __attribute__((noinline)) size_t RunE2eRounds(const wharf::pipeline::contract::C
   return delivered;
 }
 
-// Mostly the generator's records, plus every 50th record broken in one of the ways the contract
-// must catch (so that the measured mix includes the quarantine paths and --dump covers them).
-std::vector<wharf::v1::StoredRecord> E2eRecords(size_t n) {
+// The generator's records; with `mutate_every` > 0 every mutate_every-th record is changed in one
+// of six ways (four the contract must quarantine, two that exercise PII hashing and the optional
+// formatted fields), so that --dump covers those paths too.
+std::vector<wharf::v1::StoredRecord> E2eRecords(size_t n, size_t mutate_every) {
   wharf::bench::RecordGenerator gen(0, 200);
   std::vector<wharf::v1::StoredRecord> out;
   out.reserve(n);
@@ -238,8 +240,8 @@ std::vector<wharf::v1::StoredRecord> E2eRecords(size_t n) {
     *stored.mutable_ingest_time() =
         google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(now_us + 500);
     std::string* payload = stored.mutable_record()->mutable_payload();
-    if (i % 50 == 49) {
-      switch ((i / 50) % 6) {
+    if (mutate_every > 0 && i % mutate_every == mutate_every - 1) {
+      switch ((i / mutate_every) % 6) {
         case 0:  // PARSE_ERROR: cut in half
           payload->resize(payload->size() / 2);
           break;
@@ -267,7 +269,8 @@ std::vector<wharf::v1::StoredRecord> E2eRecords(size_t n) {
   return out;
 }
 
-int RunE2e(const std::string& contract_file, size_t n, int rounds, const std::string& dump_file) {
+int RunE2e(const std::string& contract_file, size_t n, int rounds, size_t mutate_every,
+           const std::string& dump_file) {
   std::ifstream in(contract_file);
   std::stringstream text;
   text << in.rdbuf();
@@ -287,7 +290,7 @@ int RunE2e(const std::string& contract_file, size_t n, int rounds, const std::st
     std::fprintf(stderr, "contract: %s\n", std::string(contract.status().message()).c_str());
     return 1;
   }
-  std::vector<wharf::v1::StoredRecord> records = E2eRecords(n);
+  std::vector<wharf::v1::StoredRecord> records = E2eRecords(n, mutate_every);
   uint64_t bytes = 0;
   for (const auto& r : records) bytes += r.record().payload().size();
   std::printf("e2e contract: records=%zu avg_bytes=%.0f rounds=%d\n", n,
@@ -324,8 +327,12 @@ int main(int argc, char** argv) {
                  "run only the whole step with this contract: block (bench/run.sh tg_contract_yaml)"
                  " over bench/record_generator.h records");
   app.add_option("--dump", dump, "with --e2e-contract: write every result to this file");
+  size_t mutate_every = 50;
+  app.add_option(
+      "--mutate-every", mutate_every,
+      "with --e2e-contract: change every Nth record (0: none, the e2e scenario's records)");
   CLI11_PARSE(app, argc, argv);
-  if (!e2e_contract.empty()) return RunE2e(e2e_contract, n, rounds, dump);
+  if (!e2e_contract.empty()) return RunE2e(e2e_contract, n, rounds, mutate_every, dump);
 
   const std::vector<std::string> records = Records(n);
   uint64_t bytes = 0;
