@@ -688,6 +688,12 @@ class CountKeyword : public Keyword {
     switch (target_) {
       case Target::kStringLength:
         if (!v.IsString()) return true;
+        // Each code point takes 1 to 4 bytes: when the byte length alone decides (at most
+        // maxLength bytes; at least 4 * minLength bytes, so at least minLength code points),
+        // counting cannot change the outcome.
+        if (is_min_ ? v.GetStringLength() / 4 >= limit_ : v.GetStringLength() <= limit_) {
+          return true;
+        }
         count = CodePointCount(v);
         unit = " characters";
         break;
