@@ -4,21 +4,35 @@
 // a reference. Single-threaded: the figures are per core.
 //
 //   wharf-contract-bench [--records N] [--rounds R]
+//   wharf-contract-bench --e2e-contract FILE [--records N] [--rounds R] [--mutate-every K]
+//                        [--dump FILE]
+//
+// --e2e-contract runs only the whole contract step, with the end-to-end benchmark's contract
+// (FILE holds the `contract:` block bench/run.sh's tg_contract_yaml prints, read with wharfd's
+// own config parser) over bench/record_generator.h's 200-byte records, so that the work measured
+// (e.g. under valgrind --tool=callgrind --toggle-collect='*RunE2eRounds*') is the benchmark's.
+// --dump writes every result (delivered payload or quarantine entry) one per line, to compare
+// the step's output before and after a change.
 //
 // Prints RESULT lines; docs/BENCHMARKS.md records the figures.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "bench/record_generator.h"
 #include "google/protobuf/util/time_util.h"
 #include "pipeline/contract/contract.h"
 #include "pipeline/contract/json_schema.h"
 #include "rapidjson/document.h"
+#include "server/config.h"
 #include "valijson/adapters/rapidjson_adapter.hpp"
 #include "valijson/schema.hpp"
 #include "valijson/schema_parser.hpp"
@@ -154,6 +168,151 @@ Timing Measure(const std::vector<std::string>& records, int rounds, F&& step) {
   return {static_cast<double>(records.size()) * rounds / secs, passed / rounds};
 }
 
+// The e2e contract as wharfd reads it: `contract_yaml` (a datasets[] entry's `contract:` key,
+// indented as in wharf.yaml) inside a minimal dataset spec, parsed by ParseDatasetSpec.
+absl::StatusOr<wharf::v1::ContractVersion> E2eContract(const std::string& contract_yaml) {
+  // Dedent: the block is indented as a datasets[] entry's key; the spec is a top-level document.
+  size_t indent = std::string::npos;
+  std::vector<std::string> lines = absl::StrSplit(contract_yaml, '\n');
+  for (const std::string& line : lines) {
+    const size_t first = line.find_first_not_of(' ');
+    if (first != std::string::npos) indent = std::min(indent, first);
+  }
+  std::string spec =
+      "name: bench\npartitions: 4\ndestinations:\n  - name: files\n    type: file\n"
+      "    directory: /tmp/wharf-contract-bench-unused\n";
+  for (const std::string& line : lines) {
+    absl::StrAppend(&spec, line.size() >= indent ? line.substr(indent) : line, "\n");
+  }
+  auto dataset = wharf::server::ParseDatasetSpec(spec, "e2e-contract.yaml");
+  if (!dataset.ok()) return dataset.status();
+  if (!dataset->contract.has_value()) return absl::InvalidArgumentError("no contract: key");
+  wharf::v1::ContractVersion v;
+  v.set_dataset("bench");
+  v.set_schema_version(1);
+  v.set_transform_version(1);
+  *v.mutable_spec() = *dataset->contract;
+  return v;
+}
+
+// The measured loop of --e2e-contract (not inlined, so that callgrind can collect only it).
+// Returns the records delivered; appends one line per result to *dump when it is not null.
+__attribute__((noinline)) size_t RunE2eRounds(const wharf::pipeline::contract::Contract& contract,
+                                              std::vector<wharf::v1::StoredRecord>& records,
+                                              int rounds, std::string* dump) {
+  size_t delivered = 0;
+  std::string out;
+  for (int r = 0; r < rounds; ++r) {
+    uint64_t offset = 0;
+    for (const wharf::v1::StoredRecord& rec : records) {
+      out.clear();
+      wharf::v1::QuarantineEntry q;
+      const wharf::pipeline::ProcessResult result =
+          contract.ProcessRecord({"bench", 0, offset++}, rec, &out, &q);
+      if (result == wharf::pipeline::ProcessResult::kDeliver) ++delivered;
+      if (dump != nullptr && r == 0) {
+        if (result == wharf::pipeline::ProcessResult::kDeliver) {
+          absl::StrAppend(dump, "deliver ", out, "\n");
+        } else if (result == wharf::pipeline::ProcessResult::kFilter) {
+          absl::StrAppend(dump, "filter\n");
+        } else {
+          absl::StrAppend(dump, "quarantine ", q.ShortDebugString(), "\n");
+        }
+      }
+    }
+  }
+  return delivered;
+}
+
+// The generator's records; with `mutate_every` > 0 every mutate_every-th record is changed in one
+// of six ways (four the contract must quarantine, two that exercise PII hashing and the optional
+// formatted fields), so that --dump covers those paths too.
+std::vector<wharf::v1::StoredRecord> E2eRecords(size_t n, size_t mutate_every) {
+  wharf::bench::RecordGenerator gen(0, 200);
+  std::vector<wharf::v1::StoredRecord> out;
+  out.reserve(n);
+  const int64_t base_us = 1'795'000'000'000'000;  // 2026-11-18, fixed: runs repeat exactly
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t now_us = base_us + static_cast<int64_t>(i) * 1'237;
+    wharf::v1::StoredRecord stored;
+    *stored.mutable_record() = gen.Next(i, now_us);
+    stored.set_producer_id("bench-0");
+    *stored.mutable_ingest_time() =
+        google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(now_us + 500);
+    std::string* payload = stored.mutable_record()->mutable_payload();
+    if (mutate_every > 0 && i % mutate_every == mutate_every - 1) {
+      switch ((i / mutate_every) % 6) {
+        case 0:  // PARSE_ERROR: cut in half
+          payload->resize(payload->size() / 2);
+          break;
+        case 1:  // SCHEMA_VIOLATION: an unknown field (additionalProperties false)
+          payload->insert(1, "\"extra\":1,");
+          break;
+        case 2:  // RULE_VIOLATION: three tags
+          payload->replace(payload->find("\"tags\":["), 8, "\"tags\":[\"beta\",");
+          break;
+        case 3:  // delivered, PII hashed: an email in /email
+          payload->insert(1, "\"email\":\"a.b@example.org\",");
+          break;
+        case 4:  // delivered: the optional formatted fields (ipv4, uuid, enums)
+          payload->insert(1,
+                          "\"ip\":\"10.1.2.3\",\"session\":\"3f2504e0-4f89-11d3-9a0c-"
+                          "0305e82c3301\",\"currency\":\"EUR\",\"coupon\":null,");
+          break;
+        case 5:  // SCHEMA_VIOLATION: a ts that is not an RFC 3339 date-time
+          payload->replace(payload->find("\"ts\":\"") + 6, 4, "20x6");
+          break;
+      }
+    }
+    out.push_back(std::move(stored));
+  }
+  return out;
+}
+
+int RunE2e(const std::string& contract_file, size_t n, int rounds, size_t mutate_every,
+           const std::string& dump_file) {
+  std::ifstream in(contract_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) {
+    std::fprintf(stderr, "cannot read %s\n", contract_file.c_str());
+    return 1;
+  }
+  auto version = E2eContract(text.str());
+  if (!version.ok()) {
+    std::fprintf(stderr, "contract: %s\n", std::string(version.status().message()).c_str());
+    return 1;
+  }
+  // 64 hex characters, as bench/run.sh's hash.key (32 random bytes, hex).
+  auto contract = wharf::pipeline::contract::Contract::Compile(
+      *version, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+  if (!contract.ok()) {
+    std::fprintf(stderr, "contract: %s\n", std::string(contract.status().message()).c_str());
+    return 1;
+  }
+  std::vector<wharf::v1::StoredRecord> records = E2eRecords(n, mutate_every);
+  uint64_t bytes = 0;
+  for (const auto& r : records) bytes += r.record().payload().size();
+  std::printf("e2e contract: records=%zu avg_bytes=%.0f rounds=%d\n", n,
+              static_cast<double>(bytes) / n, rounds);
+  std::string dump;
+  const auto t0 = Clock::now();
+  const size_t delivered =
+      RunE2eRounds(**contract, records, rounds, dump_file.empty() ? nullptr : &dump);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("RESULT step=e2e_contract records_per_s=%.0f delivered=%zu\n",
+              static_cast<double>(n) * rounds / secs, delivered / rounds);
+  if (!dump_file.empty()) {
+    std::ofstream o(dump_file, std::ios::binary);
+    o << dump;
+    if (!o) {
+      std::fprintf(stderr, "cannot write %s\n", dump_file.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -162,7 +321,18 @@ int main(int argc, char** argv) {
   int rounds = 3;
   app.add_option("--records", n, "records generated")->check(CLI::PositiveNumber);
   app.add_option("--rounds", rounds, "passes over the records")->check(CLI::PositiveNumber);
+  std::string e2e_contract;
+  std::string dump;
+  app.add_option("--e2e-contract", e2e_contract,
+                 "run only the whole step with this contract: block (bench/run.sh tg_contract_yaml)"
+                 " over bench/record_generator.h records");
+  app.add_option("--dump", dump, "with --e2e-contract: write every result to this file");
+  size_t mutate_every = 50;
+  app.add_option(
+      "--mutate-every", mutate_every,
+      "with --e2e-contract: change every Nth record (0: none, the e2e scenario's records)");
   CLI11_PARSE(app, argc, argv);
+  if (!e2e_contract.empty()) return RunE2e(e2e_contract, n, rounds, mutate_every, dump);
 
   const std::vector<std::string> records = Records(n);
   uint64_t bytes = 0;

@@ -1,5 +1,7 @@
 #include "pipeline/contract/contract.h"
 
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -9,13 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "pipeline/contract/compact_json.h"
 #include "pipeline/contract/json_number.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
-#include "rapidjson/stringbuffer.h"
-#include "rapidjson/writer.h"
 
 namespace wharf::pipeline::contract {
 namespace {
@@ -74,24 +75,62 @@ class DepthLimitedHandler {
 
 bool IsJsonSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-// Parses `payload` into *doc. On failure fills the PARSE_ERROR fields of *quarantine (reason,
-// error_position, message) exactly as the plain JSON parse processor does (record_processor.cc),
-// plus the depth limit, and returns false.
-bool ParsePayload(const std::string& payload, rapidjson::Document* doc,
-                  wharf::v1::QuarantineEntry* quarantine) {
-  rapidjson::MemoryStream ms(payload.data(), payload.size());
-  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+// True when every byte is below 0x80. UTF-8 validation accepts every such byte as it is
+// (RapidJSON's UTF8::Validate and its plain copy do the same for them), so for such payloads the
+// parse may skip the per-character validation without changing its outcome.
+bool IsAscii(const std::string& s) {
+  const char* p = s.data();
+  const size_t n = s.size();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, sizeof(word));
+    if ((word & 0x8080808080808080ull) != 0) return false;
+  }
+  for (; i < n; ++i) {
+    if ((static_cast<unsigned char>(p[i]) & 0x80) != 0) return false;
+  }
+  return true;
+}
+
+// kParseIterativeFlag: the recursive parser recurses once per nesting level and would overflow
+// the stack on a payload of a million '['. kParseNumbersAsStringsFlag: numbers are converted
+// exactly by the handler (json_number.h), so doubles that are written back (transforms, PII
+// rewrites) keep the value the producer sent. kParseValidateEncodingFlag is added for payloads
+// that are not pure ASCII (see IsAscii).
+constexpr unsigned kParseFlags = rapidjson::kParseStopWhenDoneFlag |
+                                 rapidjson::kParseIterativeFlag |
+                                 rapidjson::kParseNumbersAsStringsFlag;
+
+// Parses `payload` into *doc with `reader` (reused across records: its state stack keeps its
+// memory). On failure fills the PARSE_ERROR fields of *quarantine (reason, error_position,
+// message) exactly as the plain JSON parse processor does (record_processor.cc), plus the depth
+// limit, and returns false.
+//
+// A pure-ASCII payload is parsed in place (kParseInsituFlag) in `insitu_copy`, a copy of it that
+// must outlive *doc: the DOM's strings point into it instead of being copied once onto the
+// parser's stack and again into the document's pool. Nothing else changes: the copy is
+// NUL-terminated where the memory stream reports '\0' at its end, the parser never consumes a
+// '\0', offsets count from the same first byte (no BOM can be skipped in ASCII), and UTF-8
+// validation has nothing to refuse in ASCII (see IsAscii). Other payloads take the memory
+// stream with validation, which also skips a leading UTF-8 BOM as before.
+bool ParsePayload(const std::string& payload, rapidjson::Reader* reader, std::string* insitu_copy,
+                  rapidjson::Document* doc, wharf::v1::QuarantineEntry* quarantine) {
   DepthLimitedHandler handler(doc);
   rapidjson::ParseResult ok;
-  // kParseIterativeFlag: the recursive parser recurses once per nesting level and would overflow
-  // the stack on a payload of a million '['. kParseNumbersAsStringsFlag: numbers are converted
-  // exactly by the handler (json_number.h), so doubles that are written back (transforms, PII
-  // rewrites) keep the value the producer sent.
+  size_t end = 0;  // where the parser stopped
   auto generator = [&](rapidjson::Document&) {
-    rapidjson::Reader reader;
-    ok = reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag |
-                      rapidjson::kParseIterativeFlag | rapidjson::kParseNumbersAsStringsFlag>(
-        is, handler);
+    if (IsAscii(payload)) {
+      insitu_copy->assign(payload);
+      rapidjson::InsituStringStream is(insitu_copy->data());
+      ok = reader->Parse<kParseFlags | rapidjson::kParseInsituFlag>(is, handler);
+      end = is.Tell();
+    } else {
+      rapidjson::MemoryStream ms(payload.data(), payload.size());
+      rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+      ok = reader->Parse<kParseFlags | rapidjson::kParseValidateEncodingFlag>(is, handler);
+      end = is.Tell();
+    }
     return !ok.IsError();
   };
   doc->Populate(generator);
@@ -115,7 +154,7 @@ bool ParsePayload(const std::string& payload, rapidjson::Document* doc,
   }
   // kParseStopWhenDoneFlag stops after the first value: anything but whitespace after it is an
   // error (two concatenated documents are not one record).
-  for (size_t i = is.Tell(); i < payload.size(); ++i) {
+  for (size_t i = end; i < payload.size(); ++i) {
     if (!IsJsonSpace(payload[i])) {
       quarantine->set_reason(wharf::v1::PARSE_ERROR);
       quarantine->set_error_position(i);
@@ -135,6 +174,54 @@ bool ParsePayload(const std::string& payload, rapidjson::Document* doc,
   }
   return true;
 }
+
+// Per-thread memory reused from record to record, so that the step does not allocate (and free)
+// a DOM pool chunk, a parser stack and an output buffer for every record.
+// ProcessRecord handles one record at a time per thread; `in_use` makes a nested call (there is
+// none today) fall back to memory of its own instead of sharing.
+struct Scratch {
+  // The DOM's first pool chunk: a ~200-byte record needs about 2 KiB. Larger records take further
+  // chunks from the heap, which the pool frees when the record is done.
+  static constexpr size_t kPoolBytes = 16 << 10;
+  // Buffers (out, insitu) above this size are released after the record instead of kept.
+  static constexpr size_t kMaxKeptBufferBytes = 1 << 20;
+  // The document's parse stack (RapidJSON's default capacity; it grows as needed).
+  static constexpr size_t kDocumentStackBytes = 1024;
+  std::unique_ptr<char[]> pool{new char[kPoolBytes]};
+  rapidjson::CrtAllocator stack_allocator;  // stateless; spares the document a `new` per record
+  rapidjson::Reader reader;
+  std::string out;     // the serialised record
+  std::string insitu;  // the in-place parse's copy of the payload (the DOM's strings point in)
+  bool in_use = false;
+};
+
+// Claims this thread's Scratch for one ProcessRecord call (null: already claimed).
+class ScratchLease {
+ public:
+  ScratchLease() {
+    thread_local Scratch scratch;
+    if (!scratch.in_use) {
+      scratch_ = &scratch;
+      scratch_->in_use = true;
+    }
+  }
+  ~ScratchLease() {
+    if (scratch_ == nullptr) return;
+    // A rare huge record must not pin its buffers' memory on this thread for good.
+    if (scratch_->out.capacity() > Scratch::kMaxKeptBufferBytes) std::string().swap(scratch_->out);
+    if (scratch_->insitu.capacity() > Scratch::kMaxKeptBufferBytes) {
+      std::string().swap(scratch_->insitu);
+    }
+    scratch_->in_use = false;
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+
+  Scratch* get() const { return scratch_; }
+
+ private:
+  Scratch* scratch_ = nullptr;
+};
 
 // Pointers are shown with the root as "/" (as JSON Schema violations print it).
 std::string ShownPointer(const std::string& pointer) { return pointer.empty() ? "/" : pointer; }
@@ -222,8 +309,14 @@ ProcessResult Contract::ProcessRecord(const RecordContext& context,
                                       std::string* payload_out,
                                       wharf::v1::QuarantineEntry* quarantine) const {
   const std::string& payload = record.record().payload();
-  rapidjson::Document doc;
-  if (!ParsePayload(payload, &doc, quarantine)) {
+  const ScratchLease lease;
+  std::optional<Scratch> own;  // only when this thread's scratch is taken (a nested call)
+  Scratch* scratch = lease.get();
+  if (scratch == nullptr) scratch = &own.emplace();
+  // The pool starts in the reused buffer; declared before the document, which points into it.
+  rapidjson::MemoryPoolAllocator<> pool(scratch->pool.get(), Scratch::kPoolBytes);
+  rapidjson::Document doc(&pool, Scratch::kDocumentStackBytes, &scratch->stack_allocator);
+  if (!ParsePayload(payload, &scratch->reader, &scratch->insitu, &doc, quarantine)) {
     quarantine->set_schema_version(schema_version());
     quarantine->set_transform_version(transform_version());
     return ProcessResult::kQuarantine;
@@ -241,12 +334,12 @@ ProcessResult Contract::ProcessRecord(const RecordContext& context,
     // Evaluate() rather than EvaluateBool(): the message tells false from null (usually a
     // missing field), which is what an operator looking at the quarantine needs to know.
     absl::StatusOr<ExprValue> value = rule.expr->Evaluate(doc);
+    if (value.ok() && value->is_bool() && value->bool_value()) continue;
     const std::string head = absl::StrCat("rule \"", rule.name, "\" (", rule.expr->text(), ")");
     std::string message;
     if (!value.ok()) {
       message = absl::StrCat(head, ": ", value.status().message());
     } else if (value->is_bool()) {
-      if (value->bool_value()) continue;
       message = absl::StrCat(head, " is false");
     } else if (value->is_null()) {
       message = absl::StrCat(head, " evaluated to null");
@@ -308,16 +401,19 @@ ProcessResult Contract::ProcessRecord(const RecordContext& context,
     *payload_out = payload;
     return ProcessResult::kDeliver;
   }
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  // Accept fails only on values JSON cannot represent (a non-finite double); the parser and the
-  // transforms never produce one, but a record that cannot be written must not be delivered.
-  if (!doc.Accept(writer)) {
+  // Written into the thread's buffer, which keeps its memory from record to record, and copied
+  // out only once complete: a record that cannot be written leaves *payload_out untouched.
+  std::string& text = scratch->out;
+  text.clear();
+  // AppendCompactJson fails only on values JSON cannot represent (a non-finite double); the
+  // parser and the transforms never produce one, but a record that cannot be written must not be
+  // delivered.
+  if (!AppendCompactJson(doc, &text)) {
     return Quarantine(wharf::v1::TRANSFORM_ERROR, "", "serialize",
                       "the transformed record cannot be written as JSON (non-finite number)",
                       quarantine);
   }
-  payload_out->assign(buffer.GetString(), buffer.GetSize());
+  payload_out->assign(text);
   return ProcessResult::kDeliver;
 }
 

@@ -14,7 +14,8 @@
 //                  field_path: where), mask/hash/drop rewrite the record
 //   5. transforms  the chain -> TRANSFORM_ERROR (rule: "step N (op)", field_path: the step's
 //                  path), or ProcessResult::kFilter when a filter step drops the record
-//   6. serialize   the (possibly rewritten) record is written as compact JSON
+//   6. serialize   the (possibly rewritten) record is written as compact JSON (compact_json.h,
+//                  the bytes rapidjson::Writer writes)
 //
 // Validation only reads the record, so when no PII action rewrote it and the contract has no
 // transforms the payload is delivered byte-identical (no re-serialization): the record.proto
@@ -40,8 +41,10 @@
 namespace wharf::pipeline::contract {
 
 // Thread safety: immutable after Compile(); ProcessRecord()/Process() are const and may run on
-// any number of pipeline threads at once (all per-record state lives on the caller's stack, and
-// every compiled part is itself safe for concurrent use).
+// any number of pipeline threads at once (per-record state lives on the caller's stack or in
+// memory private to the calling thread, reused from record to record: the DOM's first pool chunk,
+// the parser, the in-place parse copy and the output buffer; and every compiled part is itself
+// safe for concurrent use).
 class Contract final : public RecordProcessor {
  public:
   // Records nested deeper than this (objects and arrays; the top-level object is level 1) are

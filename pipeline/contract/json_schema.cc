@@ -9,6 +9,8 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -297,6 +299,9 @@ bool ScalarEqual(const Value& a, const Value& b) {
 }
 
 bool JsonEqual(const Value& a, const Value& b) {
+  // Scalars (most enum and const comparisons) need no stack: the loop below would compare them
+  // with ScalarEqual too, after allocating it.
+  if (!a.IsArray() && !a.IsObject()) return ScalarEqual(a, b);
   std::vector<std::pair<const Value*, const Value*>> stack;
   stack.emplace_back(&a, &b);
   while (!stack.empty()) {
@@ -683,6 +688,12 @@ class CountKeyword : public Keyword {
     switch (target_) {
       case Target::kStringLength:
         if (!v.IsString()) return true;
+        // Each code point takes 1 to 4 bytes: when the byte length alone decides (at most
+        // maxLength bytes; at least 4 * minLength bytes, so at least minLength code points),
+        // counting cannot change the outcome.
+        if (is_min_ ? v.GetStringLength() / 4 >= limit_ : v.GetStringLength() <= limit_) {
+          return true;
+        }
         count = CodePointCount(v);
         unit = " characters";
         break;
@@ -897,16 +908,19 @@ class PropertiesKeyword : public Keyword {
         patterns_(std::move(patterns)),
         additional_(additional) {
     std::sort(properties_.begin(), properties_.end());
+    // A hash index over the sorted list: the lookup runs for every member of every instance
+    // object. emplace keeps the first of duplicate names, the one lower_bound used to find.
+    for (const auto& [name, schema] : properties_) index_.emplace(name, schema);
   }
+  // Not copyable: index_ points into this object's properties_.
+  PropertiesKeyword(const PropertiesKeyword&) = delete;
+  PropertiesKeyword& operator=(const PropertiesKeyword&) = delete;
   bool Validate(const Value& v, EvalContext& ctx) const override {
     if (!v.IsObject()) return true;
     for (const auto& m : v.GetObject()) {
       std::string_view name = ValueView(m.name);
       bool matched = false;
-      auto it = std::lower_bound(
-          properties_.begin(), properties_.end(), name,
-          [](const std::pair<std::string, int>& p, std::string_view n) { return p.first < n; });
-      if (it != properties_.end() && it->first == name) {
+      if (auto it = index_.find(name); it != index_.end()) {
         matched = true;
         if (!EvaluateChild(it->second, m.value, NameToken(m.name), ctx)) return false;
       }
@@ -929,6 +943,9 @@ class PropertiesKeyword : public Keyword {
 
  private:
   std::vector<std::pair<std::string, int>> properties_;  // sorted by name
+  // name -> schema of properties_ (the views point into properties_, never modified after the
+  // constructor).
+  std::unordered_map<std::string_view, int> index_;
   std::vector<std::pair<CompiledPattern, int>> patterns_;
   int additional_;  // -1: absent
 };
@@ -2280,6 +2297,8 @@ bool JsonSchema::Validate(const rapidjson::Value& instance, SchemaViolation* vio
   EvalContext ctx;
   ctx.nodes = &compiled_->nodes;
   ctx.out = violation != nullptr ? &internal : nullptr;
+  // Records nest a few levels: one allocation up front instead of one per doubling.
+  ctx.path.reserve(16);
   if (Evaluate(compiled_->root, instance, ctx)) return true;
   if (violation != nullptr) {
     violation->pointer = internal.pointer;

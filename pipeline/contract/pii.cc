@@ -169,6 +169,9 @@ size_t LongestValidPrefix(std::string_view text, const std::vector<Group>& group
 // --- email ---
 
 void FindEmails(std::string_view text, std::vector<Match>* out) {
+  // Every match of the pattern contains its literal '@': without one there is nothing to find,
+  // and most scanned values (names, ids, codes) have none. Saves the regex search for them.
+  if (text.find('@') == std::string_view::npos) return;
   Scan(
       GetPatterns().email, text,
       [&](size_t begin, size_t end) -> size_t {
@@ -591,11 +594,12 @@ PiiScanner::Result PiiScanner::Apply(rapidjson::Document* record, PiiFinding* fi
       }
     }
     // Overlapping pointers ("/a" and "/a/b") reach the same value twice; act on it once.
+    // A single node (one pointer to a scalar, the usual case) cannot repeat: no set needed.
     std::unordered_set<const rapidjson::Value*> seen;
     std::vector<int> to_drop;
     for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
       rapidjson::Value* v = nodes[i].value;
-      if (!seen.insert(v).second) continue;
+      if (nodes.size() > 1 && !seen.insert(v).second) continue;
       std::string text;
       if (v->IsString()) {
         text.assign(v->GetString(), v->GetStringLength());

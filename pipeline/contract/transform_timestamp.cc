@@ -2,7 +2,6 @@
 
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <ctime>
 #include <string_view>
 
@@ -28,6 +27,36 @@ int DaysInMonth(int y, int m) {
   return m == 2 && IsLeap(y) ? 29 : kDays[m - 1];
 }
 
+// Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (what timegm and gmtime_r
+// use), computed directly: the libc calls were a visible share of the per-record cost of the
+// timestamp and add_metadata transforms. The year is shifted to start in March, so that the leap
+// day is the last day of a shifted year, and counted in 400-year eras of 146097 days.
+int64_t DaysFromCivil(int64_t y, int m, int d) {
+  if (m <= 2) --y;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t year_of_era = y - era * 400;                          // 0..399
+  const int64_t shifted_month = m > 2 ? m - 3 : m + 9;                // March = 0
+  const int64_t day_of_year = (153 * shifted_month + 2) / 5 + d - 1;  // 0..365
+  const int64_t day_of_era =
+      year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;  // 0..146096
+  return era * 146097 + day_of_era - 719468;  // 719468: days from 0000-03-01 to 1970-01-01
+}
+
+// The inverse of DaysFromCivil.
+void CivilFromDays(int64_t days, int64_t* y, int* m, int* d) {
+  days += 719468;
+  const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const int64_t day_of_era = days - era * 146097;  // 0..146096
+  const int64_t year_of_era =
+      (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
+  const int64_t day_of_year =
+      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const int64_t shifted_month = (5 * day_of_year + 2) / 153;  // March = 0
+  *d = static_cast<int>(day_of_year - (153 * shifted_month + 2) / 5 + 1);
+  *m = static_cast<int>(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
+  *y = year_of_era + era * 400 + (*m <= 2 ? 1 : 0);
+}
+
 // Broken-down time as parsed, before it becomes an instant.
 struct Fields {
   int year = 1970;
@@ -45,15 +74,10 @@ absl::StatusOr<int64_t> ToEpochMillis(const Fields& f) {
       f.day > DaysInMonth(f.year, f.month) || f.hour > 23 || f.minute > 59 || f.second > 60) {
     return absl::InvalidArgumentError("date or time field out of range");
   }
-  struct tm tm = {};
-  tm.tm_year = f.year - 1900;
-  tm.tm_mon = f.month - 1;
-  tm.tm_mday = f.day;
-  tm.tm_hour = f.hour;
-  tm.tm_min = f.minute;
-  tm.tm_sec = f.second;  // 60 (leap second) rolls over into the next minute
-  // timegm interprets the fields as UTC, unlike mktime, so the host's TZ never leaks in.
-  const time_t seconds = timegm(&tm);
+  // As timegm would: the fields are UTC (the host's TZ never leaks in), and a second of 60 (leap
+  // second) rolls over into the next minute.
+  const int64_t seconds =
+      DaysFromCivil(f.year, f.month, f.day) * 86400 + f.hour * 3600 + f.minute * 60 + f.second;
   const int64_t millis =
       (static_cast<int64_t>(seconds) - f.offset_seconds) * 1000 + static_cast<int64_t>(f.millis);
   if (millis < kMinMillis || millis > kMaxMillis) {
@@ -416,7 +440,9 @@ absl::StatusOr<int64_t> TimestampParser::Parse(const rapidjson::Value& value) co
     return absl::InvalidArgumentError("a timestamp must be a string or a number");
   }
   const std::string_view s(value.GetString(), value.GetStringLength());
-  absl::Status last = absl::InvalidArgumentError("no input format");
+  // The error is built only when it is returned (an absl::Status with a message allocates).
+  if (formats_.empty()) return absl::InvalidArgumentError("no input format");
+  absl::Status last;
   for (const Format& f : formats_) {
     absl::StatusOr<int64_t> r;
     switch (f.kind) {
@@ -450,14 +476,43 @@ absl::StatusOr<std::string> FormatRfc3339Millis(int64_t epoch_millis) {
     millis += 1000;
     seconds -= 1;
   }
-  const time_t t = static_cast<time_t>(seconds);
-  struct tm tm = {};
-  if (gmtime_r(&t, &tm) == nullptr) return absl::InvalidArgumentError("timestamp out of range");
-  char buf[96];  // generous: the compiler cannot bound the int fields
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(millis));
-  return std::string(buf);
+  // As gmtime_r would (the range check above keeps every field in range).
+  int64_t days = seconds / 86400;
+  int64_t second_of_day = seconds % 86400;
+  if (second_of_day < 0) {
+    second_of_day += 86400;
+    days -= 1;
+  }
+  int64_t year = 0;
+  int month = 0;
+  int day = 0;
+  CivilFromDays(days, &year, &month, &day);
+  // "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" written digit by digit (snprintf was a visible share of
+  // the per-record cost of add_metadata). Every field is within its width: the year is 0..9999
+  // (checked above), the milliseconds 0..999.
+  std::string out(24, '\0');
+  auto put = [&out](size_t at, int value, int width) {
+    for (int k = width - 1; k >= 0; --k) {
+      out[at + static_cast<size_t>(k)] = static_cast<char>('0' + value % 10);
+      value /= 10;
+    }
+  };
+  const int sod = static_cast<int>(second_of_day);
+  put(0, static_cast<int>(year), 4);
+  out[4] = '-';
+  put(5, month, 2);
+  out[7] = '-';
+  put(8, day, 2);
+  out[10] = 'T';
+  put(11, sod / 3600, 2);
+  out[13] = ':';
+  put(14, sod / 60 % 60, 2);
+  out[16] = ':';
+  put(17, sod % 60, 2);
+  out[19] = '.';
+  put(20, static_cast<int>(millis), 3);
+  out[23] = 'Z';
+  return out;
 }
 
 }  // namespace wharf::pipeline::contract

@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "pipeline/contract/hmac.h"
+#include "pipeline/contract/json_number.h"
 #include "pipeline/record_processor.h"
 #include "rapidjson/document.h"
 #include "rapidjson/pointer.h"
@@ -287,6 +289,68 @@ TEST(ContractTest, ParseErrorsAreReportedAsByTheJsonParseProcessor) {
   // Spot-check the positions themselves.
   EXPECT_EQ(Exec(*contract, R"({"order_id": "ord-1"} x)").quarantine.error_position(), 22u);
   EXPECT_EQ(Exec(*contract, "  42").quarantine.error_position(), 2u);
+}
+
+// The parse runs in place for ASCII payloads and through the validating memory stream for others;
+// either way every outcome must be the plain JSON processor's (the same messages and positions),
+// and a delivered record must be the one a copying, validating parse reads. Random mutations of
+// valid records (cut, bytes inserted or removed, including NUL, control and non-ASCII bytes)
+// cover the error paths of both.
+TEST(ContractTest, MutatedPayloadsParseAsByTheJsonParseProcessor) {
+  // drop of an absent field: a transform, so every delivered record is re-serialised from the DOM.
+  auto contract =
+      MustCompile(Version("", R"pb(transforms { op: "drop" paths: "/absent" })pb", 1, 1));
+  ASSERT_NE(contract, nullptr);
+  std::unique_ptr<RecordProcessor> plain = NewJsonParseProcessor();
+  const std::vector<std::string> seeds = {
+      R"({"id":12,"ts":"2024-05-01T12:00:00.000Z","user":"user_0042","amount":129.9,)"
+      R"("tags":["a","b"],"nested":{"x":-3,"y":[true,false,null]},"e":"q\"\\\/\n\u00e9"})",
+      "{ \"a\" : [ 1 , 2.5e3 , -0.0 , {} , [] ] ,\n\"b\":\"\\ud83d\\ude00 x\" }",
+      "{\"k\":\"caf\xc3\xa9\",\"n\":18446744073709551615,\"m\":-9223372036854775808}",
+  };
+  const char inserts[] = {'\0', '\x01', '\n', ' ', '"',    '\\',   '{',    '}',
+                          '[',  ']',    ',',  ':', '0',    '9',    '-',    '.',
+                          'e',  'u',    't',  'x', '\x7f', '\x80', '\xc3', '\xff'};
+  std::mt19937_64 rng(99);
+  int delivered = 0;
+  for (int i = 0; i < 6000; ++i) {
+    std::string payload = seeds[rng() % seeds.size()];
+    for (int k = 1 + static_cast<int>(rng() % 3); k > 0; --k) {
+      const size_t at = rng() % (payload.size() + 1);
+      switch (rng() % 3) {
+        case 0:
+          payload.resize(at);
+          break;
+        case 1:
+          payload.insert(at, 1, inserts[rng() % sizeof(inserts)]);
+          break;
+        default:
+          if (at < payload.size()) payload.erase(at, 1);
+          break;
+      }
+    }
+    SCOPED_TRACE(testing::PrintToString(payload));
+    Outcome o = Exec(*contract, payload);
+    std::string plain_payload;
+    QuarantineEntry expected;
+    const bool plain_ok = plain->Process(Record(payload), &plain_payload, &expected);
+    if (!plain_ok && expected.message().find("Number too big") != std::string::npos) continue;
+    ASSERT_EQ(o.result == ProcessResult::kDeliver, plain_ok) << o.quarantine.message();
+    if (!plain_ok) {
+      EXPECT_EQ(o.quarantine.reason(), wharf::v1::PARSE_ERROR);
+      EXPECT_EQ(o.quarantine.message(), expected.message());
+      EXPECT_EQ(o.quarantine.error_position(), expected.error_position());
+      continue;
+    }
+    ++delivered;
+    rapidjson::Document reference;
+    ASSERT_FALSE(ParseJsonExact(payload, &reference).IsError());
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    ASSERT_TRUE(reference.Accept(writer));
+    EXPECT_EQ(o.payload, std::string(buffer.GetString(), buffer.GetSize()));
+  }
+  EXPECT_GT(delivered, 100);  // the mutations leave enough records valid to compare outputs
 }
 
 TEST(ContractTest, SchemaViolations) {
