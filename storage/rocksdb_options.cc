@@ -26,14 +26,6 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   // group written after it would reuse its offsets (the store rolls them back); both would
   // be replayed at the next open. Wharf also refuses further writes itself (WriteFailure).
   db_options.paranoid_checks = true;
-  // Separate queues for the WAL write and the memtable insert: a write waits only for the WAL
-  // writes ahead of it, not for their memtable inserts. Ingest group commits share RocksDB's
-  // write path with the pipeline's batch commits (several batches, up to MiBs, per write);
-  // with a single queue an ingest group arriving behind such a write waited for its whole
-  // memtable insert before its own WAL write + fsync could start (ack latency tail). Durability
-  // is unchanged: a write returns after its WAL record is written (and fsynced when synced) and
-  // its memtable insert is done; sequence numbers are published in order.
-  db_options.enable_pipelined_write = true;
   db_options.max_background_jobs = 2;
   db_options.bytes_per_sync = 1 << 20;
   // Bounds what a restart after kill -9 replays (WAL replay is most of that restart's time):

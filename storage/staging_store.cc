@@ -1648,7 +1648,9 @@ class StagingStoreImpl final : public StagingStore {
       if (metrics_.write_wait_seconds) {
         const rocksdb::PerfContext& perf = *rocksdb::get_perf_context();
         metrics_.write_wait_seconds->Observe(
-            static_cast<double>(perf.write_thread_wait_nanos + perf.write_delay_time) * 1e-9);
+            static_cast<double>(perf.write_thread_wait_nanos + perf.write_delay_time +
+                                perf.write_scheduling_flushes_compactions_time) *
+            1e-9);
         metrics_.wal_seconds->Observe(static_cast<double>(perf.write_wal_time) * 1e-9);
         metrics_.memtable_seconds->Observe(static_cast<double>(perf.write_memtable_time) * 1e-9);
       }

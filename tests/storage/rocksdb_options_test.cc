@@ -43,16 +43,6 @@ TEST(StagingRocksDbOptionsTest, KeepsTheDurabilitySettings) {
   EXPECT_FALSE(config.db.error_if_exists);
 }
 
-// Ingest group commits wait only for the WAL part of the batch commits ahead of them; the WAL
-// stays on for every write (pipelined writes keep each write's WAL record and sync).
-TEST(StagingRocksDbOptionsTest, PipelinedWritesWithOneWriteQueue) {
-  const StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
-  EXPECT_TRUE(config.db.enable_pipelined_write);
-  EXPECT_FALSE(config.db.two_write_queues);  // incompatible with pipelined writes
-  EXPECT_FALSE(config.db.unordered_write);   // would publish writes out of sequence order
-  EXPECT_FALSE(config.db.manual_wal_flush);
-}
-
 TEST(StagingRocksDbOptionsTest, SizesComeFromTheStoreOptions) {
   StoreOptions options;
   options.write_buffer_bytes = 8 << 20;
