@@ -34,6 +34,8 @@
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/options.h"
+#include "rocksdb/perf_context.h"
+#include "rocksdb/perf_level.h"
 #include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/options_util.h"
@@ -151,6 +153,50 @@ struct StoreMetrics {
                          .Add({}, prometheus::Histogram::BucketBoundaries{
                                       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                       0.05, 0.1, 0.25, 0.5, 1});
+    // The ack latency of a produce request, split by stage (docs/ARCHITECTURE.md, "Ack
+    // latency"): queue wait, then the group commit's build, its wait in RocksDB's write queue,
+    // its WAL write + fsync and its memtable insert, then the answers.
+    const prometheus::Histogram::BucketBoundaries stage_buckets{
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+    queue_seconds = &prometheus::BuildHistogram()
+                         .Name("wharf_store_queue_wait_seconds")
+                         .Help("Time a produce request waited for its group commit to start")
+                         .Register(*registry)
+                         .Add({}, stage_buckets);
+    build_seconds = &prometheus::BuildHistogram()
+                         .Name("wharf_store_group_commit_build_seconds")
+                         .Help("Time to check and encode one group commit's write batch")
+                         .Register(*registry)
+                         .Add({}, stage_buckets);
+    write_wait_seconds =
+        &prometheus::BuildHistogram()
+             .Name("wharf_store_group_commit_wait_seconds")
+             .Help(
+                 "Time a group commit waited in RocksDB's write queue (behind other writes) "
+                 "and in write stalls, included in wharf_store_group_commit_seconds")
+             .Register(*registry)
+             .Add({}, stage_buckets);
+    wal_seconds = &prometheus::BuildHistogram()
+                       .Name("wharf_store_group_commit_wal_seconds")
+                       .Help(
+                           "Time to write (and fsync, in sync mode) a group commit's WAL "
+                           "record, included in wharf_store_group_commit_seconds")
+                       .Register(*registry)
+                       .Add({}, stage_buckets);
+    memtable_seconds = &prometheus::BuildHistogram()
+                            .Name("wharf_store_group_commit_memtable_seconds")
+                            .Help(
+                                "Time to insert a group commit into the memtables, included "
+                                "in wharf_store_group_commit_seconds")
+                            .Register(*registry)
+                            .Add({}, stage_buckets);
+    answer_seconds = &prometheus::BuildHistogram()
+                          .Name("wharf_store_group_commit_answer_seconds")
+                          .Help(
+                              "Time from a group commit's completion to its last request "
+                              "answered (listeners and callbacks)")
+                          .Register(*registry)
+                          .Add({}, stage_buckets);
     pending_bytes = &prometheus::BuildGauge()
                          .Name("wharf_store_pending_bytes")
                          .Help("Bytes of produce requests waiting for the group-commit writer")
@@ -162,6 +208,12 @@ struct StoreMetrics {
   prometheus::Histogram* group_requests = nullptr;
   prometheus::Histogram* write_seconds = nullptr;
   prometheus::Gauge* pending_bytes = nullptr;
+  prometheus::Histogram* queue_seconds = nullptr;
+  prometheus::Histogram* build_seconds = nullptr;
+  prometheus::Histogram* write_wait_seconds = nullptr;
+  prometheus::Histogram* wal_seconds = nullptr;
+  prometheus::Histogram* memtable_seconds = nullptr;
+  prometheus::Histogram* answer_seconds = nullptr;
 };
 
 // One raw record of a group commit, waiting to be put into the write batch: its encoded fields
@@ -177,6 +229,8 @@ struct PendingAppend {
   EncodedAppend append;
   AppendCallback done;
   uint64_t bytes = 0;
+  // When Enqueue() queued it (wharf_store_queue_wait_seconds).
+  std::chrono::steady_clock::time_point enqueued;
   // Set for a quarantine replay instead of a producer's request: the tokens to replay.
   std::optional<std::vector<std::string>> replay;
 };
@@ -455,6 +509,7 @@ class StagingStoreImpl final : public StagingStore {
         refused.retry_after = std::chrono::milliseconds(100);
       } else {
         pending_bytes_ += bytes;
+        pending.enqueued = std::chrono::steady_clock::now();
         queue_.push_back(std::move(pending));
         if (metrics_.pending_bytes)
           metrics_.pending_bytes->Set(static_cast<double>(pending_bytes_));
@@ -589,8 +644,18 @@ class StagingStoreImpl final : public StagingStore {
     rocksdb::WriteOptions wo;
     wo.sync = true;
     if (absl::Status st = WriteDb(wo, &empty, "syncing pipeline writes"); !st.ok()) return st;
-    synced_commit_seq_.store(std::max(synced_commit_seq_.load(), covered));
+    AdvanceSyncedCommitSeq(covered);
     return absl::OkStatus();
+  }
+
+  // Records that every write published up to sequence `covered` is fsynced. Called after a
+  // successful synced write that started after `covered` was read: RocksDB syncs every WAL file
+  // up to the current one for a synced write, so everything published before it is durable
+  // (see SyncPipelineWrites). Sequence numbers only grow, so a plain max suffices.
+  void AdvanceSyncedCommitSeq(uint64_t covered) {
+    uint64_t prev = synced_commit_seq_.load();
+    while (prev < covered && !synced_commit_seq_.compare_exchange_weak(prev, covered)) {
+    }
   }
 
   absl::Status ReadBatches(std::string_view dataset, uint32_t partition, uint64_t from,
@@ -1143,6 +1208,11 @@ class StagingStoreImpl final : public StagingStore {
   // The group-commit writer ---------------------------------------------------------------------
 
   void WriterLoop() {
+    // RocksDB's per-thread timers of this thread's writes, for the stage histograms of the
+    // group commit (WriteGroup): a few clock reads per write, on this thread only.
+    if (metrics_.write_wait_seconds) {
+      rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableTimeExceptForMutex);
+    }
     std::vector<PendingAppend> group;
     while (true) {
       {
@@ -1305,6 +1375,13 @@ class StagingStoreImpl final : public StagingStore {
     // and is reloaded on demand. Dropping it within a group would lose the window updates of the
     // group's earlier requests (a retry would then be stored twice).
     if (producer_cache_.size() >= kMaxCachedProducers) producer_cache_.clear();
+    const auto build_start = std::chrono::steady_clock::now();
+    if (metrics_.queue_seconds) {
+      for (const PendingAppend& p : group) {
+        metrics_.queue_seconds->Observe(
+            std::chrono::duration<double>(build_start - p.enqueued).count());
+      }
+    }
     const google::protobuf::Timestamp now_ts = NowTimestamp();
     std::vector<AppendResult> results(group.size());
 
@@ -1553,10 +1630,30 @@ class StagingStoreImpl final : public StagingStore {
       // are): once it is answered, the entries must not come back after a power loss.
       wo.sync = options_.durability == Durability::kSync || !replayed_keys.empty();
       const auto t0 = std::chrono::steady_clock::now();
+      if (metrics_.build_seconds) {
+        metrics_.build_seconds->Observe(std::chrono::duration<double>(t0 - build_start).count());
+      }
+      // Batch commits published before this synced write are fsynced by it (RocksDB syncs the
+      // WAL up to its end): credited to SyncPipelineWrites(), whose delivery rounds then usually
+      // find their commits durable already and need no synced write of their own. Each such
+      // write would take a turn in RocksDB's single write queue, and an ingest group arriving
+      // meanwhile would wait for its fsync before starting its own.
+      const uint64_t covered = wo.sync ? db_->GetLatestSequenceNumber() : 0;
+      rocksdb::get_perf_context()->Reset();
       write_status = WriteDb(wo, &wb, "writing group commit");
+      if (wo.sync && write_status.ok()) AdvanceSyncedCommitSeq(covered);
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (metrics_.write_seconds) metrics_.write_seconds->Observe(secs);
+      if (metrics_.write_wait_seconds) {
+        const rocksdb::PerfContext& perf = *rocksdb::get_perf_context();
+        metrics_.write_wait_seconds->Observe(
+            static_cast<double>(perf.write_thread_wait_nanos + perf.write_delay_time +
+                                perf.write_scheduling_flushes_compactions_time) *
+            1e-9);
+        metrics_.wal_seconds->Observe(static_cast<double>(perf.write_wal_time) * 1e-9);
+        metrics_.memtable_seconds->Observe(static_cast<double>(perf.write_memtable_time) * 1e-9);
+      }
       if (metrics_.group_commits) metrics_.group_commits->Increment();
       if (metrics_.group_requests)
         metrics_.group_requests->Observe(static_cast<double>(group.size()));
@@ -1587,11 +1684,16 @@ class StagingStoreImpl final : public StagingStore {
         qds->quarantine_bytes -= std::min(qds->quarantine_bytes, removed.second);
       }
     }
+    const auto answer_start = std::chrono::steady_clock::now();
     if (write_status.ok() && listener_) {
       for (const auto& [key, st] : touched)
         listener_(key.first->options.name, key.second, st.next_offset());
     }
     for (size_t i = 0; i < group.size(); ++i) group[i].done(std::move(results[i]));
+    if (metrics_.answer_seconds) {
+      metrics_.answer_seconds->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - answer_start).count());
+    }
   }
 
   const StoreOptions options_;

@@ -511,5 +511,67 @@ TEST_F(PowerLossTest, BatchCommitSurvivesPowerLossOnlyAfterSyncPipelineWrites) {
   ASSERT_TRUE(commit(5, 9).ok());
 }
 
+// A synced ingest group commit fsyncs the WAL up to its end, and with it every batch commit
+// written before it: SyncPipelineWrites() then needs no fsync of its own (it is credited, so
+// that delivery rounds do not put an extra synced write into RocksDB's write queue ahead of the
+// next ingest group). Checked by failing every fsync after the group commit: the pipeline sync
+// still succeeds, and the commit survives a power loss.
+TEST_F(PowerLossTest, IngestGroupCommitSyncCoversEarlierBatchCommits) {
+  auto fs = std::make_shared<FaultInjectionFs>();
+  std::unique_ptr<StagingStore> store = Open(Durability::kSync, fs, "ingest-covers-commit");
+  ASSERT_NE(store, nullptr);
+  auto append = [&](int first) {
+    ProduceRequest req;
+    req.set_dataset(kDataset);
+    for (int i = first; i < first + 5; ++i) {
+      auto* r = req.add_records();
+      r->set_key("same-key");  // one partition
+      r->set_payload(absl::StrCat("{\"n\":", i, "}"));
+    }
+    std::promise<AppendResult> acked;
+    store->Append(std::move(req), [&](AppendResult r) { acked.set_value(std::move(r)); });
+    return acked.get_future().get();
+  };
+  AppendResult ack = append(0);
+  ASSERT_TRUE(ack.status.ok()) << ack.status;
+  ASSERT_EQ(ack.acks.size(), 5u);
+  const uint32_t partition = ack.acks[0].partition();
+  BatchCommit c;
+  c.dataset = kDataset;
+  c.partition = partition;
+  wharf::v1::StoredBatch batch;
+  auto* m = batch.mutable_manifest();
+  m->set_batch_id("b0-4");
+  m->set_dataset(kDataset);
+  m->set_partition(partition);
+  m->set_first_offset(0);
+  m->set_last_offset(4);
+  m->set_record_count(5);
+  for (uint64_t o = 0; o <= 4; ++o) {
+    auto* r = batch.add_records();
+    r->set_offset(o);
+    r->set_payload("x");
+  }
+  c.batch = std::move(batch);
+  c.next_offset = 5;
+  ASSERT_TRUE(store->CommitBatch(c).ok());  // not synced
+  ack = append(5);                          // synced group commit after the batch commit
+  ASSERT_TRUE(ack.status.ok()) << ack.status;
+  fs->InjectSyncError(0);
+  EXPECT_TRUE(store->SyncPipelineWrites().ok()) << "the pipeline sync fsynced again";
+  EXPECT_TRUE(store->WriteFailure().ok());
+  fs->ClearErrors();
+  fs->SimulatePowerLoss();
+  Destroy(std::move(store));
+  ASSERT_TRUE(fs->DropUnsyncedData().ok());
+
+  store = Open(Durability::kSync, nullptr, "ingest-covers-commit");
+  ASSERT_NE(store, nullptr);
+  const PartitionCounters counters = store->GetPartitionCounters(kDataset, partition);
+  EXPECT_EQ(counters.validation.next_offset(), 5u) << "the batch commit was lost";
+  EXPECT_EQ(counters.validation.batches_committed(), 1u);
+  EXPECT_EQ(counters.ingest.next_offset(), 10u);
+}
+
 }  // namespace
 }  // namespace wharf::storage

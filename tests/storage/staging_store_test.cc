@@ -25,6 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "prometheus/registry.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "storage/codec.h"
@@ -395,6 +396,51 @@ TEST_F(StagingStoreTest, AppendAssignsConsecutiveOffsetsPerPartitionInRequestOrd
     EXPECT_EQ(c.ingest.next_offset(), next[p]);
     EXPECT_EQ(c.ingest.records_appended(), next[p]);
   }
+}
+
+// The ack latency stages (docs/ARCHITECTURE.md, "Ack latency"): every request's queue wait and
+// every group commit's build, RocksDB write (wait, WAL + fsync, memtable) and answer are
+// observed. Two requests queued while the writer is held in the first group's answer wait at
+// least the hold.
+TEST_F(StagingStoreTest, GroupCommitStagesAreMeasured) {
+  prometheus::Registry registry;
+  options_.metrics_registry = &registry;
+  ASSERT_NO_FATAL_FAILURE(Open());
+  HoldWriterOnNextGroup();
+  auto first = AppendAsync(store_.get(), MakeRequest("events", Keyless(5, "a")));
+  ASSERT_TRUE(WaitWriterHeld());
+  auto second = AppendAsync(store_.get(), MakeRequest("events", Keyless(5, "b")));
+  auto third = AppendAsync(store_.get(), MakeRequest("events", Keyless(5, "c")));
+  constexpr double kHoldSeconds = 0.05;
+  std::this_thread::sleep_for(std::chrono::duration<double>(kHoldSeconds));
+  ReleaseWriter();
+  for (auto* f : {&first, &second, &third}) ASSERT_TRUE(Await(std::move(*f)).status.ok());
+
+  std::map<std::string, prometheus::ClientMetric> metrics;
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (!family.metric.empty()) metrics[family.name] = family.metric[0];
+  }
+  auto histogram = [&](const std::string& name) {
+    EXPECT_EQ(metrics.count(name), 1u) << name << " is not registered";
+    return metrics[name].histogram;
+  };
+  EXPECT_EQ(metrics["wharf_store_group_commits_total"].counter.value, 2);
+  const auto queue = histogram("wharf_store_queue_wait_seconds");
+  EXPECT_EQ(queue.sample_count, 3u);
+  EXPECT_GE(queue.sample_sum, 2 * kHoldSeconds) << "the queued requests waited for the hold";
+  for (const char* name :
+       {"wharf_store_group_commit_build_seconds", "wharf_store_group_commit_wait_seconds",
+        "wharf_store_group_commit_wal_seconds", "wharf_store_group_commit_memtable_seconds",
+        "wharf_store_group_commit_answer_seconds", "wharf_store_group_commit_seconds"}) {
+    EXPECT_EQ(histogram(name).sample_count, 2u) << name;
+  }
+  const auto wal = histogram("wharf_store_group_commit_wal_seconds");
+  const auto write = histogram("wharf_store_group_commit_seconds");
+  EXPECT_GT(wal.sample_sum, 0) << "RocksDB's perf context measured no WAL write";
+  EXPECT_GT(histogram("wharf_store_group_commit_memtable_seconds").sample_sum, 0);
+  EXPECT_LE(wal.sample_sum, write.sample_sum) << "a part of the write exceeds the whole";
+  EXPECT_GE(histogram("wharf_store_group_commit_answer_seconds").sample_sum, kHoldSeconds)
+      << "the first group's answer included the hold in the listener";
 }
 
 TEST_F(StagingStoreTest, SameKeyAlwaysLandsInTheSamePartitionInOrder) {
