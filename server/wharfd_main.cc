@@ -95,14 +95,14 @@ void SetUpLogging(const wharf::server::LogConfig& log) {
 }  // namespace
 
 #if defined(WHARF_WITH_JEMALLOC)
-// wharfd links jemalloc (docs/BENCHMARKS.md, "Allocator"). Measured end to end (ingest, contract,
-// file destination on 2 cores) it delivered about 37% more records per second than glibc's
-// malloc, which spent about a fifth of wharfd's CPU in malloc/free with memory freed on other
-// threads than it was allocated on. These options keep its RSS within wharfd's 256 MiB budget:
-// 2 arenas (as with glibc: gRPC's threads allocate requests, the writer frees them), freed pages
-// returned to the system after 1 s instead of 10 s, and a background thread doing that purging
-// off the request path. jemalloc reads this symbol at its first allocation; MALLOC_CONF in the
-// environment is applied after it, so an operator can override any of these.
+// wharfd links jemalloc (docs/BENCHMARKS.md, "Allocator, compression and checksums"). Measured end
+// to end (ingest, contract, file destination on 2 cores) it delivered about 37% more records per
+// second than glibc's malloc, which spent about a fifth of wharfd's CPU in malloc/free with memory
+// freed on other threads than it was allocated on. These options keep its RSS within wharfd's 256
+// MiB budget: 2 arenas (as with glibc: gRPC's threads allocate requests, the writer frees them),
+// freed pages returned to the system after 1 s instead of 10 s, and a background thread doing that
+// purging off the request path. jemalloc reads this symbol at its first allocation; MALLOC_CONF in
+// the environment is applied after it, so an operator can override any of these.
 extern "C" {
 // NOLINTNEXTLINE(readability-identifier-naming): the name is jemalloc's.
 const char* malloc_conf = "narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true";

@@ -76,9 +76,9 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   cf.compression = lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
   // Levels 0 and 1 uncompressed: records normally live there only until they are delivered
   // (seconds), and LZ4 on every flush and L0->L1 compaction was 14% of wharfd's CPU end to end,
-  // with its decompression another 4% (perf, docs/BENCHMARKS.md "Compression and checksums").
-  // A backlog that outgrows level 1 (256 MiB by default) is compressed once, on its way to
-  // level 2, so a long outage still costs LZ4-compressed disk space.
+  // with its decompression another 4% (perf, docs/BENCHMARKS.md "Allocator, compression and
+  // checksums"). A backlog that outgrows level 1 (256 MiB by default) is compressed once, on its
+  // way to level 2, so a long outage still costs LZ4-compressed disk space.
   cf.compression_per_level.assign(cf.num_levels, cf.compression);
   cf.compression_per_level[0] = rocksdb::kNoCompression;
   cf.compression_per_level[1] = rocksdb::kNoCompression;
