@@ -57,6 +57,7 @@ struct Options {
   double duration_s = 0;
   uint64_t count = 0;
   double rate = 0;
+  bool lockstep = false;
   size_t max_inflight = 8;
   std::string handoff_dir;
   double handoff_timeout_s = 30;
@@ -147,6 +148,14 @@ void RunProducer(int index, const Options& options, uint64_t target, Clock::time
   }
   RecordGenerator generator(index, options.record_size);
   const double rate = options.rate / options.producers;  // records/s of this producer
+  // Paced producers tick at the same period; without an offset they would all send in the same
+  // instant, every period, as no set of independent clients does (their requests then queue
+  // behind each other's group commit and their generation competes for the same cores). Each
+  // producer's ticks are offset by index/producers of the period (--lockstep: no offset).
+  if (rate > 0 && !options.lockstep) {
+    start += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+        static_cast<double>(options.batch_size) / rate * index / options.producers));
+  }
   uint64_t sent = 0;
   while (!g_interrupted.load()) {
     if (target > 0 && sent >= target) break;
@@ -330,6 +339,9 @@ int Main(int argc, char** argv) {
   app.add_option("--rate", options.rate, "target records/s overall; 0: as fast as possible")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_flag("--lockstep", options.lockstep,
+               "with --rate: all producers send at the same instants (default: each producer's "
+               "ticks offset by index/producers of the period, like independent clients)");
   app.add_option("--max-inflight", options.max_inflight, "requests in flight per producer")
       ->check(CLI::Range(size_t{1}, size_t{64}))
       ->capture_default_str();
