@@ -478,7 +478,10 @@ class StagingStoreImpl final : public StagingStore {
     ro.verify_checksums = true;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, raw_));
     // At most one record per offset: no regrowth (moving every record read so far) on the way.
-    out->reserve(static_cast<size_t>(std::min<uint64_t>(max_records, to - from)));
+    // Capped: callers may pass open ranges and limits (UINT64_MAX, SIZE_MAX); past the cap the
+    // vector grows as usual.
+    constexpr uint64_t kMaxReserve = 16384;
+    out->reserve(static_cast<size_t>(std::min<uint64_t>({max_records, to - from, kMaxReserve})));
     uint64_t bytes = 0;
     for (it->Seek(start); it->Valid() && out->size() < max_records; it->Next()) {
       auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
