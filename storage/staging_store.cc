@@ -532,6 +532,11 @@ class StagingStoreImpl final : public StagingStore {
     ro.iterate_upper_bound = &upper;
     ro.verify_checksums = true;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, raw_));
+    // At most one record per offset: no regrowth (moving every record read so far) on the way.
+    // Capped: callers may pass open ranges and limits (UINT64_MAX, SIZE_MAX); past the cap the
+    // vector grows as usual.
+    constexpr uint64_t kMaxReserve = 16384;
+    out->reserve(static_cast<size_t>(std::min<uint64_t>({max_records, to - from, kMaxReserve})));
     uint64_t bytes = 0;
     for (it->Seek(start); it->Valid() && out->size() < max_records; it->Next()) {
       auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
@@ -541,9 +546,12 @@ class StagingStoreImpl final : public StagingStore {
       RawRecord rec;
       rec.offset = key->offset;
       rec.stored_bytes = value.size();
-      if (absl::Status st = DecodeChecked(
-              value, &rec.record,
-              absl::StrCat("raw record ", std::string(dataset), "/", partition, "/", key->offset));
+      // The value's name is only formatted when it is bad (it cost an allocation per record).
+      if (absl::Status st = DecodeChecked(value, &rec.record,
+                                          [&] {
+                                            return absl::StrCat("raw record ", std::string(dataset),
+                                                                "/", partition, "/", key->offset);
+                                          });
           !st.ok()) {
         return st;
       }
@@ -670,14 +678,18 @@ class StagingStoreImpl final : public StagingStore {
     for (it->Seek(start); it->Valid() && out->size() < max_batches; it->Next()) {
       auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
       if (!key || key->partition != partition) break;
-      wharf::v1::StoredBatch batch;
-      if (absl::Status st = DecodeChecked(
-              std::string_view(it->value().data(), it->value().size()), &batch,
-              absl::StrCat("batch ", std::string(dataset), "/", partition, "/", key->offset));
+      // Decoded in place at the end of `out` (no moving of a thousand records afterwards).
+      wharf::v1::StoredBatch& batch = out->emplace_back();
+      if (absl::Status st =
+              DecodeChecked(std::string_view(it->value().data(), it->value().size()), &batch,
+                            [&] {
+                              return absl::StrCat("batch ", std::string(dataset), "/", partition,
+                                                  "/", key->offset);
+                            });
           !st.ok()) {
+        out->pop_back();
         return st;
       }
-      out->push_back(std::move(batch));
     }
     return FromRocks(it->status(), "reading batches");
   }
@@ -719,8 +731,11 @@ class StagingStoreImpl final : public StagingStore {
           if (cutoff == Clock::time_point::max()) return key_offset + 1;
           wharf::v1::StoredRecord rec;
           if (absl::Status st = DecodeChecked(value, &rec,
-                                              absl::StrCat("raw record ", std::string(dataset), "/",
-                                                           partition, "/", key_offset));
+                                              [&] {
+                                                return absl::StrCat("raw record ",
+                                                                    std::string(dataset), "/",
+                                                                    partition, "/", key_offset);
+                                              });
               !st.ok()) {
             return st;
           }
@@ -734,16 +749,21 @@ class StagingStoreImpl final : public StagingStore {
     return DeleteBelow(
         dataset, partition, offset, /*raw=*/false, SIZE_MAX,
         [&](uint64_t key_offset, std::string_view value) -> absl::StatusOr<uint64_t> {
-          wharf::v1::StoredBatch batch;
-          if (absl::Status st = DecodeChecked(
-                  value, &batch,
-                  absl::StrCat("batch ", std::string(dataset), "/", partition, "/", key_offset));
+          // Only the manifest is decoded (checksum still verified): decoding the records too,
+          // only to drop them, cost as much as reading the batch for delivery.
+          wharf::v1::BatchManifest manifest;
+          if (absl::Status st =
+                  DecodeCheckedField(value, wharf::v1::StoredBatch::kManifestFieldNumber, &manifest,
+                                     [&] {
+                                       return absl::StrCat("batch ", std::string(dataset), "/",
+                                                           partition, "/", key_offset);
+                                     });
               !st.ok()) {
             return st;
           }
           // Only batches that end below `offset` are fully delivered.
-          if (batch.manifest().last_offset() >= offset) return 0;
-          return batch.manifest().last_offset() + 1;
+          if (manifest.last_offset() >= offset) return 0;
+          return manifest.last_offset() + 1;
         });
   }
 

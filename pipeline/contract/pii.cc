@@ -644,7 +644,7 @@ PiiScanner::Result PiiScanner::Apply(rapidjson::Document* record, PiiFinding* fi
               if (spec.action == wharf::v1::PII_MASK) {
                 next.append(CodePoints(found), '*');
               } else {
-                next.append(HmacSha256Hex(hash_key_, found));
+                next.append(hasher_.Hex(found));
               }
               last = m.end;
             }

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "google/protobuf/repeated_ptr_field.h"
+#include "pipeline/contract/hmac.h"
 #include "wharf/v1/contract.pb.h"
 
 namespace wharf::pipeline::contract {
@@ -117,10 +118,11 @@ class PiiScanner {
   };
 
   PiiScanner(std::vector<CompiledSpec> specs, std::string hash_key)
-      : specs_(std::move(specs)), hash_key_(std::move(hash_key)) {}
+      : specs_(std::move(specs)), hasher_(hash_key) {}
 
   std::vector<CompiledSpec> specs_;
-  std::string hash_key_;
+  // Keyed once here rather than per detected value (see HmacSha256).
+  HmacSha256 hasher_;
 };
 
 }  // namespace wharf::pipeline::contract

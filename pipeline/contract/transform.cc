@@ -813,7 +813,7 @@ absl::Status AddMetadata(const Step& step, const RecordMetadata& meta, Value* ro
 
 // Runs one step. *filtered is set when a filter matched.
 absl::Status RunStep(const Step& step, rapidjson::Document* record, const RecordMetadata& meta,
-                     const std::string& hash_key, bool* filtered) {
+                     const HmacSha256& hasher, bool* filtered) {
   Allocator& a = record->GetAllocator();
   Value* root = record;
   switch (step.op) {
@@ -870,8 +870,8 @@ absl::Status RunStep(const Step& step, rapidjson::Document* record, const Record
     case Op::kMask:
       return Mask(step, v, a);
     case Op::kHash: {
-      const std::string digest = v->IsString() ? HmacSha256Hex(hash_key, StringOf(*v))
-                                               : HmacSha256Hex(hash_key, JsonText(*v));
+      const std::string digest =
+          v->IsString() ? hasher.Hex(StringOf(*v)) : hasher.Hex(JsonText(*v));
       SetString(v, digest, a);
       return absl::OkStatus();
     }
@@ -913,7 +913,7 @@ absl::StatusOr<std::shared_ptr<const TransformChain>> TransformChain::Compile(
     }
   }
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
-  chain->hash_key_ = std::move(hash_key);
+  chain->hasher_ = std::make_unique<const HmacSha256>(hash_key);
   return std::shared_ptr<const TransformChain>(std::move(chain));
 }
 
@@ -929,7 +929,7 @@ TransformChain::Result TransformChain::Apply(rapidjson::Document* record,
   }
   for (const auto& step : steps_) {
     bool filtered = false;
-    absl::Status s = RunStep(*step, record, meta, hash_key_, &filtered);
+    absl::Status s = RunStep(*step, record, meta, *hasher_, &filtered);
     if (!s.ok()) {
       if (failure != nullptr) {
         failure->step = step->number;

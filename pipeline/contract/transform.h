@@ -82,6 +82,8 @@ struct TransformFailure {
   std::string message;
 };
 
+class HmacSha256;
+
 namespace transform_internal {
 struct Step;
 }  // namespace transform_internal
@@ -117,7 +119,8 @@ class TransformChain {
   TransformChain();
 
   std::vector<std::unique_ptr<const transform_internal::Step>> steps_;
-  std::string hash_key_;
+  // Keyed once at compile time rather than per hashed value (see HmacSha256).
+  std::unique_ptr<const HmacSha256> hasher_;
 };
 
 }  // namespace wharf::pipeline::contract

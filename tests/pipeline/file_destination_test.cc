@@ -190,6 +190,34 @@ TEST_F(FileDestinationTest, ReplacesNewlinesInPayloadsBySpaces) {
             "{\"b\":\"x\"}\n");
 }
 
+// Long payloads (searched in vector-sized strides) with line breaks and NUL bytes anywhere: each
+// CR and LF becomes a space, every other byte stays as it was.
+TEST_F(FileDestinationTest, ReplacesEveryLineBreakInLongPayloads) {
+  std::unique_ptr<FileDestination> destination = MustCreate();
+  ASSERT_NE(destination, nullptr);
+  std::vector<std::string> payloads;
+  std::string expected;
+  for (int n : {1, 31, 64, 1000, 4099}) {
+    std::string payload;
+    for (int i = 0; i < n; ++i) {
+      payload.push_back(i % 37 == 5   ? '\n'
+                        : i % 53 == 7 ? '\r'
+                        : i % 11 == 3 ? '\0'
+                                      : static_cast<char>('a' + i % 26));
+    }
+    payload.back() = '\n';
+    std::string line = payload;
+    for (char& c : line) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    expected += line + "\n";
+    payloads.push_back(std::move(payload));
+  }
+  const wharf::v1::StoredBatch batch = MakeBatch("ds", 0, 0, 4, payloads);
+  ASSERT_TRUE(destination->Deliver(batch, &report_).ok());
+  EXPECT_EQ(ReadFile(destination->PathFor(batch.manifest())), expected);
+}
+
 TEST_F(FileDestinationTest, EmptyBatchIsAnEmptyFile) {
   std::unique_ptr<FileDestination> destination = MustCreate();
   ASSERT_NE(destination, nullptr);

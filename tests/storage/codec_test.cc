@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "storage/crc32c.h"
 #include "storage/keys.h"
@@ -114,6 +115,128 @@ TEST(CodecTest, MatchingChecksumOverUnparsableBodyIsDataLoss) {
   absl::Status st = DecodeChecked(value, &out, "raw record t/0/1");
   EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
   EXPECT_NE(st.message().find("does not parse"), std::string::npos) << st;
+}
+
+// Lazily named: the name is only built for a bad value, and then appears in the message.
+TEST(CodecTest, LazyNameBuiltOnlyOnFailure) {
+  const std::string value = EncodeChecked(SampleRecord());
+  int built = 0;
+  auto name = [&] {
+    ++built;
+    return std::string("raw record t/0/9");
+  };
+  wharf::v1::StoredRecord out;
+  ASSERT_TRUE(DecodeChecked(value, &out, name).ok());
+  EXPECT_EQ(built, 0);
+  std::string damaged = value;
+  damaged[6] ^= 0x01;
+  absl::Status st = DecodeChecked(damaged, &out, name);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(built, 1);
+  EXPECT_NE(st.message().find("raw record t/0/9: checksum mismatch"), std::string::npos) << st;
+  EXPECT_EQ(DecodeChecked("ab", &out, name).code(), absl::StatusCode::kDataLoss);
+}
+
+wharf::v1::StoredBatch SampleBatch() {
+  wharf::v1::StoredBatch batch;
+  auto* m = batch.mutable_manifest();
+  m->set_batch_id("t.p1.10-12");
+  m->set_dataset("t");
+  m->set_partition(1);
+  m->set_first_offset(10);
+  m->set_last_offset(12);
+  m->set_record_count(3);
+  m->mutable_create_time()->set_seconds(1700000002);
+  for (uint64_t o = 10; o <= 12; ++o) {
+    auto* r = batch.add_records();
+    r->set_offset(o);
+    r->set_payload(R"({"a":1})");
+    (*r->mutable_headers())["h"] = "v";
+  }
+  return batch;
+}
+
+TEST(CodecTest, DecodeFieldGivesTheFullDecodesManifest) {
+  const wharf::v1::StoredBatch batch = SampleBatch();
+  const std::string value = EncodeChecked(batch);
+  wharf::v1::BatchManifest manifest;
+  manifest.set_bytes(99);  // cleared first
+  ASSERT_TRUE(
+      DecodeCheckedField(value, wharf::v1::StoredBatch::kManifestFieldNumber, &manifest, [] {
+        return std::string("b");
+      }).ok());
+  EXPECT_EQ(manifest.SerializeAsString(), batch.manifest().SerializeAsString());
+  // A batch without a manifest decodes to the empty manifest, as a full parse would.
+  wharf::v1::StoredBatch no_manifest = batch;
+  no_manifest.clear_manifest();
+  ASSERT_TRUE(DecodeCheckedField(EncodeChecked(no_manifest),
+                                 wharf::v1::StoredBatch::kManifestFieldNumber, &manifest,
+                                 [] { return std::string("b"); })
+                  .ok());
+  EXPECT_EQ(manifest.last_offset(), 0u);
+  EXPECT_EQ(manifest.batch_id(), "");
+}
+
+TEST(CodecTest, DecodeFieldMergesRepeatedOccurrences) {
+  // Two occurrences of the manifest field merge, as protobuf parsing of a singular message does.
+  wharf::v1::BatchManifest a;
+  a.set_batch_id("x");
+  a.set_first_offset(1);
+  wharf::v1::BatchManifest b;
+  b.set_last_offset(7);
+  wharf::v1::StoredBatch one;
+  *one.mutable_manifest() = a;
+  wharf::v1::StoredBatch two;
+  *two.mutable_manifest() = b;
+  const std::string body = one.SerializeAsString() + two.SerializeAsString();
+  std::string value;
+  AppendBigEndian32(&value, Crc32c(body));
+  value += body;
+  wharf::v1::StoredBatch full;
+  ASSERT_TRUE(DecodeChecked(value, &full, "b").ok());
+  wharf::v1::BatchManifest manifest;
+  ASSERT_TRUE(
+      DecodeCheckedField(value, wharf::v1::StoredBatch::kManifestFieldNumber, &manifest, [] {
+        return std::string("b");
+      }).ok());
+  EXPECT_EQ(manifest.SerializeAsString(), full.manifest().SerializeAsString());
+  EXPECT_EQ(manifest.batch_id(), "x");
+  EXPECT_EQ(manifest.last_offset(), 7u);
+}
+
+TEST(CodecTest, DecodeFieldRejectsDamagedAndMalformedValues) {
+  const std::string value = EncodeChecked(SampleBatch());
+  auto decode = [](const std::string& v) {
+    wharf::v1::BatchManifest manifest;
+    return DecodeCheckedField(v, wharf::v1::StoredBatch::kManifestFieldNumber, &manifest,
+                              [] { return std::string("batch t/1/10"); });
+  };
+  // Every single bit flip is caught (by the checksum).
+  for (size_t i = 0; i < value.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string damaged = value;
+      damaged[i] ^= static_cast<char>(1 << bit);
+      ASSERT_EQ(decode(damaged).code(), absl::StatusCode::kDataLoss) << i << "/" << bit;
+    }
+  }
+  for (size_t n = 0; n < value.size(); ++n) {
+    ASSERT_EQ(decode(value.substr(0, n)).code(), absl::StatusCode::kDataLoss) << n;
+  }
+  // Malformed bodies with a matching checksum: truncated manifest, truncated skipped field,
+  // tag 0, a manifest whose contents do not parse, a bad wire type.
+  const std::vector<std::string> bodies = {
+      std::string("\x0A\x10\x01", 3), std::string("\x12\x10\x01", 3), std::string("\x00\x01", 2),
+      std::string("\x0A\x02\x0A\x05", 4), std::string("\x0F", 1)};
+  for (const std::string& body : bodies) {
+    std::string bad;
+    AppendBigEndian32(&bad, Crc32c(body));
+    bad += body;
+    absl::Status st = decode(bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+    EXPECT_NE(st.message().find("batch t/1/10: checksum matches but the value does not parse"),
+              std::string::npos)
+        << st;
+  }
 }
 
 }  // namespace
