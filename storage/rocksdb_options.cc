@@ -2,13 +2,69 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/convenience.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_buffer_manager.h"
+#include "storage/keys.h"
 
 namespace wharf::storage {
+
+namespace {
+constexpr std::string_view kRawPrefix = "raw/";
+constexpr std::string_view kBatchesPrefix = "batches/";
+}  // namespace
+
+std::string RawColumnFamilyName(std::string_view dataset, uint32_t partition) {
+  return absl::StrCat(std::string(kRawPrefix), std::string(dataset), "/", partition);
+}
+
+std::string BatchesColumnFamilyName(std::string_view dataset, uint32_t partition) {
+  return absl::StrCat(std::string(kBatchesPrefix), std::string(dataset), "/", partition);
+}
+
+std::optional<PartitionColumnFamily> ParsePartitionColumnFamily(std::string_view name) {
+  PartitionColumnFamily out;
+  if (name.substr(0, kRawPrefix.size()) == kRawPrefix) {
+    out.raw = true;
+    name.remove_prefix(kRawPrefix.size());
+  } else if (name.substr(0, kBatchesPrefix.size()) == kBatchesPrefix) {
+    name.remove_prefix(kBatchesPrefix.size());
+  } else {
+    return std::nullopt;
+  }
+  const size_t slash = name.rfind('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  const std::string_view dataset = name.substr(0, slash);
+  const std::string_view partition = name.substr(slash + 1);
+  if (!ValidateName("dataset", dataset).ok() || partition.empty() ||
+      partition.find_first_not_of("0123456789") != std::string_view::npos ||
+      (partition.size() > 1 && partition[0] == '0') ||
+      !absl::SimpleAtoi(std::string(partition), &out.partition)) {
+    return std::nullopt;
+  }
+  out.dataset = std::string(dataset);
+  return out;
+}
+
+std::vector<rocksdb::ColumnFamilyDescriptor> StagingColumnFamilyDescriptors(
+    const StagingRocksDbConfig& config, const std::vector<std::string>& existing) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> out = config.column_families;
+  for (const std::string& name : existing) {
+    bool fixed = false;
+    for (const auto& d : config.column_families) fixed = fixed || d.name == name;
+    if (fixed) continue;
+    const bool partition_like = ParsePartitionColumnFamily(name).has_value() ||
+                                name == kLegacyRawColumnFamily ||
+                                name == kLegacyBatchesColumnFamily;
+    out.emplace_back(name, partition_like ? config.partition_cf
+                                          : config.column_families[kDefaultColumnFamily].options);
+  }
+  return out;
+}
 
 StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   StagingRocksDbConfig config;
@@ -54,9 +110,10 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   // the number of table files); those of level 0, read by every lookup, stay pinned there.
   table.cache_index_and_filter_blocks = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
-  // The raw and batches column families are only read with iterators (Seek to an offset), which
-  // a whole-key Bloom filter cannot serve: no filter there. The small column families are read
-  // with point lookups (producer windows, checkpoints, metadata, quarantine entries).
+  // The per-partition raw and batches column families are only read with iterators (Seek to an
+  // offset), which a whole-key Bloom filter cannot serve: no filter there. The small column
+  // families are read with point lookups (producer windows, checkpoints, metadata, quarantine
+  // entries).
   rocksdb::BlockBasedTableOptions small_table = table;
   small_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
 
@@ -72,10 +129,9 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   small_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(small_table));
   small_cf.write_buffer_size = 4 << 20;
 
+  config.partition_cf = cf;
   config.column_families = {
       {rocksdb::kDefaultColumnFamilyName, small_cf},
-      {"raw", cf},
-      {"batches", cf},
       {"quarantine", small_cf},
       {"checkpoints", small_cf},
       {"producers", small_cf},

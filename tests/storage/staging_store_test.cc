@@ -29,6 +29,7 @@
 #include "rocksdb/options.h"
 #include "storage/codec.h"
 #include "storage/keys.h"
+#include "storage/rocksdb_options.h"
 
 namespace wharf::storage {
 namespace {
@@ -1395,23 +1396,28 @@ TEST_F(StagingStoreTest, CorruptedRawValueIsDataLoss) {
 
   {
     // Damage one stored value behind the store's back, keeping its key.
+    std::vector<std::string> names;
+    rocksdb::Status s =
+        rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), options_.path, &names);
+    ASSERT_TRUE(s.ok()) << s.ToString();
     std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    for (const char* name :
-         {"default", "raw", "batches", "quarantine", "checkpoints", "producers", "meta"}) {
-      cfs.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    size_t raw_cf = names.size();
+    for (size_t i = 0; i < names.size(); ++i) {
+      cfs.emplace_back(names[i], rocksdb::ColumnFamilyOptions());
+      if (names[i] == RawColumnFamilyName("one", 0)) raw_cf = i;
     }
+    ASSERT_LT(raw_cf, names.size()) << "no raw column family for one/0";
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw_db = nullptr;
-    rocksdb::Status s =
-        rocksdb::DB::Open(rocksdb::DBOptions(), options_.path, cfs, &handles, &raw_db);
+    s = rocksdb::DB::Open(rocksdb::DBOptions(), options_.path, cfs, &handles, &raw_db);
     ASSERT_TRUE(s.ok()) << s.ToString();
     std::unique_ptr<rocksdb::DB> db(raw_db);
     const std::string key = OffsetKey("one", 0, 2);
     std::string value;
-    s = db->Get(rocksdb::ReadOptions(), handles[1], key, &value);
+    s = db->Get(rocksdb::ReadOptions(), handles[raw_cf], key, &value);
     ASSERT_TRUE(s.ok()) << s.ToString();
     value[value.size() / 2] = static_cast<char>(value[value.size() / 2] ^ 0x10);
-    s = db->Put(rocksdb::WriteOptions(), handles[1], key, value);
+    s = db->Put(rocksdb::WriteOptions(), handles[raw_cf], key, value);
     ASSERT_TRUE(s.ok()) << s.ToString();
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
     ASSERT_TRUE(db->Close().ok());
