@@ -194,6 +194,10 @@ struct DatasetState {
   std::vector<rocksdb::ColumnFamilyHandle*> batches_cfs;
 };
 
+// Free disk space an open needs beyond the WAL files it replays: the new MANIFEST and OPTIONS
+// files (the OPTIONS file holds every column family's options, about 2.5 KiB each) and the LOG.
+constexpr uint64_t kOpenHeadroomBytes = 4ull << 20;
+
 // Bytes of one write batch of the legacy-layout migration: bounded so that copying a large
 // store never holds it in memory at once.
 constexpr size_t kMigrationBatchBytes = 4 << 20;
@@ -296,6 +300,25 @@ class StagingStoreImpl final : public StagingStore {
     db_options.listeners.push_back(
         std::make_shared<FlushedSequenceRecorder>(options_.path, *flushed));
     partition_cf_options_ = config.partition_cf;
+    // An open writes: the WAL's content into level-0 files (one per column family holding
+    // unflushed data), a new MANIFEST, WAL and OPTIONS file. On a disk without room for that,
+    // Debian's RocksDB (built with assertions) may abort on an ENOSPC path instead of failing the
+    // open (seen when reopening on a completely full disk): refuse cleanly first. Nothing is
+    // written, so the store is unchanged and opens once space is freed.
+    if (std::filesystem::exists(options_.path + "/CURRENT")) {
+      uint64_t wal_bytes = 0;
+      std::error_code ec;
+      for (const auto& entry : std::filesystem::directory_iterator(options_.path, ec)) {
+        if (entry.path().extension() == ".log") wal_bytes += entry.file_size(ec);
+      }
+      const uint64_t needed = wal_bytes + kOpenHeadroomBytes;
+      if (const uint64_t free_bytes = DiskFreeBytes(); free_bytes < needed) {
+        return absl::UnavailableError(
+            absl::StrCat("not enough free disk space to open the staging store ", options_.path,
+                         ": ", free_bytes, " bytes free, recovery needs about ", needed, " (",
+                         wal_bytes, " bytes of WAL to replay); free some space and start again"));
+      }
+    }
     // Every column family the store holds is opened (RocksDB refuses an open that leaves one
     // out): the fixed ones, the per-partition ones of every dataset ever stored (configured or
     // not: nothing is dropped silently) and the legacy "raw"/"batches" ones, migrated later by
