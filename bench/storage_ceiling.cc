@@ -7,8 +7,10 @@
 //                         [--record-size 200] [--durability sync|async]
 //
 // The values are exactly what wharfd stores per record (a StoredRecord with producer id,
-// sequence and ingest time, CRC32C-framed by storage::EncodeCheckedTo) under the raw column
-// family's offset keys, one partition per thread. They are encoded before the clock starts, so
+// sequence and ingest time, CRC32C-framed by storage::EncodeCheckedTo) under the raw offset
+// keys, one partition per thread, each into its partition's own raw column family
+// ("raw/bench/<partition>", with storage::StagingRocksDbConfig::partition_cf) as wharfd lays them
+// out. They are encoded before the clock starts, so
 // only RocksDB is timed: no gRPC, no group-commit queue, no checkpoints. Output: a report and a
 // line "RESULT key=value ...". DIR must not hold a store yet; it is left behind (the caller
 // removes it).
@@ -146,10 +148,17 @@ int Main(int argc, char** argv) {
 
   storage::StagingRocksDbConfig config = storage::StagingRocksDbOptions(storage::StoreOptions{});
   config.db.error_if_exists = true;  // a leftover store would not be a like-for-like run
+  // wharfd's layout: the fixed column families, then one raw column family per partition.
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = config.column_families;
+  const size_t first_raw = descriptors.size();
+  for (int i = 0; i < options.threads; ++i) {
+    descriptors.emplace_back(storage::RawColumnFamilyName("bench", static_cast<uint32_t>(i)),
+                             config.partition_cf);
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
   rocksdb::Status status =
-      rocksdb::DB::Open(config.db, options.dir, config.column_families, &handles, &raw_db);
+      rocksdb::DB::Open(config.db, options.dir, descriptors, &handles, &raw_db);
   if (!status.ok()) {
     std::fprintf(stderr, "wharf-storage-ceiling: opening %s: %s\n", options.dir.c_str(),
                  status.ToString().c_str());
@@ -163,7 +172,7 @@ int Main(int argc, char** argv) {
   std::atomic<bool> go{false};
   Clock::time_point deadline;
   for (int i = 0; i < options.threads; ++i) {
-    threads.emplace_back(Writer, db.get(), handles[storage::kRawColumnFamily], i,
+    threads.emplace_back(Writer, db.get(), handles[first_raw + static_cast<size_t>(i)], i,
                          std::cref(options), &deadline, &ready, &go, &results[i]);
   }
   // The clock starts once every thread has encoded its values, so that only RocksDB is timed.

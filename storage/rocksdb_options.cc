@@ -2,13 +2,69 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/convenience.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_buffer_manager.h"
+#include "storage/keys.h"
 
 namespace wharf::storage {
+
+namespace {
+constexpr std::string_view kRawPrefix = "raw/";
+constexpr std::string_view kBatchesPrefix = "batches/";
+}  // namespace
+
+std::string RawColumnFamilyName(std::string_view dataset, uint32_t partition) {
+  return absl::StrCat(std::string(kRawPrefix), std::string(dataset), "/", partition);
+}
+
+std::string BatchesColumnFamilyName(std::string_view dataset, uint32_t partition) {
+  return absl::StrCat(std::string(kBatchesPrefix), std::string(dataset), "/", partition);
+}
+
+std::optional<PartitionColumnFamily> ParsePartitionColumnFamily(std::string_view name) {
+  PartitionColumnFamily out;
+  if (name.substr(0, kRawPrefix.size()) == kRawPrefix) {
+    out.raw = true;
+    name.remove_prefix(kRawPrefix.size());
+  } else if (name.substr(0, kBatchesPrefix.size()) == kBatchesPrefix) {
+    name.remove_prefix(kBatchesPrefix.size());
+  } else {
+    return std::nullopt;
+  }
+  const size_t slash = name.rfind('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  const std::string_view dataset = name.substr(0, slash);
+  const std::string_view partition = name.substr(slash + 1);
+  if (!ValidateName("dataset", dataset).ok() || partition.empty() ||
+      partition.find_first_not_of("0123456789") != std::string_view::npos ||
+      (partition.size() > 1 && partition[0] == '0') ||
+      !absl::SimpleAtoi(std::string(partition), &out.partition)) {
+    return std::nullopt;
+  }
+  out.dataset = std::string(dataset);
+  return out;
+}
+
+std::vector<rocksdb::ColumnFamilyDescriptor> StagingColumnFamilyDescriptors(
+    const StagingRocksDbConfig& config, const std::vector<std::string>& existing) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> out = config.column_families;
+  for (const std::string& name : existing) {
+    bool fixed = false;
+    for (const auto& d : config.column_families) fixed = fixed || d.name == name;
+    if (fixed) continue;
+    const bool partition_like = ParsePartitionColumnFamily(name).has_value() ||
+                                name == kLegacyRawColumnFamily ||
+                                name == kLegacyBatchesColumnFamily;
+    out.emplace_back(name, partition_like ? config.partition_cf
+                                          : config.column_families[kDefaultColumnFamily].options);
+  }
+  return out;
+}
 
 StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   StagingRocksDbConfig config;
@@ -60,9 +116,10 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   // the number of table files); those of level 0, read by every lookup, stay pinned there.
   table.cache_index_and_filter_blocks = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
-  // The raw and batches column families are only read with iterators (Seek to an offset), which
-  // a whole-key Bloom filter cannot serve: no filter there. The small column families are read
-  // with point lookups (producer windows, checkpoints, metadata, quarantine entries).
+  // The per-partition raw and batches column families are only read with iterators (Seek to an
+  // offset), which a whole-key Bloom filter cannot serve: no filter there. The small column
+  // families are read with point lookups (producer windows, checkpoints, metadata, quarantine
+  // entries).
   rocksdb::BlockBasedTableOptions small_table = table;
   small_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
 
@@ -74,22 +131,19 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf.write_buffer_size = options.write_buffer_bytes;
   cf.compression = lz4 ? rocksdb::kLZ4Compression : rocksdb::kNoCompression;
-  // Levels 0 and 1 uncompressed: records normally live there only until they are delivered
-  // (seconds), and LZ4 on every flush and L0->L1 compaction was 14% of wharfd's CPU end to end,
-  // with its decompression another 4% (perf, docs/BENCHMARKS.md "Allocator, compression and
-  // checksums"). A backlog that outgrows level 1 (256 MiB by default) is compressed once, on its
-  // way to level 2, so a long outage still costs LZ4-compressed disk space.
-  cf.compression_per_level.assign(cf.num_levels, cf.compression);
-  cf.compression_per_level[0] = rocksdb::kNoCompression;
-  cf.compression_per_level[1] = rocksdb::kNoCompression;
+  // The same compression at every level (no compression_per_level): RocksDB moves a file down a
+  // level without rewriting it (a trivial move) only when the compression does not change, and
+  // with a partition's keys only growing, those moves are what keeps compaction cost flat as the
+  // store grows. Each record is then LZ4-compressed once, at flush. Measured with no compression
+  // at levels 0-1 instead: CPU per record rising with the store (x1.39 over 5 M records) and a
+  // store 4 times larger (docs/BENCHMARKS.md, "Column families per partition").
   rocksdb::ColumnFamilyOptions small_cf = cf;
   small_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(small_table));
   small_cf.write_buffer_size = 4 << 20;
 
+  config.partition_cf = cf;
   config.column_families = {
       {rocksdb::kDefaultColumnFamilyName, small_cf},
-      {"raw", cf},
-      {"batches", cf},
       {"quarantine", small_cf},
       {"checkpoints", small_cf},
       {"producers", small_cf},

@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -241,7 +242,19 @@ struct DatasetState {
   uint64_t round_robin = 0;                   // writer thread only
   uint64_t quarantine_entries = 0;            // guarded by StagingStoreImpl::counters_mu_
   uint64_t quarantine_bytes = 0;              // guarded by StagingStoreImpl::counters_mu_
+  // The column families of each partition's raw records and batches (rocksdb_options.h), indexed
+  // by partition. Set at Open, immutable after.
+  std::vector<rocksdb::ColumnFamilyHandle*> raw_cfs;
+  std::vector<rocksdb::ColumnFamilyHandle*> batches_cfs;
 };
+
+// Free disk space an open needs beyond the WAL files it replays: the new MANIFEST and OPTIONS
+// files (the OPTIONS file holds every column family's options, about 2.5 KiB each) and the LOG.
+constexpr uint64_t kOpenHeadroomBytes = 4ull << 20;
+
+// Bytes of one write batch of the legacy-layout migration: bounded so that copying a large
+// store never holds it in memory at once.
+constexpr size_t kMigrationBatchBytes = 4 << 20;
 
 // Control-plane values live in the meta column family under this prefix, apart from the
 // dataset registrations ("dataset/...").
@@ -325,7 +338,6 @@ class StagingStoreImpl final : public StagingStore {
     // A RocksDB background error (failed flush or compaction, failed WAL sync) puts the DB in
     // read-only mode; the store records it and refuses writes until it is reopened.
     db_options.listeners.push_back(std::make_shared<BackgroundErrorListener>(this));
-    const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs = config.column_families;
     // RocksDB's own LOG file, behind a logger that notes the files named by corruption reports:
     // a damaged WAL record fails the open with a Status that does not name the file.
     std::shared_ptr<rocksdb::Logger> file_logger;
@@ -341,8 +353,43 @@ class StagingStoreImpl final : public StagingStore {
     if (!flushed.ok()) return flushed.status();
     db_options.listeners.push_back(
         std::make_shared<FlushedSequenceRecorder>(options_.path, *flushed));
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::Status s = rocksdb::DB::Open(db_options, options_.path, cfs, &handles, &db_);
+    partition_cf_options_ = config.partition_cf;
+    // An open writes: the WAL's content into level-0 files (one per column family holding
+    // unflushed data), a new MANIFEST, WAL and OPTIONS file. On a disk without room for that,
+    // Debian's RocksDB (built with assertions) may abort on an ENOSPC path instead of failing the
+    // open (seen when reopening on a completely full disk): refuse cleanly first. Nothing is
+    // written, so the store is unchanged and opens once space is freed.
+    if (std::filesystem::exists(options_.path + "/CURRENT")) {
+      uint64_t wal_bytes = 0;
+      std::error_code ec;
+      for (const auto& entry : std::filesystem::directory_iterator(options_.path, ec)) {
+        if (entry.path().extension() == ".log") wal_bytes += entry.file_size(ec);
+      }
+      const uint64_t needed = wal_bytes + kOpenHeadroomBytes;
+      if (const uint64_t free_bytes = DiskFreeBytes(); free_bytes < needed) {
+        return absl::UnavailableError(
+            absl::StrCat("not enough free disk space to open the staging store ", options_.path,
+                         ": ", free_bytes, " bytes free, recovery needs about ", needed, " (",
+                         wal_bytes, " bytes of WAL to replay); free some space and start again"));
+      }
+    }
+    // Every column family the store holds is opened (RocksDB refuses an open that leaves one
+    // out): the fixed ones, the per-partition ones of every dataset ever stored (configured or
+    // not: nothing is dropped silently) and the legacy "raw"/"batches" ones, migrated later by
+    // MigrateLegacyLayout(). A store without CURRENT is new.
+    std::vector<std::string> existing;
+    rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, options_.path, &existing);
+    if (!s.ok() && db_options.env->FileExists(options_.path + "/CURRENT").IsNotFound()) {
+      existing.clear();
+      s = rocksdb::Status::OK();
+    }
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    if (s.ok()) {
+      cfs = StagingColumnFamilyDescriptors(config, existing);
+      std::vector<rocksdb::ColumnFamilyHandle*> handles;
+      s = rocksdb::DB::Open(db_options, options_.path, cfs, &handles, &db_);
+      if (s.ok()) handles_ = handles;
+    }
     if (!s.ok()) {
       db_ = nullptr;
       const std::string what = absl::StrCat("opening staging store ", options_.path);
@@ -352,7 +399,7 @@ class StagingStoreImpl final : public StagingStore {
       }
       return FromRocks(s, what);
     }
-    handles_ = handles;
+    for (size_t i = 0; i < handles_.size(); ++i) cf_by_name_[cfs[i].name] = handles_[i];
     if (const uint64_t recovered = db_->GetLatestSequenceNumber(); recovered < *flushed) {
       return absl::DataLossError(absl::StrCat(
           "opening staging store ", options_.path, ": it recovered to sequence ", recovered,
@@ -360,12 +407,94 @@ class StagingStoreImpl final : public StagingStore {
           kFlushedSequenceFile,
           "): the MANIFEST lost track of SST files; damaged file: ", options_.path, "/", manifest));
     }
-    raw_ = handles[kRawColumnFamily];
-    batches_ = handles[kBatchesColumnFamily];
-    quarantine_ = handles[kQuarantineColumnFamily];
-    checkpoints_ = handles[kCheckpointsColumnFamily];
-    producers_ = handles[kProducersColumnFamily];
-    meta_ = handles[kMetaColumnFamily];
+    quarantine_ = handles_[kQuarantineColumnFamily];
+    checkpoints_ = handles_[kCheckpointsColumnFamily];
+    producers_ = handles_[kProducersColumnFamily];
+    meta_ = handles_[kMetaColumnFamily];
+    return absl::OkStatus();
+  }
+
+  // Creates the per-partition column families in `names` that the store does not hold yet.
+  // Durability: RocksDB records a new column family in the MANIFEST and syncs it before
+  // returning, so no write into it (logged in the WAL under its id) can outlive its creation
+  // across kill -9 or power loss.
+  absl::Status CreatePartitionColumnFamilies(const std::vector<std::string>& names) {
+    std::vector<std::string> missing;
+    for (const std::string& n : names) {
+      if (cf_by_name_.count(n) == 0) missing.push_back(n);
+    }
+    if (missing.empty()) return absl::OkStatus();
+    std::vector<rocksdb::ColumnFamilyHandle*> created;
+    rocksdb::Status s = db_->CreateColumnFamilies(partition_cf_options_, missing, &created);
+    // On failure RocksDB returns the handles it did create: keep them so that they are released.
+    for (size_t i = 0; i < created.size(); ++i) {
+      handles_.push_back(created[i]);
+      cf_by_name_[created[i]->GetName()] = created[i];
+    }
+    return FromRocks(s, "creating per-partition column families");
+  }
+
+  // Moves the content of the legacy "raw" and "batches" column families (one column family for
+  // every partition, the layout before per-partition column families) into the per-partition
+  // ones, then drops them. Runs in Open, before the writer starts or anyone reads.
+  //
+  // Crash safety: entries are copied unchanged (same key, same value) with Puts in bounded write
+  // batches, each synced, and the legacy column family is dropped (a synced MANIFEST record)
+  // only after the last copy is durable. A crash at any point leaves the legacy column family
+  // whole; the next open simply copies again, and re-putting an identical entry is idempotent.
+  // Nothing else writes to the per-partition column families before the migration has ended.
+  absl::Status MigrateLegacyLayout() {
+    for (const char* legacy : {kLegacyRawColumnFamily, kLegacyBatchesColumnFamily}) {
+      auto found = cf_by_name_.find(legacy);
+      if (found == cf_by_name_.end()) continue;
+      rocksdb::ColumnFamilyHandle* from = found->second;
+      const bool raw = std::string_view(legacy) == kLegacyRawColumnFamily;
+      uint64_t copied = 0;
+      {
+        rocksdb::ReadOptions ro;
+        ro.verify_checksums = true;
+        ro.fill_cache = false;
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, from));
+        rocksdb::WriteBatch wb;
+        rocksdb::WriteOptions wo;
+        wo.sync = true;
+        const std::string what = absl::StrCat("migrating column family \"", legacy, "\"");
+        for (it->SeekToFirst(); it->Valid(); it->Next()) {
+          const std::string_view key(it->key().data(), it->key().size());
+          auto k = DecodeOffsetKey(key);
+          if (!k || !ValidateName("dataset", k->dataset).ok()) {
+            return absl::DataLossError(absl::StrCat(
+                what, " of staging store ", options_.path, ": malformed key \"",
+                absl::CHexEscape(std::string(key)), "\"; the column family was left as it was"));
+          }
+          const std::string name = raw ? RawColumnFamilyName(k->dataset, k->partition)
+                                       : BatchesColumnFamilyName(k->dataset, k->partition);
+          if (absl::Status st = CreatePartitionColumnFamilies({name}); !st.ok()) return st;
+          wb.Put(cf_by_name_[name], it->key(), it->value());
+          ++copied;
+          if (wb.GetDataSize() >= kMigrationBatchBytes) {
+            if (absl::Status st = WriteDb(wo, &wb, what); !st.ok()) return st;
+            wb.Clear();
+          }
+        }
+        if (absl::Status st = FromRocks(it->status(), what); !st.ok()) return st;
+        if (wb.Count() > 0) {
+          if (absl::Status st = WriteDb(wo, &wb, what); !st.ok()) return st;
+        }
+      }
+      if (absl::Status st =
+              FromRocks(db_->DropColumnFamily(from), "dropping a migrated column family");
+          !st.ok()) {
+        return st;
+      }
+      handles_.erase(std::find(handles_.begin(), handles_.end(), from));
+      cf_by_name_.erase(found);
+      db_->DestroyColumnFamilyHandle(from).PermitUncheckedError();
+      spdlog::info(
+          "staging store {}: moved {} entries of column family \"{}\" into per-partition "
+          "column families",
+          options_.path, copied, legacy);
+    }
     return absl::OkStatus();
   }
 
@@ -440,6 +569,22 @@ class StagingStoreImpl final : public StagingStore {
       }
       dataset_list_.push_back(ds);
       datasets_.emplace(ds.name, std::move(state));
+    }
+    // Every configured partition gets its raw and batches column families (created only after
+    // every dataset passed the checks above, so a refused config creates nothing).
+    std::vector<std::string> names;
+    for (const auto& ds : options_.datasets) {
+      for (uint32_t p = 0; p < ds.partitions; ++p) {
+        names.push_back(RawColumnFamilyName(ds.name, p));
+        names.push_back(BatchesColumnFamilyName(ds.name, p));
+      }
+    }
+    if (absl::Status st = CreatePartitionColumnFamilies(names); !st.ok()) return st;
+    for (auto& [name, state] : datasets_) {
+      for (uint32_t p = 0; p < state->options.partitions; ++p) {
+        state->raw_cfs.push_back(cf_by_name_.at(RawColumnFamilyName(name, p)));
+        state->batches_cfs.push_back(cf_by_name_.at(BatchesColumnFamilyName(name, p)));
+      }
     }
     if (wb.Count() > 0) {
       rocksdb::WriteOptions wo;
@@ -525,13 +670,15 @@ class StagingStoreImpl final : public StagingStore {
                        std::vector<RawRecord>* out) override {
     out->clear();
     if (from >= to) return absl::OkStatus();
+    rocksdb::ColumnFamilyHandle* cf = PartitionCf(dataset, partition, /*raw=*/true);
+    if (cf == nullptr) return absl::OkStatus();  // an unknown partition holds nothing
     const std::string start = OffsetKey(dataset, partition, from);
     const std::string end = OffsetKey(dataset, partition, to);
     rocksdb::Slice upper(end);
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper;
     ro.verify_checksums = true;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, raw_));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
     // At most one record per offset: no regrowth (moving every record read so far) on the way.
     // Capped: callers may pass open ranges and limits (UINT64_MAX, SIZE_MAX); past the cap the
     // vector grows as usual.
@@ -585,7 +732,8 @@ class StagingStoreImpl final : public StagingStore {
     auto add_batch = [&](const wharf::v1::StoredBatch& batch) {
       const auto& m = batch.manifest();
       EncodeCheckedTo(batch, &value);
-      wb.Put(batches_, OffsetKey(commit.dataset, commit.partition, m.first_offset()), value);
+      wb.Put(ds->batches_cfs[commit.partition],
+             OffsetKey(commit.dataset, commit.partition, m.first_offset()), value);
       cp.set_batches_committed(cp.batches_committed() + 1);
       cp.set_records_committed(cp.records_committed() + m.record_count());
       cp.set_batch_bytes_committed(cp.batch_bytes_committed() + value.size());
@@ -669,12 +817,14 @@ class StagingStoreImpl final : public StagingStore {
   absl::Status ReadBatches(std::string_view dataset, uint32_t partition, uint64_t from,
                            size_t max_batches, std::vector<wharf::v1::StoredBatch>* out) override {
     out->clear();
+    rocksdb::ColumnFamilyHandle* cf = PartitionCf(dataset, partition, /*raw=*/false);
+    if (cf == nullptr) return absl::OkStatus();  // an unknown partition holds nothing
     const std::string start = OffsetKey(dataset, partition, from);
     const std::string end = PartitionPrefix(dataset, partition + 1);
     rocksdb::Slice upper(end);
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, batches_));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
     for (it->Seek(start); it->Valid() && out->size() < max_batches; it->Next()) {
       auto key = DecodeOffsetKey(std::string_view(it->key().data(), it->key().size()));
       if (!key || key->partition != partition) break;
@@ -1124,7 +1274,7 @@ class StagingStoreImpl final : public StagingStore {
     }
     const uint64_t mark = raw ? cp.raw_deleted_below() : cp.batches_deleted_below();
     if (offset <= mark) return 0;
-    rocksdb::ColumnFamilyHandle* cf = raw ? raw_ : batches_;
+    rocksdb::ColumnFamilyHandle* cf = raw ? ds->raw_cfs[partition] : ds->batches_cfs[partition];
     const std::string start = OffsetKey(dataset, partition, mark);
     const std::string end = OffsetKey(dataset, partition, offset);
     rocksdb::Slice upper(end);
@@ -1199,6 +1349,14 @@ class StagingStoreImpl final : public StagingStore {
   DatasetState* FindDataset(std::string_view name) const {
     auto it = datasets_.find(std::string(name));
     return it == datasets_.end() ? nullptr : it->second.get();
+  }
+
+  // The raw (or batches) column family of a configured partition; null when unknown.
+  rocksdb::ColumnFamilyHandle* PartitionCf(std::string_view dataset, uint32_t partition,
+                                           bool raw) const {
+    const DatasetState* ds = FindDataset(dataset);
+    if (ds == nullptr || partition >= ds->options.partitions) return nullptr;
+    return raw ? ds->raw_cfs[partition] : ds->batches_cfs[partition];
   }
 
   uint64_t StagedBytesLocked(const DatasetState& ds) const
@@ -1374,7 +1532,8 @@ class StagingStoreImpl final : public StagingStore {
       const uint64_t new_offset = st.next_offset();
       st.set_next_offset(new_offset + 1);
       EncodeCheckedTo(stored, &value);
-      wb->Put(raw_, OffsetKey(ds->options.name, f.partition, new_offset), value);
+      wb->Put(ds->raw_cfs[f.partition], OffsetKey(ds->options.name, f.partition, new_offset),
+              value);
       st.set_records_appended(st.records_appended() + 1);
       st.set_bytes_appended(st.bytes_appended() + value.size());
       *st.mutable_last_ingest_time() = now_ts;
@@ -1606,6 +1765,7 @@ class StagingStoreImpl final : public StagingStore {
     // between partitions and every insert searched the skip list from the top (about 40% of
     // wharfd's instructions at full ingest; docs/BENCHMARKS.md, "Ingest writer path").
     for (const auto& [run_key, puts] : runs) {
+      rocksdb::ColumnFamilyHandle* const raw_cf = run_key.first->raw_cfs[run_key.second];
       std::string key = PartitionPrefix(run_key.first->options.name, run_key.second);
       key.resize(key.size() + 8);
       char crc_bytes[4];
@@ -1626,7 +1786,7 @@ class StagingStoreImpl final : public StagingStore {
         const rocksdb::Slice value_parts[3] = {
             rocksdb::Slice(crc_bytes, 4), rocksdb::Slice(put.body, put.size), ingest_time_slice};
         const rocksdb::Slice key_slice(key);
-        wb.Put(raw_, rocksdb::SliceParts(&key_slice, 1), rocksdb::SliceParts(value_parts, 3));
+        wb.Put(raw_cf, rocksdb::SliceParts(&key_slice, 1), rocksdb::SliceParts(value_parts, 3));
       }
     }
     for (const auto& [key, unused] : producers_before) {
@@ -1719,9 +1879,11 @@ class StagingStoreImpl final : public StagingStore {
   const StoreOptions options_;
   StoreMetrics metrics_;
   rocksdb::DB* db_ = nullptr;
+  // Every open column family (fixed, per-partition, unknown ones kept open), by name too. Set in
+  // Open, immutable after.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  rocksdb::ColumnFamilyHandle* raw_ = nullptr;
-  rocksdb::ColumnFamilyHandle* batches_ = nullptr;
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> cf_by_name_;
+  rocksdb::ColumnFamilyOptions partition_cf_options_;
   rocksdb::ColumnFamilyHandle* quarantine_ = nullptr;
   rocksdb::ColumnFamilyHandle* checkpoints_ = nullptr;
   rocksdb::ColumnFamilyHandle* producers_ = nullptr;
@@ -1848,6 +2010,7 @@ absl::StatusOr<std::unique_ptr<StagingStore>> StagingStore::Open(StoreOptions op
   auto store = std::make_unique<StagingStoreImpl>(std::move(options));
   if (absl::Status st = store->OpenDb(); !st.ok()) return st;
   if (absl::Status st = store->LoadDatasets(); !st.ok()) return st;
+  if (absl::Status st = store->MigrateLegacyLayout(); !st.ok()) return st;
   return std::unique_ptr<StagingStore>(std::move(store));
 }
 

@@ -84,16 +84,18 @@ struct StoreOptions {
   // Budget of all memtables together (one rocksdb::WriteBufferManager for every column family,
   // charged to the block cache): when it is reached, RocksDB flushes a memtable early. Without
   // it, each column family may hold max_write_buffer_number (2) full memtables: 2 x 32 MiB for
-  // raw and for batches plus 2 x 4 MiB for each of five small column families, 168 MiB. Capped
+  // each partition's raw and batches column family (rocksdb_options.h; 512 MiB for a dataset of
+  // 4 partitions) plus 2 x 4 MiB for each of five small column families. Capped
   // at half of block_cache_bytes so that blocks keep the other half; 0: no budget (only the
   // per-column-family limits apply). Default 32 MiB: it also bounds what a restart after
   // kill -9 replays from the WAL (replay is most of that restart: 1.2 s with 32 MiB against
   // 2.7 s with 48 MiB here). The price: ingest up to ~10% slower than with 168 MiB in noisy
   // runs on a loaded 2-core machine (docs/BENCHMARKS.md, "Memory").
   uint64_t memtable_budget_bytes = 32ull << 20;
-  // RocksDB memtable size of the raw and batches column families (the small ones use 4 MiB).
-  // Default 32 MiB: larger memtables give fewer, larger level-0 files (less compaction work);
-  // memtable_budget_bytes bounds them together.
+  // RocksDB memtable size of each partition's raw and batches column families (the small ones
+  // use 4 MiB). Default 32 MiB: larger memtables give fewer, larger level-0 files (less
+  // compaction work); memtable_budget_bytes bounds them together (with several partitions
+  // written at once, the budget flushes each memtable well before it reaches this size).
   uint64_t write_buffer_bytes = 32ull << 20;
   std::vector<DatasetOptions> datasets;
   // Metrics are registered here when set; may be null.
@@ -179,7 +181,10 @@ using AppendListener =
     std::function<void(const std::string& dataset, uint32_t partition, uint64_t next_offset)>;
 
 // The staging store: the landing zone (raw records), committed batches, quarantine, checkpoints,
-// producer deduplication state and metadata, in one RocksDB database with a column family each.
+// producer deduplication state and metadata, in one RocksDB database with a column family each;
+// raw records and batches have one column family per (dataset, partition) (rocksdb_options.h).
+// A store written with the earlier layout (one "raw" and one "batches" column family) is
+// migrated by Open.
 //
 // Durability: every write that covers data and the checkpoint describing it is one RocksDB write
 // batch, so a crash (kill -9, power loss in kSync mode) leaves either both or neither. The WAL is
@@ -195,6 +200,10 @@ class StagingStore {
  public:
   // Opens (or creates) the store. Fails with DATA_LOSS when RocksDB finds corruption, with
   // FAILED_PRECONDITION when a dataset's partition count differs from the stored one.
+  // Column families of datasets no longer configured stay open and untouched (their data is
+  // kept); each configured partition's are created. A store with the legacy "raw"/"batches"
+  // column families is migrated first (crash-safe, see MigrateLegacyLayout in the .cc; DATA_LOSS
+  // when a legacy key names no partition, leaving that column family as it was).
   static absl::StatusOr<std::unique_ptr<StagingStore>> Open(StoreOptions options);
 
   virtual ~StagingStore() = default;

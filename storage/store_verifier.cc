@@ -245,13 +245,54 @@ class Verifier {
     });
   }
 
+  // Raw records and batches live in one column family per partition ("raw/<dataset>/<p>",
+  // "batches/<dataset>/<p>"). A store written before that layout holds them in the legacy "raw"
+  // and "batches" column families until wharfd's next open migrates them; while a legacy column
+  // family exists it holds everything (the migration drops it only after copying all of it), so
+  // it is the one whose entries are checked against the cursors; per-partition ones (a migration
+  // interrupted by a crash) are then only decoded.
+  template <typename F>
+  void WalkPartitionCfs(bool raw, F walk_one) {
+    const std::string legacy = raw ? kLegacyRawColumnFamily : kLegacyBatchesColumnFamily;
+    const bool has_legacy = cfs_.count(legacy) != 0;
+    if (has_legacy) {
+      report_->notes.push_back(absl::StrCat("column family ", legacy,
+                                            " of the legacy layout is present (wharfd migrates "
+                                            "it to per-partition column families at open)"));
+      walk_one(legacy, std::optional<PartitionColumnFamily>(), /*facts=*/true);
+    }
+    for (const auto& [name, handle] : cfs_) {
+      std::optional<PartitionColumnFamily> pcf = ParsePartitionColumnFamily(name);
+      if (pcf && pcf->raw == raw) walk_one(name, pcf, /*facts=*/!has_legacy);
+    }
+  }
+
+  // True when the key decoded as `k` may live in column family `cf_name` (parsed as `pcf`;
+  // nullopt: a legacy column family holding every partition); reports a problem otherwise.
+  bool InItsColumnFamily(const std::string& cf_name,
+                         const std::optional<PartitionColumnFamily>& pcf, const DecodedOffsetKey& k,
+                         std::string_view key) {
+    if (!pcf || (pcf->dataset == k.dataset && pcf->partition == k.partition)) return true;
+    Problem(absl::StrCat("key ", Printable(key), " of partition ", std::string(k.dataset), "/",
+                         k.partition, " is in column family ", cf_name));
+    return false;
+  }
+
   void WalkRaw() {
-    Walk(CfName(kRawColumnFamily), [&](std::string_view key, std::string_view value) {
+    WalkPartitionCfs(
+        true, [&](const std::string& cf_name, const std::optional<PartitionColumnFamily>& pcf,
+                  bool facts) { WalkRawCf(cf_name, pcf, facts); });
+  }
+
+  void WalkRawCf(const std::string& cf_name, const std::optional<PartitionColumnFamily>& pcf,
+                 bool facts) {
+    Walk(cf_name, [&](std::string_view key, std::string_view value) {
       auto k = DecodeOffsetKey(key);
       if (!k) {
         Problem(absl::StrCat("raw key ", Printable(key), " is malformed"));
         return;
       }
+      if (!InItsColumnFamily(cf_name, pcf, *k, key)) return;
       const std::string dataset(k->dataset);
       const std::string what =
           absl::StrCat("raw record ", dataset, "/", k->partition, "/", k->offset);
@@ -259,6 +300,7 @@ class Verifier {
       if (absl::Status st = DecodeChecked(value, &rec, what); !st.ok()) {
         Problem(std::string(st.message()));
       }
+      if (!facts) return;
       PartitionFacts* f = PartitionOf(dataset, k->partition, key, "raw");
       if (f == nullptr) return;
       if (f->raw_first.has_value() && k->offset != f->raw_last + 1) {
@@ -272,12 +314,20 @@ class Verifier {
   }
 
   void WalkBatches() {
-    Walk(CfName(kBatchesColumnFamily), [&](std::string_view key, std::string_view value) {
+    WalkPartitionCfs(
+        false, [&](const std::string& cf_name, const std::optional<PartitionColumnFamily>& pcf,
+                   bool facts) { WalkBatchesCf(cf_name, pcf, facts); });
+  }
+
+  void WalkBatchesCf(const std::string& cf_name, const std::optional<PartitionColumnFamily>& pcf,
+                     bool facts) {
+    Walk(cf_name, [&](std::string_view key, std::string_view value) {
       auto k = DecodeOffsetKey(key);
       if (!k) {
         Problem(absl::StrCat("batch key ", Printable(key), " is malformed"));
         return;
       }
+      if (!InItsColumnFamily(cf_name, pcf, *k, key)) return;
       const std::string dataset(k->dataset);
       const std::string what = absl::StrCat("batch ", dataset, "/", k->partition, "/", k->offset);
       wharf::v1::StoredBatch batch;
@@ -285,6 +335,7 @@ class Verifier {
         Problem(std::string(st.message()));
         return;
       }
+      if (!facts) return;
       PartitionFacts* f = PartitionOf(dataset, k->partition, key, "batch");
       if (f == nullptr) return;
       ++f->batches;
@@ -521,13 +572,13 @@ absl::StatusOr<VerifyReport> VerifyStore(const std::string& path) {
   }
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
   const std::set<std::string> known = {
-      rocksdb::kDefaultColumnFamilyName, CfName(kRawColumnFamily),
-      CfName(kBatchesColumnFamily),      CfName(kQuarantineColumnFamily),
+      rocksdb::kDefaultColumnFamilyName, CfName(kQuarantineColumnFamily),
       CfName(kCheckpointsColumnFamily),  CfName(kProducersColumnFamily),
-      CfName(kMetaColumnFamily)};
+      CfName(kMetaColumnFamily),         kLegacyRawColumnFamily,
+      kLegacyBatchesColumnFamily};
   for (size_t i = 0; i < handles.size(); ++i) {
     cfs[names[i]] = handles[i];
-    if (known.count(names[i]) == 0) {
+    if (known.count(names[i]) == 0 && !ParsePartitionColumnFamily(names[i]).has_value()) {
       report.notes.push_back(absl::StrCat("column family ", names[i],
                                           " is not one of the staging store's (checksums only)"));
     }

@@ -375,9 +375,10 @@ TEST(Corruption, ManifestReadShortIsRefused) {
   const std::string path = p.config.data_dir + "/" + manifests[0];
   const std::string bytes = ReadFile(path);
   // Log format: 32 KiB blocks of records <crc32c: 4> <length: 2, little-endian> <type: 1>.
-  // The found case: the record that adds the column family "batches" (the one after "raw")
-  // reads as a torn tail; RocksDB then recreates the later column families empty and forgets
-  // every flushed SST.
+  // The found case: the record that adds a batches column family (found with the layout of one
+  // "batches" column family; now the first "batches/<dataset>/<partition>", after that
+  // partition's raw one) reads as a torn tail; RocksDB then recreates the later column families
+  // empty and forgets every flushed SST.
   ASSERT_GT(bytes.size(), 7u);
   ASSERT_LT(bytes.size(), 32768u - 7);
   size_t target = std::string::npos;

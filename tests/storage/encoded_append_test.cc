@@ -179,31 +179,42 @@ TEST(EncodeAppendTest, StoredValuesAreTheCanonicalCheckedEncoding) {
     (*store)->Stop();
   }
   StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(config.db, path, &names).ok());
+  const std::vector<rocksdb::ColumnFamilyDescriptor> descriptors =
+      StagingColumnFamilyDescriptors(config, names);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  ASSERT_TRUE(
-      rocksdb::DB::OpenForReadOnly(config.db, path, config.column_families, &handles, &db).ok());
-  std::unique_ptr<rocksdb::Iterator> it(
-      db->NewIterator(rocksdb::ReadOptions(), handles[kRawColumnFamily]));
+  ASSERT_TRUE(rocksdb::DB::OpenForReadOnly(config.db, path, descriptors, &handles, &db).ok());
   size_t n = 0;
-  for (it->SeekToFirst(); it->Valid(); it->Next(), ++n) {
-    const std::string value = it->value().ToString();
-    StoredRecord stored;
-    ASSERT_TRUE(DecodeChecked(value, &stored, "raw record").ok());
-    EXPECT_TRUE(stored.has_ingest_time());
-    EXPECT_EQ(value, EncodeChecked(stored));
-    // DecodeOffsetKey's dataset is a view into its argument: keep the bytes alive.
-    const std::string key_bytes = it->key().ToString();
-    const auto key = DecodeOffsetKey(key_bytes);
-    ASSERT_TRUE(key.has_value());
-    EXPECT_EQ(key->dataset, "ds");
-    if (!stored.record().key().empty()) {
-      EXPECT_EQ(key->partition, PartitionForKey(stored.record().key(), 3));
+  size_t raw_cfs = 0;
+  for (size_t h = 0; h < handles.size(); ++h) {
+    const auto pcf = ParsePartitionColumnFamily(descriptors[h].name);
+    if (!pcf || !pcf->raw) continue;
+    ++raw_cfs;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[h]));
+    for (it->SeekToFirst(); it->Valid(); it->Next(), ++n) {
+      const std::string value = it->value().ToString();
+      StoredRecord stored;
+      ASSERT_TRUE(DecodeChecked(value, &stored, "raw record").ok());
+      EXPECT_TRUE(stored.has_ingest_time());
+      EXPECT_EQ(value, EncodeChecked(stored));
+      // DecodeOffsetKey's dataset is a view into its argument: keep the bytes alive.
+      const std::string key_bytes = it->key().ToString();
+      const auto key = DecodeOffsetKey(key_bytes);
+      ASSERT_TRUE(key.has_value());
+      EXPECT_EQ(key->dataset, "ds");
+      // Each record is in its partition's own raw column family.
+      EXPECT_EQ(pcf->dataset, "ds");
+      EXPECT_EQ(key->partition, pcf->partition);
+      if (!stored.record().key().empty()) {
+        EXPECT_EQ(key->partition, PartitionForKey(stored.record().key(), 3));
+      }
     }
+    EXPECT_TRUE(it->status().ok());
   }
-  EXPECT_TRUE(it->status().ok());
+  EXPECT_EQ(raw_cfs, 3u);
   EXPECT_EQ(n, 16u);
-  it.reset();
   for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
   delete db;
   std::filesystem::remove_all(path);

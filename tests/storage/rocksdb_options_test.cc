@@ -25,12 +25,62 @@ TEST(StagingRocksDbOptionsTest, ColumnFamiliesAreInTheOrderOfTheEnum) {
   const StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
   ASSERT_EQ(config.column_families.size(), static_cast<size_t>(kStagingColumnFamilies));
   EXPECT_EQ(config.column_families[kDefaultColumnFamily].name, rocksdb::kDefaultColumnFamilyName);
-  EXPECT_EQ(config.column_families[kRawColumnFamily].name, "raw");
-  EXPECT_EQ(config.column_families[kBatchesColumnFamily].name, "batches");
   EXPECT_EQ(config.column_families[kQuarantineColumnFamily].name, "quarantine");
   EXPECT_EQ(config.column_families[kCheckpointsColumnFamily].name, "checkpoints");
   EXPECT_EQ(config.column_families[kProducersColumnFamily].name, "producers");
   EXPECT_EQ(config.column_families[kMetaColumnFamily].name, "meta");
+  // Raw records and batches have no fixed column family: one per partition each.
+  for (const auto& d : config.column_families) {
+    EXPECT_NE(d.name, kLegacyRawColumnFamily);
+    EXPECT_NE(d.name, kLegacyBatchesColumnFamily);
+  }
+}
+
+TEST(StagingRocksDbOptionsTest, PartitionColumnFamilyNamesRoundTrip) {
+  EXPECT_EQ(RawColumnFamilyName("events", 3), "raw/events/3");
+  EXPECT_EQ(BatchesColumnFamilyName("a.b-c_1", 4294967295u), "batches/a.b-c_1/4294967295");
+  for (const std::string& name :
+       {RawColumnFamilyName("events", 3), BatchesColumnFamilyName("a.b-c_1", 4294967295u)}) {
+    const auto parsed = ParsePartitionColumnFamily(name);
+    ASSERT_TRUE(parsed.has_value()) << name;
+    EXPECT_EQ(parsed->raw, name[0] == 'r');
+    EXPECT_EQ(name[0] == 'r' ? RawColumnFamilyName(parsed->dataset, parsed->partition)
+                             : BatchesColumnFamilyName(parsed->dataset, parsed->partition),
+              name);
+  }
+}
+
+TEST(StagingRocksDbOptionsTest, MalformedPartitionColumnFamilyNamesAreNotParsed) {
+  for (const char* name :
+       {"raw", "batches", "quarantine", "default", "raw/", "raw/events", "raw/events/", "raw//1",
+        "raw/events/x", "raw/events/-1", "raw/events/01", "raw/events/1 ", "raw/events/4294967296",
+        "raw/ev/ents/1", "raw/_events/1", "Raw/events/1", "batches/events", "batchesevents/1",
+        "raw/events/99999999999999999999"}) {
+    EXPECT_FALSE(ParsePartitionColumnFamily(name).has_value()) << name;
+  }
+}
+
+TEST(StagingRocksDbOptionsTest, DescriptorsKeepEveryExistingColumnFamily) {
+  const StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
+  const std::vector<std::string> existing = {"default", "meta",    "raw/gone/0",   "batches/gone/0",
+                                             "raw",     "batches", "someone-elses"};
+  const auto descriptors = StagingColumnFamilyDescriptors(config, existing);
+  ASSERT_EQ(descriptors.size(), config.column_families.size() + 5);
+  for (size_t i = 0; i < config.column_families.size(); ++i) {
+    EXPECT_EQ(descriptors[i].name, config.column_families[i].name);
+  }
+  const size_t n = config.column_families.size();
+  EXPECT_EQ(descriptors[n].name, "raw/gone/0");
+  EXPECT_EQ(descriptors[n + 1].name, "batches/gone/0");
+  EXPECT_EQ(descriptors[n + 2].name, "raw");
+  EXPECT_EQ(descriptors[n + 3].name, "batches");
+  EXPECT_EQ(descriptors[n + 4].name, "someone-elses");
+  // Per-partition and legacy column families get the per-partition options, others the small
+  // column families' ones.
+  for (size_t i = n; i < n + 4; ++i) {
+    EXPECT_EQ(descriptors[i].options.write_buffer_size, config.partition_cf.write_buffer_size);
+  }
+  EXPECT_EQ(descriptors[n + 4].options.write_buffer_size, 4u << 20);
 }
 
 TEST(StagingRocksDbOptionsTest, KeepsTheDurabilitySettings) {
@@ -48,12 +98,11 @@ TEST(StagingRocksDbOptionsTest, SizesComeFromTheStoreOptions) {
   options.write_buffer_bytes = 8 << 20;
   options.block_cache_bytes = 16 << 20;
   const StagingRocksDbConfig config = StagingRocksDbOptions(options);
-  EXPECT_EQ(config.column_families[kRawColumnFamily].options.write_buffer_size, 8u << 20);
-  EXPECT_EQ(config.column_families[kBatchesColumnFamily].options.write_buffer_size, 8u << 20);
+  EXPECT_EQ(config.partition_cf.write_buffer_size, 8u << 20);
   // The small column families keep their own, smaller memtables.
   EXPECT_EQ(config.column_families[kMetaColumnFamily].options.write_buffer_size, 4u << 20);
-  const auto* table = config.column_families[kRawColumnFamily]
-                          .options.table_factory->GetOptions<rocksdb::BlockBasedTableOptions>();
+  const auto* table =
+      config.partition_cf.table_factory->GetOptions<rocksdb::BlockBasedTableOptions>();
   ASSERT_NE(table, nullptr);
   ASSERT_NE(table->block_cache, nullptr);
   EXPECT_EQ(table->block_cache->GetCapacity(), 16u << 20);
@@ -61,17 +110,12 @@ TEST(StagingRocksDbOptionsTest, SizesComeFromTheStoreOptions) {
   EXPECT_EQ(table->checksum, rocksdb::kXXH3);
 }
 
-TEST(StagingRocksDbOptionsTest, LevelsZeroAndOneAreUncompressed) {
+TEST(StagingRocksDbOptionsTest, CompressionIsTheSameAtEveryLevel) {
+  // A per-level compression would stop RocksDB from moving files down without rewriting them.
   const StagingRocksDbConfig config = StagingRocksDbOptions(StoreOptions{});
-  for (int cf : {kRawColumnFamily, kBatchesColumnFamily, kMetaColumnFamily}) {
-    const rocksdb::ColumnFamilyOptions& options = config.column_families[cf].options;
-    ASSERT_EQ(options.compression_per_level.size(), static_cast<size_t>(options.num_levels));
-    EXPECT_EQ(options.compression_per_level[0], rocksdb::kNoCompression);
-    EXPECT_EQ(options.compression_per_level[1], rocksdb::kNoCompression);
-    // Deeper levels (a backlog that outgrew level 1) use the column family's compression.
-    for (size_t level = 2; level < options.compression_per_level.size(); ++level) {
-      EXPECT_EQ(options.compression_per_level[level], options.compression) << level;
-    }
+  EXPECT_TRUE(config.partition_cf.compression_per_level.empty());
+  for (const auto& cf : config.column_families) {
+    EXPECT_TRUE(cf.options.compression_per_level.empty()) << cf.name;
   }
 }
 
@@ -116,15 +160,18 @@ TEST_F(StagingRocksDbOptionsStoreTest, OpensAStoreWrittenByStagingStore) {
   }
 
   StagingRocksDbConfig config = StagingRocksDbOptions(options);
+  // The fixed column families, then the partition's raw one (as the benchmark opens them).
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = config.column_families;
+  descriptors.emplace_back(RawColumnFamilyName("events", 0), config.partition_cf);
+  descriptors.emplace_back(BatchesColumnFamilyName("events", 0), config.partition_cf);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
-  ASSERT_TRUE(
-      rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db).ok());
+  ASSERT_TRUE(rocksdb::DB::Open(config.db, options.path, descriptors, &handles, &raw_db).ok());
   std::unique_ptr<rocksdb::DB> db(raw_db);
   std::string value;
-  ASSERT_TRUE(
-      db->Get(rocksdb::ReadOptions(), handles[kRawColumnFamily], OffsetKey("events", 0, 0), &value)
-          .ok());
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), handles[config.column_families.size()],
+                      OffsetKey("events", 0, 0), &value)
+                  .ok());
   wharf::v1::StoredRecord stored;
   ASSERT_TRUE(DecodeChecked(value, &stored, "raw record").ok());
   EXPECT_EQ(stored.record().payload(), R"({"id":1})");
@@ -139,7 +186,7 @@ TEST_F(StagingRocksDbOptionsStoreTest, OpensAStoreWrittenByStagingStore) {
   handles.clear();
   raw_db = nullptr;
   rocksdb::Status refused =
-      rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db);
+      rocksdb::DB::Open(config.db, options.path, descriptors, &handles, &raw_db);
   EXPECT_TRUE(refused.IsInvalidArgument()) << refused.ToString();
   if (raw_db != nullptr) {  // only when the open wrongly succeeded
     for (rocksdb::ColumnFamilyHandle* handle : handles) {
@@ -157,44 +204,47 @@ TEST_F(StagingRocksDbOptionsStoreTest, ReadsTableFilesWrittenWithCrc32c) {
   options.block_cache_bytes = 4 << 20;
   options.write_buffer_bytes = 4 << 20;
   const std::string key = OffsetKey("events", 0, 7);
+  // The per-partition column family comes after the fixed ones.
+  constexpr size_t kRaw = kStagingColumnFamilies;
   {
-    StagingRocksDbConfig config = StagingRocksDbOptions(options);
+    const StagingRocksDbConfig config = StagingRocksDbOptions(options);
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs =
+        StagingColumnFamilyDescriptors(config, {RawColumnFamilyName("events", 0)});
     rocksdb::BlockBasedTableOptions crc;
     crc.checksum = rocksdb::kCRC32c;
-    config.column_families[kRawColumnFamily].options.table_factory.reset(
-        rocksdb::NewBlockBasedTableFactory(crc));
+    cfs[kRaw].options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(crc));
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw_db = nullptr;
-    ASSERT_TRUE(
-        rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db).ok());
+    ASSERT_TRUE(rocksdb::DB::Open(config.db, options.path, cfs, &handles, &raw_db).ok());
     std::unique_ptr<rocksdb::DB> db(raw_db);
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[kRawColumnFamily], key, "old").ok());
-    ASSERT_TRUE(db->Flush(rocksdb::FlushOptions(), handles[kRawColumnFamily]).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[kRaw], key, "old").ok());
+    ASSERT_TRUE(db->Flush(rocksdb::FlushOptions(), handles[kRaw]).ok());
     for (rocksdb::ColumnFamilyHandle* handle : handles) {
       ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
     }
     ASSERT_TRUE(db->Close().ok());
   }
   const StagingRocksDbConfig config = StagingRocksDbOptions(options);
+  const std::vector<rocksdb::ColumnFamilyDescriptor> cfs =
+      StagingColumnFamilyDescriptors(config, {RawColumnFamilyName("events", 0)});
+  ASSERT_EQ(cfs[kRaw].name, RawColumnFamilyName("events", 0));
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
-  ASSERT_TRUE(
-      rocksdb::DB::Open(config.db, options.path, config.column_families, &handles, &raw_db).ok());
+  ASSERT_TRUE(rocksdb::DB::Open(config.db, options.path, cfs, &handles, &raw_db).ok());
   std::unique_ptr<rocksdb::DB> db(raw_db);
   rocksdb::ReadOptions read;
   read.verify_checksums = true;
   std::string value;
-  ASSERT_TRUE(db->Get(read, handles[kRawColumnFamily], key, &value).ok());
+  ASSERT_TRUE(db->Get(read, handles[kRaw], key, &value).ok());
   EXPECT_EQ(value, "old");
   // A new file written next to it uses XXH3; both are read back.
-  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[kRawColumnFamily], key + "x", "new").ok());
-  ASSERT_TRUE(db->Flush(rocksdb::FlushOptions(), handles[kRawColumnFamily]).ok());
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[kRaw], key + "x", "new").ok());
+  ASSERT_TRUE(db->Flush(rocksdb::FlushOptions(), handles[kRaw]).ok());
   ASSERT_TRUE(
-      db->CompactRange(rocksdb::CompactRangeOptions(), handles[kRawColumnFamily], nullptr, nullptr)
-          .ok());
-  ASSERT_TRUE(db->Get(read, handles[kRawColumnFamily], key, &value).ok());
+      db->CompactRange(rocksdb::CompactRangeOptions(), handles[kRaw], nullptr, nullptr).ok());
+  ASSERT_TRUE(db->Get(read, handles[kRaw], key, &value).ok());
   EXPECT_EQ(value, "old");
-  ASSERT_TRUE(db->Get(read, handles[kRawColumnFamily], key + "x", &value).ok());
+  ASSERT_TRUE(db->Get(read, handles[kRaw], key + "x", &value).ok());
   EXPECT_EQ(value, "new");
   for (rocksdb::ColumnFamilyHandle* handle : handles) {
     ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
