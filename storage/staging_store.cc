@@ -1455,6 +1455,15 @@ class StagingStoreImpl final : public StagingStore {
   }
 
   static std::vector<wharf::v1::RecordAck> AcksFrom(const wharf::v1::ProducerRequestAck& r) {
+    if (r.partitions_size() == 0 && r.partitions_used_size() == 1) {
+      // Every record in one partition, at consecutive offsets (the compact form).
+      std::vector<wharf::v1::RecordAck> acks(r.record_count());
+      for (uint32_t i = 0; i < r.record_count(); ++i) {
+        acks[i].set_partition(r.partitions_used(0));
+        acks[i].set_offset(r.first_offsets(0) + i);
+      }
+      return acks;
+    }
     std::vector<wharf::v1::RecordAck> acks(r.partitions_size());
     std::map<uint32_t, uint64_t> next;
     for (int i = 0; i < r.partitions_used_size(); ++i)
@@ -1751,6 +1760,11 @@ class StagingStoreImpl final : public StagingStore {
           ack_record.add_partitions_used(p);
           ack_record.add_first_offsets(o);
         }
+        // All records in one partition (always so for keyless requests): the per-record list
+        // says nothing more. The window is rewritten at every group commit of this producer;
+        // with the list, each remembered request of 1,000 records cost ~1 KB, ~64 KB per
+        // producer per group (docs/BENCHMARKS.md, "Ack latency breakdown").
+        if (ack_record.partitions_used_size() == 1) ack_record.clear_partitions();
         window->set_next_sequence(req.first_sequence + static_cast<uint64_t>(record_count));
         *window->add_recent() = std::move(ack_record);
         while (window->recent_size() > static_cast<int>(options_.producer_window)) {
