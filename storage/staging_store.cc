@@ -764,15 +764,23 @@ class StagingStoreImpl final : public StagingStore {
     // write queue; one sync per delivery round covers many steps (usually the ingest group
     // commits have synced the WAL past the commit already).
     wo.sync = false;
-    if (absl::Status st = WriteDb(wo, &wb, "committing batch"); !st.ok()) {
-      return st;
+    // The batches become visible to readers (the delivery worker) as soon as RocksDB publishes
+    // the write, which is before WriteDb returns and before unsynced_commit_seq_ below says how
+    // far a sync must reach to cover them. commits_in_flight_ tells SyncPipelineWrites about
+    // that window: while it is non-zero, a sync must cover everything published (see there).
+    // Incremented before the write, decremented only after unsynced_commit_seq_ is updated.
+    commits_in_flight_.fetch_add(1);
+    const absl::Status write_status = WriteDb(wo, &wb, "committing batch");
+    if (write_status.ok()) {
+      // Every write up to here is in the WAL (handed to the OS): remember how far a sync must
+      // reach to cover this commit. Sequence numbers only grow, so a plain max suffices.
+      const uint64_t seq = db_->GetLatestSequenceNumber();
+      uint64_t prev = unsynced_commit_seq_.load();
+      while (prev < seq && !unsynced_commit_seq_.compare_exchange_weak(prev, seq)) {
+      }
     }
-    // Every write up to here is in the WAL (handed to the OS): remember how far a sync must
-    // reach to cover this commit. Sequence numbers only grow, so a plain max suffices.
-    const uint64_t seq = db_->GetLatestSequenceNumber();
-    uint64_t prev = unsynced_commit_seq_.load();
-    while (prev < seq && !unsynced_commit_seq_.compare_exchange_weak(prev, seq)) {
-    }
+    commits_in_flight_.fetch_sub(1);
+    if (!write_status.ok()) return write_status;
     std::lock_guard<std::mutex> lock(counters_mu_);
     ds->partitions[commit.partition].validation = cp;
     ds->quarantine_entries += commit.quarantine.size();
@@ -781,7 +789,17 @@ class StagingStoreImpl final : public StagingStore {
   }
 
   absl::Status SyncPipelineWrites() override {
-    const uint64_t target = unsynced_commit_seq_.load();
+    // What must be covered: every commit whose batches the caller may have read. A commit that
+    // has returned has raised unsynced_commit_seq_ already. One still inside CommitBatch may be
+    // published (its batches readable) without having raised it yet: while any commit is in
+    // flight, cover everything published so far instead. Order matters: commits_in_flight_ is
+    // read first. If it reads 0, every commit the caller could have seen has finished, and its
+    // decrement (after its unsynced_commit_seq_ update) is visible, so the load below sees that
+    // update (sequentially consistent atomics). If it reads non-zero, the latest sequence number
+    // read after it is at least that of every batch the caller has read.
+    const bool commit_in_flight = commits_in_flight_.load() != 0;
+    uint64_t target = unsynced_commit_seq_.load();
+    if (commit_in_flight) target = std::max(target, db_->GetLatestSequenceNumber());
     if (target <= synced_commit_seq_.load()) return absl::OkStatus();
     // One sync at a time: a caller that waited here usually finds its commits covered by the
     // sync it waited for (no second fsync).
@@ -1930,6 +1948,8 @@ class StagingStoreImpl final : public StagingStore {
   // highest sequence number after an unsynced commit, and the highest one a WAL sync covered.
   std::atomic<uint64_t> unsynced_commit_seq_{0};
   std::atomic<uint64_t> synced_commit_seq_{0};
+  // CommitBatch calls between their write and their unsynced_commit_seq_ update (see there).
+  std::atomic<uint32_t> commits_in_flight_{0};
   std::mutex sync_mu_;  // serialises SyncPipelineWrites' fsyncs
 };
 
