@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "spdlog/spdlog.h"
 
@@ -30,6 +31,9 @@ absl::Status Errno(const std::string& what) {
 
 }  // namespace
 
+// Writes <store_dir>/<name> atomically (defined below).
+absl::Status ReplaceFile(const std::string& store_dir, const char* name, const std::string& text);
+
 absl::StatusOr<uint64_t> ReadFlushedSequence(const std::string& store_dir) {
   const std::string path = absl::StrCat(store_dir, "/", kFlushedSequenceFile);
   bool exists = false;
@@ -43,9 +47,40 @@ absl::StatusOr<uint64_t> ReadFlushedSequence(const std::string& store_dir) {
 }
 
 absl::Status WriteFlushedSequence(const std::string& store_dir, uint64_t sequence) {
-  const std::string path = absl::StrCat(store_dir, "/", kFlushedSequenceFile);
+  return ReplaceFile(store_dir, kFlushedSequenceFile, absl::StrCat(sequence, "\n"));
+}
+
+absl::StatusOr<std::vector<std::string>> ReadColumnFamilyList(const std::string& store_dir) {
+  const std::string path = absl::StrCat(store_dir, "/", kColumnFamiliesFile);
+  bool exists = false;
+  const std::string text = Slurp(path, &exists);
+  std::vector<std::string> names;
+  if (!exists) return names;
+  if (text.empty() || text.back() != '\n') {
+    return absl::DataLossError(absl::StrCat(path, " is damaged (not a list of names)"));
+  }
+  for (absl::string_view line : absl::StrSplit(absl::string_view(text), '\n')) {
+    if (line.empty()) continue;
+    for (char c : line) {
+      if (static_cast<unsigned char>(c) < 0x20) {
+        return absl::DataLossError(absl::StrCat(path, " is damaged (not a list of names)"));
+      }
+    }
+    names.emplace_back(line);
+  }
+  return names;
+}
+
+absl::Status WriteColumnFamilyList(const std::string& store_dir,
+                                   const std::vector<std::string>& names) {
+  std::string text;
+  for (const std::string& n : names) absl::StrAppend(&text, n, "\n");
+  return ReplaceFile(store_dir, kColumnFamiliesFile, text);
+}
+
+absl::Status ReplaceFile(const std::string& store_dir, const char* name, const std::string& text) {
+  const std::string path = absl::StrCat(store_dir, "/", name);
   const std::string tmp = path + ".tmp";
-  const std::string text = absl::StrCat(sequence, "\n");
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("creating " + tmp);
   const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -34,6 +35,26 @@ inline constexpr const char* kFlushedSequenceFile = "WHARF-FLUSHED-SEQUENCE";
 absl::StatusOr<uint64_t> ReadFlushedSequence(const std::string& store_dir);
 // Replaces the file (write to a temporary, fsync, rename, fsync the directory).
 absl::Status WriteFlushedSequence(const std::string& store_dir, uint64_t sequence);
+// The second guard of the same kind, for column families: a MANIFEST read short also forgets
+// the column families created after the damaged record. Their WAL records are then replayed
+// into nothing (RocksDB skips records of column families it does not know), and the open
+// recreates them empty: acknowledged, not yet flushed records vanish with no error (found by the
+// corruption test after kill -9, once each partition had its own column families).
+// <store>/WHARF-COLUMN-FAMILIES lists, one per line, every column family the store holds; it is
+// written (synced, atomically replaced) after RocksDB has synced the MANIFEST records that
+// create them, and before one is dropped it is rewritten without it. An open that finds a listed
+// column family missing from the MANIFEST fails with DATA_LOSS naming the MANIFEST. A crash
+// between creating a column family and listing it leaves it unlisted, and only while it is
+// still empty (nothing is written into it before the list is updated).
+inline constexpr const char* kColumnFamiliesFile = "WHARF-COLUMN-FAMILIES";
+
+// The listed column families; empty when the file does not exist (a store from before the
+// guard, or a new one). DATA_LOSS when it is not a list of names.
+absl::StatusOr<std::vector<std::string>> ReadColumnFamilyList(const std::string& store_dir);
+// Replaces the file like WriteFlushedSequence.
+absl::Status WriteColumnFamilyList(const std::string& store_dir,
+                                   const std::vector<std::string>& names);
+
 // The MANIFEST named by <store>/CURRENT ("MANIFEST-000005"), or "MANIFEST" when unreadable.
 std::string CurrentManifestName(const std::string& store_dir);
 

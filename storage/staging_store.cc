@@ -22,6 +22,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/time_util.h"
 #include "prometheus/counter.h"
@@ -383,6 +384,26 @@ class StagingStoreImpl final : public StagingStore {
       existing.clear();
       s = rocksdb::Status::OK();
     }
+    // The column-family guard (flushed_sequence.h): every column family listed when it was
+    // created must still be in the MANIFEST, else the MANIFEST was read short.
+    if (s.ok()) {
+      absl::StatusOr<std::vector<std::string>> listed = ReadColumnFamilyList(options_.path);
+      if (!listed.ok()) return listed.status();
+      std::vector<std::string> lost;
+      for (const std::string& name : *listed) {
+        if (std::find(existing.begin(), existing.end(), name) == existing.end()) {
+          lost.push_back(name);
+        }
+      }
+      if (!lost.empty()) {
+        return absl::DataLossError(absl::StrCat(
+            "opening staging store ", options_.path, ": column families ",
+            absl::StrJoin(lost, ", "), " are listed in ", kColumnFamiliesFile,
+            " but missing from the MANIFEST: the MANIFEST lost track of column families; "
+            "damaged file: ",
+            options_.path, "/", manifest));
+      }
+    }
     std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
     if (s.ok()) {
       cfs = StagingColumnFamilyDescriptors(config, existing);
@@ -407,6 +428,7 @@ class StagingStoreImpl final : public StagingStore {
           kFlushedSequenceFile,
           "): the MANIFEST lost track of SST files; damaged file: ", options_.path, "/", manifest));
     }
+    if (absl::Status st = RecordColumnFamilies(); !st.ok()) return st;
     quarantine_ = handles_[kQuarantineColumnFamily];
     checkpoints_ = handles_[kCheckpointsColumnFamily];
     producers_ = handles_[kProducersColumnFamily];
@@ -431,7 +453,25 @@ class StagingStoreImpl final : public StagingStore {
       handles_.push_back(created[i]);
       cf_by_name_[created[i]->GetName()] = created[i];
     }
-    return FromRocks(s, "creating per-partition column families");
+    if (!s.ok()) return FromRocks(s, "creating per-partition column families");
+    // Listed before anything is written into them (the MANIFEST records are synced by now).
+    return RecordColumnFamilies();
+  }
+
+  // Writes the column-family guard (flushed_sequence.h) with every column family open now,
+  // `except` one about to be dropped. Durability: called only after RocksDB synced the MANIFEST
+  // records creating them, and before a drop, so the list never names a column family that a
+  // healthy MANIFEST does not hold.
+  absl::Status RecordColumnFamilies(std::string_view except = {}) {
+    std::vector<std::string> names;
+    for (const auto& [name, handle] : cf_by_name_) {
+      if (name != except) names.push_back(name);
+    }
+    std::sort(names.begin(), names.end());
+    if (names == recorded_cfs_) return absl::OkStatus();
+    if (absl::Status st = WriteColumnFamilyList(options_.path, names); !st.ok()) return st;
+    recorded_cfs_ = std::move(names);
+    return absl::OkStatus();
   }
 
   // Moves the content of the legacy "raw" and "batches" column families (one column family for
@@ -482,6 +522,7 @@ class StagingStoreImpl final : public StagingStore {
           if (absl::Status st = WriteDb(wo, &wb, what); !st.ok()) return st;
         }
       }
+      if (absl::Status st = RecordColumnFamilies(legacy); !st.ok()) return st;
       if (absl::Status st =
               FromRocks(db_->DropColumnFamily(from), "dropping a migrated column family");
           !st.ok()) {
@@ -1915,6 +1956,8 @@ class StagingStoreImpl final : public StagingStore {
   // Open, immutable after.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cf_by_name_;
+  // What WHARF-COLUMN-FAMILIES holds (sorted), as last written by this process. Open only.
+  std::vector<std::string> recorded_cfs_;
   rocksdb::ColumnFamilyOptions partition_cf_options_;
   rocksdb::ColumnFamilyHandle* quarantine_ = nullptr;
   rocksdb::ColumnFamilyHandle* checkpoints_ = nullptr;

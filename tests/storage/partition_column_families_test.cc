@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <limits>
 #include <map>
@@ -18,10 +19,12 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "storage/codec.h"
+#include "storage/flushed_sequence.h"
 #include "storage/keys.h"
 #include "storage/rocksdb_options.h"
 #include "storage/staging_store.h"
@@ -179,6 +182,8 @@ class PartitionColumnFamiliesTest : public ::testing::Test {
   // entries, the state a crash in the middle of a migration leaves (the legacy column families
   // still whole).
   void ToLegacyLayout(bool interrupted_migration) {
+    // Stores of that layout predate the column-family guard file too.
+    std::filesystem::remove(options_.path + "/" + kColumnFamiliesFile);
     RawStore raw(options_.path);
     rocksdb::ColumnFamilyHandle* legacy_raw = raw.Create(kLegacyRawColumnFamily);
     rocksdb::ColumnFamilyHandle* legacy_batches = raw.Create(kLegacyBatchesColumnFamily);
@@ -261,6 +266,45 @@ TEST_F(PartitionColumnFamiliesTest, ColumnFamiliesOfUnconfiguredDatasetsAreKept)
   options_.datasets = {DatasetOptions{"events", 3, 0}, DatasetOptions{"one", 1, 0}};
   ASSERT_NO_FATAL_FAILURE(Open());
   EXPECT_EQ(Snapshot(), before);
+}
+
+// A MANIFEST read short forgets the column families created after the damage, and RocksDB
+// would replay their WAL records into nothing; the guard file refuses that open.
+TEST_F(PartitionColumnFamiliesTest, ColumnFamilyMissingFromTheManifestRefusesTheOpen) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(AppendKeyed("events", 30, 10));
+  store_.reset();
+  {
+    RawStore raw(options_.path);
+    raw.Drop(RawColumnFamilyName("events", 1));  // what a short MANIFEST read looks like
+  }
+  auto refused = StagingStore::Open(options_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+  EXPECT_NE(refused.status().message().find("lost track of column families"), std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find(RawColumnFamilyName("events", 1)), std::string::npos)
+      << refused.status();
+  // It stays refused: the failed open recreated nothing.
+  refused = StagingStore::Open(options_);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+}
+
+TEST_F(PartitionColumnFamiliesTest, DamagedColumnFamilyListRefusesTheOpen) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  store_.reset();
+  for (const std::string& text : {std::string("raw/events/0\nmeta"),  // torn: no final newline
+                                  std::string("raw/events/0\n\x01\x02\n"), std::string()}) {
+    {
+      std::ofstream out(options_.path + "/" + kColumnFamiliesFile, std::ios::trunc);
+      out << text;
+    }
+    auto refused = StagingStore::Open(options_);
+    ASSERT_FALSE(refused.ok()) << absl::CHexEscape(text);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+    EXPECT_NE(refused.status().message().find(kColumnFamiliesFile), std::string::npos)
+        << refused.status();
+  }
 }
 
 TEST_F(PartitionColumnFamiliesTest, PartitionCountMismatchCreatesNoColumnFamily) {
