@@ -90,6 +90,7 @@ StagingRocksDbConfig StagingRocksDbOptions(const StoreOptions& options) {
   // data to a table file before the log file is dropped.
   db_options.max_total_wal_size = 32ull << 20;
   db_options.keep_log_file_num = 4;
+  db_options.max_open_files = options.max_open_files;  // StoreOptions::max_open_files
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
 
   // One cache for blocks, index and filter blocks and (as reservations) the memtables: the

@@ -108,6 +108,10 @@ TEST(StagingRocksDbOptionsTest, SizesComeFromTheStoreOptions) {
   EXPECT_EQ(table->block_cache->GetCapacity(), 16u << 20);
   // Debian's RocksDB computes CRC32C in software; XXH3 is far cheaper per block.
   EXPECT_EQ(table->checksum, rocksdb::kXXH3);
+  // Open table files are bounded (their readers would grow with the store).
+  EXPECT_EQ(config.db.max_open_files, 256);
+  options.max_open_files = 64;
+  EXPECT_EQ(StagingRocksDbOptions(options).db.max_open_files, 64);
 }
 
 TEST(StagingRocksDbOptionsTest, CompressionIsTheSameAtEveryLevel) {
