@@ -25,19 +25,31 @@ std::string EncodeChecked(const google::protobuf::MessageLite& message) {
   return out;
 }
 
-absl::Status DecodeChecked(std::string_view value, google::protobuf::MessageLite* message,
-                           absl::FunctionRef<std::string()> what) {
+namespace {
+
+// Checks the CRC32C framing of a stored value; on success *body is the protobuf part.
+absl::Status CheckFraming(std::string_view value, absl::FunctionRef<std::string()> what,
+                          std::string_view* body) {
   if (value.size() < 4) {
     return absl::DataLossError(absl::StrCat(what(), ": stored value of ", value.size(),
                                             " bytes is too short to hold a checksum"));
   }
   const uint32_t expected = ReadBigEndian32(value.data());
-  const std::string_view body = value.substr(4);
-  const uint32_t actual = Crc32c(body);
+  *body = value.substr(4);
+  const uint32_t actual = Crc32c(*body);
   if (expected != actual) {
     return absl::DataLossError(
         absl::StrCat(what(), ": checksum mismatch (stored ", expected, ", computed ", actual, ")"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status DecodeChecked(std::string_view value, google::protobuf::MessageLite* message,
+                           absl::FunctionRef<std::string()> what) {
+  std::string_view body;
+  if (absl::Status st = CheckFraming(value, what, &body); !st.ok()) return st;
   if (!message->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
     return absl::DataLossError(
         absl::StrCat(what(), ": checksum matches but the value does not parse"));
@@ -49,17 +61,8 @@ absl::Status DecodeCheckedField(std::string_view value, int field_number,
                                 google::protobuf::MessageLite* field,
                                 absl::FunctionRef<std::string()> what) {
   using google::protobuf::internal::WireFormatLite;
-  if (value.size() < 4) {
-    return absl::DataLossError(absl::StrCat(what(), ": stored value of ", value.size(),
-                                            " bytes is too short to hold a checksum"));
-  }
-  const uint32_t expected = ReadBigEndian32(value.data());
-  const std::string_view body = value.substr(4);
-  const uint32_t actual = Crc32c(body);
-  if (expected != actual) {
-    return absl::DataLossError(
-        absl::StrCat(what(), ": checksum mismatch (stored ", expected, ", computed ", actual, ")"));
-  }
+  std::string_view body;
+  if (absl::Status st = CheckFraming(value, what, &body); !st.ok()) return st;
   auto malformed = [&] {
     return absl::DataLossError(
         absl::StrCat(what(), ": checksum matches but the value does not parse"));
