@@ -389,6 +389,9 @@ class StagingStoreImpl final : public StagingStore {
     if (s.ok()) {
       absl::StatusOr<std::vector<std::string>> listed = ReadColumnFamilyList(options_.path);
       if (!listed.ok()) return listed.status();
+      // What the file holds: RecordColumnFamilies() rewrites it only when the set changes.
+      recorded_cfs_ = *listed;
+      std::sort(recorded_cfs_.begin(), recorded_cfs_.end());
       std::vector<std::string> lost;
       for (const std::string& name : *listed) {
         if (std::find(existing.begin(), existing.end(), name) == existing.end()) {
@@ -815,10 +818,7 @@ class StagingStoreImpl final : public StagingStore {
     if (write_status.ok()) {
       // Every write up to here is in the WAL (handed to the OS): remember how far a sync must
       // reach to cover this commit. Sequence numbers only grow, so a plain max suffices.
-      const uint64_t seq = db_->GetLatestSequenceNumber();
-      uint64_t prev = unsynced_commit_seq_.load();
-      while (prev < seq && !unsynced_commit_seq_.compare_exchange_weak(prev, seq)) {
-      }
+      RaiseTo(unsynced_commit_seq_, db_->GetLatestSequenceNumber());
     }
     commits_in_flight_.fetch_sub(1);
     if (!write_status.ok()) return write_status;
@@ -866,10 +866,14 @@ class StagingStoreImpl final : public StagingStore {
   // Records that every write published up to sequence `covered` is fsynced. Called after a
   // successful synced write that started after `covered` was read: RocksDB syncs every WAL file
   // up to the current one for a synced write, so everything published before it is durable
-  // (see SyncPipelineWrites). Sequence numbers only grow, so a plain max suffices.
-  void AdvanceSyncedCommitSeq(uint64_t covered) {
-    uint64_t prev = synced_commit_seq_.load();
-    while (prev < covered && !synced_commit_seq_.compare_exchange_weak(prev, covered)) {
+  // (see SyncPipelineWrites).
+  void AdvanceSyncedCommitSeq(uint64_t covered) { RaiseTo(synced_commit_seq_, covered); }
+
+  // Raises `mark` to `seq` unless it is already higher. Sequence numbers only grow, so a plain
+  // max suffices when several threads raise the same mark.
+  static void RaiseTo(std::atomic<uint64_t>& mark, uint64_t seq) {
+    uint64_t prev = mark.load();
+    while (prev < seq && !mark.compare_exchange_weak(prev, seq)) {
     }
   }
 
@@ -1956,7 +1960,7 @@ class StagingStoreImpl final : public StagingStore {
   // Open, immutable after.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cf_by_name_;
-  // What WHARF-COLUMN-FAMILIES holds (sorted), as last written by this process. Open only.
+  // What WHARF-COLUMN-FAMILIES holds (sorted): read at open, then as last written. Open only.
   std::vector<std::string> recorded_cfs_;
   rocksdb::ColumnFamilyOptions partition_cf_options_;
   rocksdb::ColumnFamilyHandle* quarantine_ = nullptr;

@@ -3,6 +3,7 @@
 // stay, and a store written with the legacy layout (one "raw" and one "batches" column family
 // for every partition) is migrated at open, also after a migration interrupted by a crash.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
@@ -288,6 +290,28 @@ TEST_F(PartitionColumnFamiliesTest, ColumnFamilyMissingFromTheManifestRefusesThe
   // It stays refused: the failed open recreated nothing.
   refused = StagingStore::Open(options_);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss) << refused.status();
+}
+
+TEST_F(PartitionColumnFamiliesTest, ColumnFamilyListIsRewrittenOnlyWhenTheSetChanges) {
+  const std::string list = options_.path + "/" + kColumnFamiliesFile;
+  auto inode = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(list.c_str(), &st), 0) << list;
+    return st.st_ino;
+  };
+  ASSERT_NO_FATAL_FAILURE(Open());
+  store_.reset();
+  const auto first = inode();
+  ASSERT_NO_FATAL_FAILURE(Open());  // same datasets: the file is left as it is
+  store_.reset();
+  EXPECT_EQ(inode(), first);
+  options_.datasets.push_back(DatasetOptions{"more", 2, 0});
+  ASSERT_NO_FATAL_FAILURE(Open());  // new column families: replaced (rename)
+  store_.reset();
+  EXPECT_NE(inode(), first);
+  std::ifstream in(list);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find(RawColumnFamilyName("more", 1) + "\n"), std::string::npos) << text;
 }
 
 TEST_F(PartitionColumnFamiliesTest, DamagedColumnFamilyListRefusesTheOpen) {
