@@ -435,34 +435,12 @@ tg_start_wharfd() {
   mkdir -p "$dir/out"
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/hash.key"
   chmod 600 "$dir/hash.key"
-  {
-    cat <<YAML
-listen: 127.0.0.1:$TG_PORT
-metrics_listen: 127.0.0.1:$TG_MPORT
-data_dir: $dir/data
-durability: $durability
-min_free_disk: 1GiB
-batching:
-  max_records: 1000
-  linger: 50ms
-retention:
-  raw: 0s
-  interval: 1s
-log:
-  level: warn
-YAML
-    if [[ $contract -eq 1 ]]; then echo "hash_key_file: $dir/hash.key"; fi
-    cat <<YAML
-datasets:
-  - name: bench
-    partitions: 4
-    destinations:
-      - name: files
-        type: file
-        directory: $dir/out
-YAML
-    if [[ $contract -eq 1 ]]; then tg_contract_yaml; fi
-  } > "$dir/wharf.yaml"
+  write_config "$dir/wharf.yaml" "$TG_PORT" "$TG_MPORT" "$dir/data" "$durability" "$dir/out"
+  # The contract belongs to the dataset `bench`, the last item written; the key file is a
+  # top-level key, which may follow it.
+  if [[ $contract -eq 1 ]]; then
+    { tg_contract_yaml; echo "hash_key_file: $dir/hash.key"; } >> "$dir/wharf.yaml"
+  fi
   "$WHARFD" --config "$dir/wharf.yaml" > "$dir/wharfd.log" 2>&1 &
   TG_PID=$!
   CLEANUP_PIDS+=("$TG_PID")
