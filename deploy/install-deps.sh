@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev libboost-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
-  libyaml-cpp-dev rapidjson-dev libcli11-dev libre2-dev libssl-dev libpq-dev
+  libyaml-cpp-dev rapidjson-dev libsimdjson-dev libcli11-dev libre2-dev libssl-dev libpq-dev
   libcurl4-openssl-dev zlib1g-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format curl ca-certificates procps
