@@ -89,7 +89,8 @@ struct PipelineOptions {
 // partition, so a partition is processed by one thread at a time, in order); one thread per
 // (dataset, destination) for delivery, so a slow or failing destination never holds up another
 // destination, validation or ingest, with a pool of min(partitions, 4) threads on which it
-// delivers partitions side by side (each partition in offset order, one batch at a time).
+// delivers partitions side by side (each partition in offset order, one batch at a time). The
+// threads are named wharf-validate, wharf-deliver and wharf-deliver-p (as `top -H` shows them).
 //
 // Thread safety: OnAppend() and the status methods may be called from any thread. Start() and
 // Stop() from one controlling thread.
