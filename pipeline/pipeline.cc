@@ -513,7 +513,6 @@ class PipelineImpl final : public Pipeline {
     absl::Status st = paused ? store_->PutMeta(PausedKey(dataset, destination), "1")
                              : store_->DeleteMeta(PausedKey(dataset, destination));
     if (!st.ok()) return st;
-    wharf::v1::DestinationState state;
     {
       std::lock_guard<std::mutex> lock(w->mu);
       w->paused = paused;
@@ -525,10 +524,9 @@ class PipelineImpl final : public Pipeline {
         w->next_attempt = {};
       }
       w->control_changed = true;
-      state = w->state;
+      SetStateMetric(w, w->state);
     }
     w->cv.notify_all();
-    SetStateMetric(w, state);
     spdlog::info("delivery {}/{}: {} by operator", dataset, destination,
                  paused ? "paused" : "resumed");
     return absl::OkStatus();
@@ -873,6 +871,10 @@ class PipelineImpl final : public Pipeline {
     }
   }
 
+  // Called with w->mu held, right where w->state changes: the gauges then never disagree with
+  // the state that DestinationStatuses() reports (they were set after the lock was released, so
+  // a reader could see the new state with the old gauges, and a delivery finishing while an
+  // operator paused the destination could leave the gauges at healthy).
   void SetStateMetric(DestinationWorker* w, wharf::v1::DestinationState state) {
     for (auto& [st, gauge] : w->m_state) gauge->Set(st == state ? 1 : 0);
   }
@@ -1077,8 +1079,8 @@ class PipelineImpl final : public Pipeline {
           w->next_attempt = SystemClock::now() + delay;
           if (!w->paused) w->state = open ? wharf::v1::OPEN : wharf::v1::RETRYING;
           state = w->state;
+          SetStateMetric(w, state);
         }
-        SetStateMetric(w, state);
         if (w->m_failures != nullptr)
           w->m_failures->Increment(static_cast<double>(failed_attempts));
         spdlog::warn("delivery {}/{}: attempt {} failed, {} in {} ms: {}", ds->name, w->name,
@@ -1308,8 +1310,8 @@ class PipelineImpl final : public Pipeline {
       w->consecutive_failures = 0;
       if (!w->paused) w->state = wharf::v1::HEALTHY;
       w->next_attempt = {};
+      SetStateMetric(w, w->state);
     }
-    if (!w->paused) SetStateMetric(w, wharf::v1::HEALTHY);
     if (w->m_records != nullptr) {
       w->m_records->Increment(static_cast<double>(delivered));
       w->m_batches->Increment();
