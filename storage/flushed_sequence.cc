@@ -29,10 +29,28 @@ absl::Status Errno(const std::string& what) {
   return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(errno)));
 }
 
-}  // namespace
+// Replaces <store_dir>/<name> with `text` atomically.
+absl::Status ReplaceFile(const std::string& store_dir, const char* name, const std::string& text) {
+  const std::string path = absl::StrCat(store_dir, "/", name);
+  const std::string tmp = path + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("creating " + tmp);
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  // Durability: synced before the rename, and the directory after it, so that after a crash
+  // the file holds either the old or the new value, never a torn one.
+  const bool synced = written && fsync(fd) == 0;
+  close(fd);
+  if (!synced) return Errno("writing " + tmp);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return Errno("renaming " + tmp);
+  int dfd = open(store_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return Errno("opening " + store_dir);
+  const bool dir_synced = fsync(dfd) == 0;
+  close(dfd);
+  if (!dir_synced) return Errno("syncing " + store_dir);
+  return absl::OkStatus();
+}
 
-// Writes <store_dir>/<name> atomically (defined below).
-absl::Status ReplaceFile(const std::string& store_dir, const char* name, const std::string& text);
+}  // namespace
 
 absl::StatusOr<uint64_t> ReadFlushedSequence(const std::string& store_dir) {
   const std::string path = absl::StrCat(store_dir, "/", kFlushedSequenceFile);
@@ -76,26 +94,6 @@ absl::Status WriteColumnFamilyList(const std::string& store_dir,
   std::string text;
   for (const std::string& n : names) absl::StrAppend(&text, n, "\n");
   return ReplaceFile(store_dir, kColumnFamiliesFile, text);
-}
-
-absl::Status ReplaceFile(const std::string& store_dir, const char* name, const std::string& text) {
-  const std::string path = absl::StrCat(store_dir, "/", name);
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("creating " + tmp);
-  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  // Durability: synced before the rename, and the directory after it, so that after a crash
-  // the file holds either the old or the new value, never a torn one.
-  const bool synced = written && fsync(fd) == 0;
-  close(fd);
-  if (!synced) return Errno("writing " + tmp);
-  if (rename(tmp.c_str(), path.c_str()) != 0) return Errno("renaming " + tmp);
-  int dfd = open(store_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Errno("opening " + store_dir);
-  const bool dir_synced = fsync(dfd) == 0;
-  close(dfd);
-  if (!dir_synced) return Errno("syncing " + store_dir);
-  return absl::OkStatus();
 }
 
 std::string CurrentManifestName(const std::string& store_dir) {
