@@ -726,6 +726,13 @@ class StagingStoreImpl final : public StagingStore {
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper;
     ro.verify_checksums = true;
+    // Raw records are read once, in order (by validation; retention and replay read a few), so
+    // their data blocks are not kept in the block cache: filling it with them only evicted the
+    // index blocks and the batches delivery reads back, and when validation catches up on a
+    // backlog the churn of blocks through the cache held tens of MiB of freed memory in the
+    // allocator (docs/BENCHMARKS.md, "Memtable budget, SCHED_BATCH and raw reads past the cache").
+    // A step that resumes inside a block reads that block again from the OS page cache.
+    ro.fill_cache = false;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
     // At most one record per offset: no regrowth (moving every record read so far) on the way.
     // Capped: callers may pass open ranges and limits (UINT64_MAX, SIZE_MAX); past the cap the

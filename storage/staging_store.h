@@ -75,11 +75,14 @@ struct StoreOptions {
   // Retry delay suggested to producers refused for quota or disk space. Default 1 s.
   std::chrono::milliseconds retry_after{1000};
   // RocksDB block cache, shared by every column family, and RocksDB's whole memory bound: it
-  // holds the data blocks validation and delivery read back, the index and filter blocks of
-  // every table file (charged here instead of held outside the cache, where they would grow with
-  // the store: about 1.2 bytes of Bloom filter per record), and reservations for the memtables
-  // (memtable_budget_bytes). Default 96 MiB: the 32 MiB memtable budget plus 64 MiB for blocks,
-  // which holds the recently written tail that validation and delivery read back.
+  // holds the data blocks delivery reads back (raw records are read once, by validation, past
+  // the cache: StagingStore::ReadRaw), the index and filter blocks of every table file (charged
+  // here instead of held outside the cache, where they would grow with the store: about 1.2
+  // bytes of Bloom filter per record), and reservations for the memtables
+  // (memtable_budget_bytes). Default 96 MiB: the 32 MiB memtable budget plus 64 MiB for blocks.
+  // 88 MiB kept wharfd's peak RSS further from 256 MiB but made delivery read batches back from
+  // table files: handoff p99 of 0.36 to 5.7 s at 190,000 records/s (docs/BENCHMARKS.md,
+  // "Memtable budget, SCHED_BATCH and raw reads past the cache").
   uint64_t block_cache_bytes = 96ull << 20;
   // Budget of all memtables together (one rocksdb::WriteBufferManager for every column family,
   // charged to the block cache): when it is reached, RocksDB flushes a memtable early. Without
@@ -88,9 +91,11 @@ struct StoreOptions {
   // 4 partitions) plus 2 x 4 MiB for each of five small column families. Capped
   // at half of block_cache_bytes so that blocks keep the other half; 0: no budget (only the
   // per-column-family limits apply). Default 32 MiB: it also bounds what a restart after
-  // kill -9 replays from the WAL (replay is most of that restart: 1.2 s with 32 MiB against
-  // 2.7 s with 48 MiB here). The price: ingest up to ~10% slower than with 168 MiB in noisy
-  // runs on a loaded 2-core machine (docs/BENCHMARKS.md, "Memory").
+  // kill -9 replays from the WAL (replay is most of that restart: first ack after 0.20 s with
+  // 11 M records staged, 0.27 s with 48 MiB). 48 MiB (with a 64 MiB max_total_wal_size) gave 8%
+  // more durable ingest and 12% more end to end, but wharfd's peak RSS end to end rose by about
+  // 5 MiB, to 254 MiB in the worst run: too close to the 256 MiB target (docs/BENCHMARKS.md,
+  // "Memtable budget, SCHED_BATCH and raw reads past the cache").
   uint64_t memtable_budget_bytes = 32ull << 20;
   // RocksDB memtable size of each partition's raw and batches column families (the small ones
   // use 4 MiB). Default 32 MiB: larger memtables give fewer, larger level-0 files (less

@@ -1,6 +1,8 @@
 #include "pipeline/pipeline.h"
 
+#include <sched.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -82,6 +85,32 @@ TEST_F(PipelineTest, CutsFullBatchesByCountAtOnceAndTheRestAfterLinger) {
             std::chrono::microseconds(kLinger).count());
   EXPECT_GE(d[3].steady_time - t0, kLinger - 5ms);
   EXPECT_EQ(ValidatedOffset(2), 35u);
+}
+
+// The pipeline's threads run under SCHED_BATCH (same CPU share, no wakeup preemption of the
+// ingest path): every thread named wharf-validate, wharf-deliver or wharf-deliver-p, once each has
+// done work. Thread ids from /proc/self/task; sched_getscheduler takes a thread id on Linux.
+TEST_F(PipelineTest, PipelineThreadsRunUnderSchedBatch) {
+  auto sink = NewSink();
+  ASSERT_NO_FATAL_FAILURE(Start(Options({{"out", sink}}, Batching(10, 10ms))));
+  for (uint32_t p = 0; p < 4; ++p) ASSERT_EQ(AppendJson(KeyFor(p), 20).size(), 20u);
+  ASSERT_TRUE(WaitUntil([&] { return sink->record_count() >= 80; }, 10s));
+
+  std::map<std::string, int> seen;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm_file(entry.path() / "comm");
+    std::string comm;
+    std::getline(comm_file, comm);
+    if (comm != "wharf-validate" && comm != "wharf-deliver" && comm != "wharf-deliver-p") continue;
+    const pid_t tid = static_cast<pid_t>(std::stol(entry.path().filename().string()));
+    const int policy = sched_getscheduler(tid);
+    if (policy == -1 && errno == ESRCH) continue;  // the thread ended meanwhile
+    EXPECT_EQ(policy, SCHED_BATCH) << comm << " (thread " << tid << ")";
+    ++seen[comm];
+  }
+  EXPECT_GE(seen["wharf-validate"], 1);
+  EXPECT_GE(seen["wharf-deliver"], 1);
+  EXPECT_GE(seen["wharf-deliver-p"], 1);
 }
 
 TEST_F(PipelineTest, CutsBatchesByStoredBytes) {
