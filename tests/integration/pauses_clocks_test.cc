@@ -86,10 +86,31 @@ class Frozen {
   ~Frozen() { Thaw(); }
   Frozen(const Frozen&) = delete;
   Frozen& operator=(const Frozen&) = delete;
-  // SIGSTOPs `pids` in order (a parent before its children, so it forks no unfrozen child).
+  // SIGSTOPs `pids` in order.
   void Freeze(const std::vector<pid_t>& pids) {
     for (pid_t pid : pids) {
       if (::kill(pid, SIGSTOP) == 0) pids_.push_back(pid);
+    }
+  }
+  // SIGSTOPs `root` and every process it forked, parents before children, listing the tree
+  // again until a pass finds nothing new: a child forked between listing the tree and stopping
+  // its parent (a PostgreSQL backend for a new connection) would otherwise keep serving while
+  // the test believes the whole server is stopped. Stopped processes fork nothing, so the
+  // passes end.
+  void FreezeTree(pid_t root) {
+    for (int pass = 0; pass < 100; ++pass) {
+      bool added = false;
+      for (pid_t pid : ProcessTree(root)) {
+        if (std::find(pids_.begin(), pids_.end(), pid) != pids_.end()) continue;
+        if (::kill(pid, SIGSTOP) == 0) {
+          pids_.push_back(pid);
+          added = true;
+        }
+      }
+      if (!added) return;
+      // A stop takes effect when the process next returns from the kernel; give a fork in
+      // progress time to finish, so that the next pass sees the child.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
   void Thaw() {
@@ -362,7 +383,7 @@ TEST(PausesClocks, SigstopPostgresDestination) {
     auto before = FindDestinationStatus(wharfd.control(), "orders", "warehouse");
     ASSERT_TRUE(before.has_value());
     Frozen frozen;
-    frozen.Freeze(ProcessTree(pg.pid()));
+    frozen.FreezeTree(pg.pid());
     ASSERT_GE(frozen.count(), 2u) << "postmaster and backends";
     const auto t0 = std::chrono::steady_clock::now();
     // The delivery must notice the hang by itself (a stopped server answers nothing, and its
@@ -409,7 +430,7 @@ TEST(PausesClocks, SigstopPostgresDestination) {
   // 2. SIGTERM of wharfd while the server is stopped (a delivery hangs in it): bounded stop.
   {
     Frozen frozen;
-    frozen.Freeze(ProcessTree(pg.pid()));
+    frozen.FreezeTree(pg.pid());
     std::this_thread::sleep_for(1s);  // deliveries are now waiting on the stopped server
     const auto t0 = std::chrono::steady_clock::now();
     auto code = wharfd.Terminate(30s);
@@ -459,7 +480,7 @@ TEST(PausesClocks, StopIsBoundedWhileDestinationHangs) {
   ASSERT_TRUE(WaitFor([&] { return DeliveredRecords(wharfd.control(), "orders") > 0; }, 20s));
   {
     Frozen frozen;
-    frozen.Freeze(ProcessTree(pg.pid()));
+    frozen.FreezeTree(pg.pid());
     std::this_thread::sleep_for(1s);  // a delivery now waits on the stopped server
     const auto t0 = std::chrono::steady_clock::now();
     auto code = wharfd.Terminate(30s);
