@@ -398,6 +398,8 @@ tg_csv() {
 
 # "median min max" of metric $2 over the runs of scenario $1 (empty when there is none).
 tg_stats() {
+  # No CSV (scenario not run): prints nothing, so callers see an empty median and skip it.
+  [[ -f "$TG_OUT/$1.csv" ]] || return 0
   awk -F, -v m="$2" 'NR > 1 && $3 == m {print $4}' "$TG_OUT/$1.csv" 2>/dev/null | sort -g \
     | awk '{v[NR] = $1} END {if (NR) printf "%s %s %s\n", v[int((NR + 1) / 2)], v[1], v[NR]}'
 }
@@ -709,44 +711,42 @@ SQL
 }
 
 tg_latency() {
-  local max rate
+  local max
   if [[ -n "${WHARF_TG_LATENCY_RATE:-}" ]]; then
     max=$(( WHARF_TG_LATENCY_RATE * 2 ))
-  elif [[ -f "$TG_OUT/durable_ingest.csv" ]]; then
+  else
     max=$(tg_median durable_ingest records_per_s)
   fi
   if [[ -z "${max:-}" ]]; then
     echo "bench: latency needs the durable-ingest scenario first (or WHARF_TG_LATENCY_RATE)" >&2
     return 1
   fi
-  rate=$(awk -v m="$max" 'BEGIN { printf "%.0f", m / 2 }')
-  echo "=== 5 latency under load: $rate records/s (50% of durable ingest's median $max)," \
-    "4 producers x 1,000 records/request, file destination, ${TG_LATENCY_SECONDS} s per run"
-  tg_latency_runs latency "$rate" 0
+  tg_latency_runs latency 0 "$max" "5 latency under load" "durable ingest's median" \
+    "4 producers x 1,000 records/request, file destination"
 }
 
 # Scenario 5 read the other way: "the maximum sustained rate" as the end-to-end rate scenario 3
 # sustains (records delivered per second with its contract, ingest at full rate), and the load at
 # half of it on scenario 3's configuration. Reported beside scenario 5, not instead of it.
 tg_latency_e2e() {
-  local max rate
-  if [[ -f "$TG_OUT/end_to_end.csv" ]]; then
-    max=$(tg_median end_to_end delivered_records_per_s)
-  fi
-  if [[ -z "${max:-}" || "$TG_CONTRACT" != "contract" ]]; then
+  local max
+  max=$(tg_median end_to_end delivered_records_per_s)
+  if [[ -z "$max" || "$TG_CONTRACT" != "contract" ]]; then
     echo "bench: latency_e2e needs the end-to-end scenario with its contract first" >&2
     return 1
   fi
-  rate=$(awk -v m="$max" 'BEGIN { printf "%.0f", m / 2 }')
-  echo "=== 5b latency at 50% of the end-to-end sustained rate: $rate records/s (end to end's" \
-    "median $max), contract and file destination as in 3, ${TG_LATENCY_SECONDS} s per run"
-  tg_latency_runs latency_e2e "$rate" 1
+  tg_latency_runs latency_e2e 1 "$max" "5b latency at 50% of the end-to-end sustained rate" \
+    "end to end's median" "contract and file destination as in 3"
 }
 
-# Runs wharf-bench at RATE against a fresh wharfd (CONTRACT 1: scenario 3's contract) with the
-# file destination delivering, TG_RUNS times; writes SCENARIO.csv.
+# Runs wharf-bench at half of MAX against a fresh wharfd (CONTRACT 1: scenario 3's contract) with
+# the file destination delivering, TG_RUNS times; writes SCENARIO.csv. TITLE, MAX_NAME and SETUP
+# describe the scenario in its header line.
 tg_latency_runs() {
-  local scenario=$1 rate=$2 contract=$3 run dir line rc
+  local scenario=$1 contract=$2 max=$3 title=$4 max_name=$5 setup=$6 rate run dir line rc
+  rate=$(awk -v m="$max" 'BEGIN { printf "%.0f", m / 2 }')
+  echo "=== $title: $rate records/s (50% of $max_name $max), $setup," \
+    "${TG_LATENCY_SECONDS} s per run"
   for run in $(seq 1 "$TG_RUNS"); do
     dir=$(mktemp -d /tmp/wharf-bench-latency-XXXXXX)
     CLEANUP_DIRS+=("$dir")
@@ -825,14 +825,27 @@ GP
   echo "plots: $TG_OUT/throughput.png $TG_OUT/latency.png"
 }
 
+# The ack (< 10 ms) and handoff (< 250 ms) p99 rows of latency scenario SCENARIO, at LOAD.
+tg_latency_targets() {
+  local scenario=$1 load=$2 mark=${3:-} ack handoff
+  ack=$(tg_median "$scenario" ack_p99_ms)
+  handoff=$(tg_median "$scenario" handoff_p99_ms)
+  if [[ -n "$ack" ]]; then
+    tg_target "ack p99 at $load (ms)$mark" "$ack" "< 10" \
+      "$(awk -v v="$ack" 'BEGIN { print (v < 10) ? "yes" : "no" }')"
+  fi
+  if [[ -n "$handoff" ]]; then
+    tg_target "handoff p99 at $load (ms)$mark" "$handoff" "< 250" \
+      "$(awk -v v="$handoff" 'BEGIN { print (v < 250) ? "yes" : "no" }')"
+  fi
+}
+
 tg_targets_table() {
-  local ceiling ingest e2e pg ack handoff ratio
+  local ceiling ingest e2e pg ratio
   ceiling=$(tg_median storage_ceiling_4t records_per_s)
   ingest=$(tg_median durable_ingest records_per_s)
   e2e=$(tg_median end_to_end delivered_records_per_s)
   pg=$(tg_median pg_staging records_per_s)
-  ack=$(tg_median latency ack_p99_ms)
-  handoff=$(tg_median latency handoff_p99_ms)
   if [[ -n "$ceiling" && -n "$ingest" ]]; then
     ratio=$(awk -v a="$ingest" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }')
     tg_target "durable ingest / storage ceiling (4 threads)" "$ratio" ">= 0.5" \
@@ -849,26 +862,10 @@ tg_targets_table() {
     tg_target "end to end [$TG_CONTRACT] / PostgreSQL load+move" "$ratio" ">= 1.0" \
       "$(awk -v r="$ratio" 'BEGIN { print (r >= 1.0) ? "yes" : "no" }')"
   fi
-  if [[ -n "$ack" ]]; then
-    tg_target "ack p99 at 50% of max rate (ms)" "$ack" "< 10" \
-      "$(awk -v v="$ack" 'BEGIN { print (v < 10) ? "yes" : "no" }')"
-  fi
-  if [[ -n "$handoff" ]]; then
-    tg_target "handoff p99 at 50% of max rate (ms)" "$handoff" "< 250" \
-      "$(awk -v v="$handoff" 'BEGIN { print (v < 250) ? "yes" : "no" }')"
-  fi
+  tg_latency_targets latency "50% of max rate"
   # Scenario 5 read as 50% of the end-to-end sustained rate (tg_latency_e2e): the same bounds,
   # reported on their own rows, marked as that reading.
-  ack=$(tg_median latency_e2e ack_p99_ms)
-  handoff=$(tg_median latency_e2e handoff_p99_ms)
-  if [[ -n "$ack" ]]; then
-    tg_target "ack p99 at 50% of end-to-end sustained rate (ms) [5b]" "$ack" "< 10" \
-      "$(awk -v v="$ack" 'BEGIN { print (v < 10) ? "yes" : "no" }')"
-  fi
-  if [[ -n "$handoff" ]]; then
-    tg_target "handoff p99 at 50% of end-to-end sustained rate (ms) [5b]" "$handoff" "< 250" \
-      "$(awk -v v="$handoff" 'BEGIN { print (v < 250) ? "yes" : "no" }')"
-  fi
+  tg_latency_targets latency_e2e "50% of end-to-end sustained rate" " [5b]"
   echo "=== TARGETS (medians of $TG_RUNS run(s); ratios against references measured in this run)"
   awk -F'|' 'BEGIN { printf "%-58s %12s %-26s %s\n", "target", "measured", "target", "met" }
              { printf "%-58s %12s %-26s %s\n", $1, $2, $3, $4 }' "$TG_TARGETS"
